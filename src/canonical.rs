@@ -1,0 +1,517 @@
+//! The one event shape every consumer sees, whatever the vendor.
+//!
+//! An [`Event`] is a CloudEvents 1.0 JSON envelope; its `data` is
+//! [`EventData`], described by `schemas/canonical-event.schema.json`. The
+//! envelope's `id` is deterministic (a hash of the source and the vendor's own
+//! event identity), so a vendor's retries of one event carry the same id and
+//! consumers can de-duplicate on it.
+//!
+//! Amounts never pass through floating point: [`Amount`] keeps a decimal
+//! string and an integer count of minor units, both derived from the vendor's
+//! text or integer by exact arithmetic.
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::vendors::VendorKind;
+
+/// Version of the `data` schema; bumped only on breaking changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The `dataschema` URI; equals the `$id` of `schemas/canonical-event.schema.json`.
+pub const DATASCHEMA: &str = "urn:hookgate:schema:canonical-event:1";
+
+/// The AMQP/HTTP content type of a structured-mode CloudEvent.
+pub const CONTENT_TYPE: &str = "application/cloudevents+json";
+
+/// Type given to authenticated bodies that no mapping understands.
+pub const UNMAPPED: &str = "unmapped";
+
+/// Type given to well-formed vendor events whose kind we do not know.
+pub const UNKNOWN: &str = "unknown";
+
+/// A canonical event: CloudEvents 1.0 envelope plus our `data`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Always `1.0`.
+    pub specversion: &'static str,
+    /// Deterministic id: equal for retries of the same vendor event.
+    pub id: String,
+    /// `/sources/{source_id}`: the configured endpoint the event came through.
+    pub source: String,
+    /// Our vocabulary (`payment.succeeded`, ...), never the vendor's.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The id of the object the event is about, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// When the vendor says it happened (or when it arrived, if it does not say).
+    pub time: String,
+    /// Always `application/json`.
+    pub datacontenttype: &'static str,
+    /// [`DATASCHEMA`].
+    pub dataschema: &'static str,
+    /// Extension: the vendor module name.
+    pub vendor: &'static str,
+    /// Extension: the vendor's own event name.
+    pub vendoreventtype: String,
+    /// The normalized payload.
+    pub data: EventData,
+}
+
+/// The `data` of every event; see the JSON Schema for field semantics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EventData {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Vendor module name.
+    pub vendor: &'static str,
+    /// Configured source id.
+    pub source_id: String,
+    /// The vendor's event name, verbatim.
+    pub vendor_event_type: String,
+    /// The vendor's event identity (or one derived from the body when it has none).
+    pub vendor_event_id: String,
+    /// When hookgate received the request (RFC 3339, UTC).
+    pub received_at: String,
+    /// When the vendor says the event happened (RFC 3339).
+    pub occurred_at: String,
+    /// The vendor-specific facts, flattened in.
+    #[serde(flatten)]
+    pub facts: Facts,
+}
+
+/// The normalized facts a vendor mapping extracts; every part is optional
+/// because vendors differ in what they send.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Facts {
+    /// The object the event is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectRef>,
+    /// The money the event is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Amount>,
+    /// Tip included in `amount`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tip: Option<Amount>,
+    /// Discount applied before `amount`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discount: Option<Amount>,
+    /// The merchant account at the vendor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merchant: Option<Merchant>,
+    /// A vendor status code and its name (Nexio numeric statuses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// A status transition the vendor reported (USAePay `changes.old/new`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_change: Option<StatusChange>,
+    /// How the payer paid; never a full card number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_method: Option<PaymentMethod>,
+    /// Settlement batch totals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<Settlement>,
+    /// Inventory quantities.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<Inventory>,
+    /// The payer, only when a source opts in to personal data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer: Option<Customer>,
+    /// Why the body could not be mapped, and the body itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unmapped: Option<Unmapped>,
+    /// The vendor's body, parsed, minus known secrets; `null` when unparseable.
+    pub vendor_data: Value,
+}
+
+/// `{type, id}` of the object an event concerns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectRef {
+    /// Our noun: `transaction`, `refund`, `batch`, `product`, `card_update`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The vendor's id for it.
+    pub id: String,
+}
+
+/// A merchant account at the vendor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Merchant {
+    /// The vendor's merchant id or key.
+    pub id: String,
+}
+
+/// A vendor status code with its documented name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// Which vendor field this is (`transactionStatus`, `payoutStatus`, ...).
+    pub field: String,
+    /// The numeric code, when the vendor uses codes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<i64>,
+    /// The documented name, or `unknown` for undocumented codes.
+    pub name: String,
+}
+
+/// A change of one field from one value to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusChange {
+    /// The field that changed (`status`, `updated_card`, ...).
+    pub field: String,
+    /// Value before, as text; `null` when it had none.
+    pub from: Option<String>,
+    /// Value after, as text; `null` when it has none.
+    pub to: Option<String>,
+}
+
+/// Card or other method, reduced to what is safe to publish.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PaymentMethod {
+    /// `card`, `cash`, `ach`, ... as the vendor names it, lowercased.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Card brand when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brand: Option<String>,
+    /// Last four digits when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last4: Option<String>,
+}
+
+/// Totals of a settled (or failed) batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Settlement {
+    /// Batch number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_number: Option<String>,
+    /// Sum of sales in the batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sales_total: Option<Amount>,
+    /// Number of sales.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sales_count: Option<i64>,
+    /// Sum of credits (refunds) in the batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credits_total: Option<Amount>,
+    /// Why a batch failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+}
+
+/// Stock levels after an inventory change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Inventory {
+    /// Stock location.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location_id: Option<String>,
+    /// Quantity on hand after the change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantity_on_hand: Option<i64>,
+    /// Signed change applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantity_change: Option<i64>,
+}
+
+/// The payer's contact details; published only when a source opts in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Customer {
+    /// Full name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Email address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Phone number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// Postal address, as the vendor wrote it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// An authenticated body that could not be mapped, kept whole for `remap`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unmapped {
+    /// What the mapper could not understand.
+    pub reason: String,
+    /// `utf8` or `base64`.
+    pub raw_body_encoding: &'static str,
+    /// The body exactly as received.
+    pub raw_body: String,
+}
+
+/// A sum of money in a currency, exact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Amount {
+    /// Decimal string with the currency's number of fraction digits (`"5.00"`).
+    pub value: String,
+    /// The same sum in minor units (`500`).
+    pub minor: i64,
+    /// ISO 4217 code.
+    pub currency: String,
+}
+
+/// Why a vendor's amount could not be read exactly.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    /// Not a plain decimal number.
+    #[error("`{0}` is not a decimal amount")]
+    NotDecimal(String),
+    /// More fraction digits than the currency has, and not just trailing zeros.
+    #[error("`{0}` has more decimals than {1} allows")]
+    TooPrecise(String, String),
+    /// Does not fit in 64-bit minor units.
+    #[error("`{0}` is too large")]
+    Overflow(String),
+}
+
+/// Number of minor-unit digits of an ISO 4217 currency.
+pub fn currency_exponent(currency: &str) -> u32 {
+    match currency {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
+        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        _ => 2,
+    }
+}
+
+impl Amount {
+    /// From a count of minor units (`360` GBP is 3.60).
+    pub fn from_minor(minor: i64, currency: &str) -> Self {
+        let exp = currency_exponent(currency);
+        let value = if exp == 0 {
+            minor.to_string()
+        } else {
+            let scale = 10_i64.pow(exp) as u64;
+            let abs = minor.unsigned_abs();
+            let sign = if minor < 0 { "-" } else { "" };
+            format!(
+                "{sign}{}.{:0width$}",
+                abs / scale,
+                abs % scale,
+                width = exp as usize
+            )
+        };
+        Self {
+            value,
+            minor,
+            currency: currency.to_owned(),
+        }
+    }
+
+    /// From a decimal string in major units (`"5.00"` USD is 500 minor).
+    pub fn from_decimal(text: &str, currency: &str) -> Result<Self, AmountError> {
+        let not_decimal = || AmountError::NotDecimal(text.to_owned());
+        let trimmed = text.trim();
+        let (negative, digits) = match trimmed.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, trimmed.strip_prefix('+').unwrap_or(trimmed)),
+        };
+        let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+        if whole.is_empty() && fraction.is_empty()
+            || !whole.bytes().all(|b| b.is_ascii_digit())
+            || !fraction.bytes().all(|b| b.is_ascii_digit())
+            || whole.len() > 20
+        {
+            return Err(not_decimal());
+        }
+        let exp = currency_exponent(currency) as usize;
+        let (kept, dropped) = if fraction.len() > exp {
+            fraction.split_at(exp)
+        } else {
+            (fraction, "")
+        };
+        if dropped.bytes().any(|b| b != b'0') {
+            return Err(AmountError::TooPrecise(text.to_owned(), currency.to_owned()));
+        }
+        let overflow = || AmountError::Overflow(text.to_owned());
+        let mut minor: i64 = 0;
+        for b in whole.bytes().chain(kept.bytes()) {
+            minor = minor
+                .checked_mul(10)
+                .and_then(|m| m.checked_add(i64::from(b - b'0')))
+                .ok_or_else(overflow)?;
+        }
+        for _ in kept.len()..exp {
+            minor = minor.checked_mul(10).ok_or_else(overflow)?;
+        }
+        if negative {
+            minor = -minor;
+        }
+        Ok(Self::from_minor(minor, currency))
+    }
+}
+
+/// What a vendor mapping produces; the pipeline adds the envelope.
+#[derive(Debug, Clone, Default)]
+pub struct Mapped {
+    /// Canonical type (`payment.succeeded`, `unknown`, ...).
+    pub event_type: String,
+    /// The vendor's event name, verbatim.
+    pub vendor_event_type: String,
+    /// Stable identity of this vendor event; equal across the vendor's retries.
+    pub vendor_event_id: String,
+    /// When the vendor says it happened; `None` uses the receipt time.
+    pub occurred_at: Option<OffsetDateTime>,
+    /// Everything else the mapping extracted.
+    pub facts: Facts,
+}
+
+/// Formats a time as RFC 3339 (`2021-04-07T15:14:26Z`).
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+}
+
+/// A deterministic UUID-shaped id (version 8, RFC 9562) from a hash of the
+/// source and the vendor event's identity: stable across retries, distinct
+/// across sources.
+pub fn event_id(vendor: VendorKind, source_id: &str, vendor_event_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"hookgate/event-id/v1\0");
+    h.update(vendor.name().as_bytes());
+    h.update(b"\0");
+    h.update(source_id.as_bytes());
+    h.update(b"\0");
+    h.update(vendor_event_id.as_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    b[6] = (b[6] & 0x0f) | 0x80; // version 8
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 9562 variant
+    let x = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+}
+
+/// A stable identity for bodies that carry none: the hash of the exact bytes,
+/// so a vendor's byte-identical retries share it.
+pub fn body_identity(body: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(body)))
+}
+
+impl Event {
+    /// Wraps a mapping's output in the envelope.
+    pub fn from_mapped(vendor: VendorKind, source_id: &str, mapped: Mapped, received_at: OffsetDateTime) -> Self {
+        let received = rfc3339(received_at);
+        let occurred = mapped.occurred_at.map(rfc3339).unwrap_or_else(|| received.clone());
+        let subject = mapped.facts.object.as_ref().map(|o| o.id.clone());
+        Self {
+            specversion: "1.0",
+            id: event_id(vendor, source_id, &mapped.vendor_event_id),
+            source: format!("/sources/{source_id}"),
+            event_type: mapped.event_type,
+            subject,
+            time: occurred.clone(),
+            datacontenttype: "application/json",
+            dataschema: DATASCHEMA,
+            vendor: vendor.name(),
+            vendoreventtype: mapped.vendor_event_type.clone(),
+            data: EventData {
+                schema_version: SCHEMA_VERSION,
+                vendor: vendor.name(),
+                source_id: source_id.to_owned(),
+                vendor_event_type: mapped.vendor_event_type,
+                vendor_event_id: mapped.vendor_event_id,
+                received_at: received,
+                occurred_at: occurred,
+                facts: mapped.facts,
+            },
+        }
+    }
+
+    /// An authenticated body no mapping understood: published as `unmapped`
+    /// with the raw body and the reason, so nothing authenticated is dropped.
+    pub fn unmapped(
+        vendor: VendorKind,
+        source_id: &str,
+        body: &[u8],
+        reason: String,
+        received_at: OffsetDateTime,
+    ) -> Self {
+        let (raw_body_encoding, raw_body) = match std::str::from_utf8(body) {
+            Ok(text) => ("utf8", text.to_owned()),
+            Err(_) => {
+                use base64::Engine;
+                ("base64", base64::engine::general_purpose::STANDARD.encode(body))
+            }
+        };
+        let mapped = Mapped {
+            event_type: UNMAPPED.to_owned(),
+            vendor_event_type: String::new(),
+            vendor_event_id: body_identity(body),
+            occurred_at: None,
+            facts: Facts {
+                unmapped: Some(Unmapped {
+                    reason,
+                    raw_body_encoding,
+                    raw_body,
+                }),
+                vendor_data: Value::Null,
+                ..Facts::default()
+            },
+        };
+        Self::from_mapped(vendor, source_id, mapped, received_at)
+    }
+
+    /// `{source_id}.{type}`: consumers bind `*.payment.#` or `usaepay-main.#`.
+    pub fn routing_key(&self) -> String {
+        format!("{}.{}", self.data.source_id, self.event_type)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_amounts_are_exact() {
+        let a = Amount::from_decimal("5.00", "USD").unwrap();
+        assert_eq!((a.value.as_str(), a.minor), ("5.00", 500));
+        let a = Amount::from_decimal("5", "USD").unwrap();
+        assert_eq!((a.value.as_str(), a.minor), ("5.00", 500));
+        let a = Amount::from_decimal("0.1", "USD").unwrap();
+        assert_eq!((a.value.as_str(), a.minor), ("0.10", 10));
+        let a = Amount::from_decimal("1234.500", "USD").unwrap();
+        assert_eq!((a.value.as_str(), a.minor), ("1234.50", 123_450));
+        let a = Amount::from_decimal("-2.05", "USD").unwrap();
+        assert_eq!((a.value.as_str(), a.minor), ("-2.05", -205));
+        let a = Amount::from_decimal("1500", "JPY").unwrap();
+        assert_eq!((a.value.as_str(), a.minor), ("1500", 1500));
+        let a = Amount::from_decimal("1.234", "KWD").unwrap();
+        assert_eq!((a.value.as_str(), a.minor), ("1.234", 1234));
+    }
+
+    #[test]
+    fn bad_amounts_are_refused_not_rounded() {
+        assert!(matches!(Amount::from_decimal("5.001", "USD"), Err(AmountError::TooPrecise(..))));
+        assert!(matches!(Amount::from_decimal("1e3", "USD"), Err(AmountError::NotDecimal(_))));
+        assert!(matches!(Amount::from_decimal("", "USD"), Err(AmountError::NotDecimal(_))));
+        assert!(matches!(Amount::from_decimal(".", "USD"), Err(AmountError::NotDecimal(_))));
+        assert!(matches!(
+            Amount::from_decimal("99999999999999999999", "USD"),
+            Err(AmountError::Overflow(_)) | Err(AmountError::NotDecimal(_))
+        ));
+    }
+
+    #[test]
+    fn minor_amounts_format_with_the_currency_exponent() {
+        assert_eq!(Amount::from_minor(360, "GBP").value, "3.60");
+        assert_eq!(Amount::from_minor(5, "USD").value, "0.05");
+        assert_eq!(Amount::from_minor(-5, "USD").value, "-0.05");
+        assert_eq!(Amount::from_minor(7, "JPY").value, "7");
+    }
+
+    #[test]
+    fn event_ids_are_stable_uuids_that_differ_by_source() {
+        let a = event_id(VendorKind::Usaepay, "main", "abc");
+        assert_eq!(a, event_id(VendorKind::Usaepay, "main", "abc"));
+        assert_ne!(a, event_id(VendorKind::Usaepay, "other", "abc"));
+        assert_ne!(a, event_id(VendorKind::Usaepay, "main", "abd"));
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "8");
+    }
+}

@@ -1,0 +1,839 @@
+//! The configuration file, in two stages.
+//!
+//! [`RawConfig`] mirrors the TOML file exactly (`deny_unknown_fields`, so a
+//! typo is an error, not a silently ignored key). [`RawConfig::build`] turns it
+//! into [`Settings`]: environment references expanded, addresses and CIDRs
+//! parsed, secrets wrapped, vendors resolved. It collects *every* problem
+//! rather than stopping at the first, and each [`ConfigError`] names the key
+//! (`source[0].auth.hmac.keys[1]`), so `hookgate check-config` can print a
+//! complete list an operator fixes in one pass.
+//!
+//! Any string value may contain `${NAME}`, replaced by the environment
+//! variable `NAME` at load time, so secrets stay out of the file. An unset
+//! variable is an error naming both the key and the variable.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::auth::{Authenticator, BasicCredentials, HmacVerifier, IpAllowList};
+use crate::secret::Secret;
+use crate::vendors::{AmountUnit, MapOptions, VendorKind};
+
+/// Bodies above this are refused with 413 unless the config says otherwise;
+/// the largest vendor body we know of is a few KiB, so 256 KiB leaves room
+/// for growth while bounding memory per request.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// One problem in the configuration, tied to the key that causes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the offending key, e.g. `source[1].auth.basic.password`.
+    pub key: String,
+    /// What is wrong and, where useful, what would be right.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Every problem found while loading a config file, in file order.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", render_errors(.0))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+fn render_errors(errors: &[ConfigError]) -> String {
+    let mut out = format!("{} problem(s) in the configuration:", errors.len());
+    for error in errors {
+        out.push_str("\n  - ");
+        out.push_str(&error.to_string());
+    }
+    out
+}
+
+// === raw (file) shape ===
+
+/// The file as written; see the README's config reference for each key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// The public listener.
+    pub server: RawServer,
+    /// Where events are published.
+    pub broker: RawBroker,
+    /// One entry per webhook URL handed to a vendor.
+    #[serde(default, rename = "source")]
+    pub sources: Vec<RawSource>,
+}
+
+/// `[server]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// `ip:port` to bind.
+    pub listen: String,
+    /// PEM certificate chain; with `tls_key`, enables TLS.
+    pub tls_cert: Option<String>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<String>,
+    /// Request bodies above this many bytes get 413.
+    pub max_body_bytes: Option<usize>,
+    /// Connections beyond this wait in the kernel backlog instead of costing memory.
+    pub max_connections: Option<usize>,
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout_ms: Option<u64>,
+    /// Time allowed to receive the request head (slowloris guard).
+    pub header_timeout_ms: Option<u64>,
+    /// Time allowed to receive the whole body.
+    pub body_timeout_ms: Option<u64>,
+    /// Proxies whose `X-Forwarded-For` is believed, as CIDRs; empty = never read it.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// `[broker]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBroker {
+    /// `amqp://user:pass@host:port/vhost`.
+    pub url: String,
+    /// Topic exchange events are published to.
+    pub exchange: Option<String>,
+    /// How long a publish may wait for the broker's confirm before the request fails.
+    pub confirm_timeout_ms: Option<u64>,
+    /// How long one connection attempt may take.
+    pub connect_timeout_ms: Option<u64>,
+    /// Publishing channels (each in confirm mode) shared by all requests.
+    pub channels: Option<usize>,
+}
+
+/// `[[source]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// The `{source_id}` in `/webhooks/{source_id}`.
+    pub id: String,
+    /// Which vendor module reads this source's bodies.
+    pub vendor: String,
+    /// How this source proves a request is genuine.
+    pub auth: Option<RawAuth>,
+    /// Strictly only: whether amounts are cents (`minor`) or dollars (`major`).
+    pub amount_unit: Option<String>,
+    /// ISO 4217 code used when the vendor's body names no currency.
+    pub currency: Option<String>,
+    /// StickyPay only: publish the payer's name, email, phone and address.
+    pub include_personal_data: Option<bool>,
+}
+
+/// `[source.auth]`: every method present must pass.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// HTTP Basic credentials.
+    pub basic: Option<RawBasic>,
+    /// HMAC-SHA256 signature keys.
+    pub hmac: Option<RawHmac>,
+    /// Secret last path segment: `/webhooks/{source_id}/{token}`.
+    pub token: Option<String>,
+    /// Client addresses allowed, as CIDRs or plain addresses.
+    pub ip_allow: Option<Vec<String>>,
+}
+
+/// `basic = { username, password }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasic {
+    /// Expected user name.
+    pub username: String,
+    /// Expected password.
+    pub password: String,
+}
+
+/// `hmac = { keys = [..] }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHmac {
+    /// Accepted keys; more than one during a rotation.
+    pub keys: Vec<String>,
+    /// For signatures that carry a timestamp: how far it may be from now.
+    pub tolerance_secs: Option<u64>,
+}
+
+// === built shape ===
+
+/// The validated, ready-to-run configuration.
+#[derive(Debug)]
+pub struct Settings {
+    /// The public listener.
+    pub server: ServerSettings,
+    /// The broker connection.
+    pub broker: BrokerSettings,
+    /// Sources by id.
+    pub sources: Arc<Sources>,
+}
+
+/// Where and how the public listener runs.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Certificate chain and key paths; `None` means plain HTTP behind a proxy.
+    pub tls: Option<TlsPaths>,
+    /// Request body cap.
+    pub max_body_bytes: usize,
+    /// Concurrent connection cap.
+    pub max_connections: usize,
+    /// TLS handshake deadline.
+    pub handshake_timeout: Duration,
+    /// Request-head deadline.
+    pub header_timeout: Duration,
+    /// Whole-body deadline.
+    pub body_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` is trusted.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// PEM files for the TLS listener.
+#[derive(Debug, Clone)]
+pub struct TlsPaths {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// How to reach RabbitMQ.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// AMQP URL; a secret because it usually carries a password.
+    pub url: Secret,
+    /// Topic exchange for events.
+    pub exchange: String,
+    /// Deadline for a publisher confirm.
+    pub confirm_timeout: Duration,
+    /// Deadline for one connection attempt.
+    pub connect_timeout: Duration,
+    /// Size of the publishing channel pool.
+    pub channels: usize,
+}
+
+/// A configured webhook endpoint: one vendor, one set of credentials.
+#[derive(Debug)]
+pub struct Source {
+    /// The `{source_id}` path segment; also the first routing-key word.
+    pub id: String,
+    /// The module that reads this source's bodies.
+    pub vendor: VendorKind,
+    /// The checks every request must pass.
+    pub auth: Authenticator,
+    /// Per-source mapping choices.
+    pub options: MapOptions,
+}
+
+/// All sources, looked up by the id in the URL.
+#[derive(Debug, Default)]
+pub struct Sources {
+    by_id: HashMap<String, Arc<Source>>,
+}
+
+impl Sources {
+    /// The source for a URL's `{source_id}`, if configured.
+    pub fn get(&self, id: &str) -> Option<&Arc<Source>> {
+        self.by_id.get(id)
+    }
+
+    /// Every source, for start-up logging and tests.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Source>> {
+        self.by_id.values()
+    }
+
+    /// Builds a set directly, for tests and tools that skip the file.
+    pub fn from_sources(sources: impl IntoIterator<Item = Source>) -> Self {
+        Self {
+            by_id: sources
+                .into_iter()
+                .map(|s| (s.id.clone(), Arc::new(s)))
+                .collect(),
+        }
+    }
+}
+
+// === loading ===
+
+/// Reads, parses and validates a config file; the error lists every problem.
+pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            key: path.display().to_string(),
+            message: format!("cannot read the config file: {e}"),
+        }])
+    })?;
+    from_toml(&text)
+}
+
+/// Parses and validates config text, expanding `${NAME}` from the environment.
+pub fn from_toml(text: &str) -> Result<Settings, ConfigErrors> {
+    from_toml_with_env(text, &|name| std::env::var(name).ok())
+}
+
+/// As [`from_toml`], with the environment supplied by the caller (tests).
+pub fn from_toml_with_env(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Settings, ConfigErrors> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            key: "config".into(),
+            message: e.to_string().trim_end().replace('\n', "\n    "),
+        }])
+    })?;
+    raw.build(env)
+}
+
+/// Accumulates errors while a [`RawConfig`] is built.
+struct Builder<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<ConfigError>,
+}
+
+impl Builder<'_> {
+    fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Expands every `${NAME}` in a value, reporting unset variables by key.
+    fn expand(&mut self, key: &str, value: &str) -> String {
+        let mut out = String::with_capacity(value.len());
+        let mut rest = value;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else {
+                self.error(key, "`${` without a closing `}`");
+                return out;
+            };
+            let name = &after[..end];
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                self.error(key, format!("`${{{name}}}` is not a valid variable name"));
+            } else {
+                match (self.env)(name) {
+                    Some(v) => out.push_str(&v),
+                    None => self.error(
+                        key,
+                        format!("environment variable {name} is not set"),
+                    ),
+                }
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    fn duration_ms(&mut self, key: &str, value: Option<u64>, default_ms: u64) -> Duration {
+        match value {
+            Some(0) => {
+                self.error(key, "must be greater than 0");
+                Duration::from_millis(default_ms)
+            }
+            Some(ms) => Duration::from_millis(ms),
+            None => Duration::from_millis(default_ms),
+        }
+    }
+
+    fn cidr(&mut self, key: &str, value: &str) -> Option<IpNet> {
+        let value = self.expand(key, value);
+        if let Ok(net) = value.parse::<IpNet>() {
+            return Some(net.trunc());
+        }
+        if let Ok(ip) = value.parse::<std::net::IpAddr>() {
+            return Some(IpNet::from(ip));
+        }
+        self.error(
+            key,
+            format!("`{value}` is not an IP address or CIDR (e.g. 203.0.113.0/24)"),
+        );
+        None
+    }
+}
+
+impl RawConfig {
+    /// Validates every key and builds the runtime settings.
+    pub fn build(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigErrors> {
+        let mut b = Builder {
+            env,
+            errors: Vec::new(),
+        };
+        let server = build_server(&mut b, &self.server);
+        let broker = build_broker(&mut b, &self.broker);
+        let sources = build_sources(&mut b, &self.sources);
+        if b.errors.is_empty() {
+            Ok(Settings {
+                server: server.expect("server settings exist when no error was recorded"),
+                broker,
+                sources: Arc::new(sources),
+            })
+        } else {
+            Err(ConfigErrors(b.errors))
+        }
+    }
+}
+
+fn build_server(b: &mut Builder, raw: &RawServer) -> Option<ServerSettings> {
+    let listen = b.expand("server.listen", &raw.listen);
+    let listen = match listen.parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            b.error(
+                "server.listen",
+                format!("`{listen}` is not an ip:port address (e.g. 127.0.0.1:8443)"),
+            );
+            None
+        }
+    };
+    let tls = match (&raw.tls_cert, &raw.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsPaths {
+            cert: PathBuf::from(b.expand("server.tls_cert", cert)),
+            key: PathBuf::from(b.expand("server.tls_key", key)),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            b.error("server.tls_key", "missing: tls_cert is set, so tls_key is required");
+            None
+        }
+        (None, Some(_)) => {
+            b.error("server.tls_cert", "missing: tls_key is set, so tls_cert is required");
+            None
+        }
+    };
+    let max_body_bytes = match raw.max_body_bytes {
+        Some(0) => {
+            b.error("server.max_body_bytes", "must be greater than 0");
+            DEFAULT_MAX_BODY_BYTES
+        }
+        Some(n) => n,
+        None => DEFAULT_MAX_BODY_BYTES,
+    };
+    let max_connections = match raw.max_connections {
+        Some(0) => {
+            b.error("server.max_connections", "must be greater than 0");
+            1
+        }
+        Some(n) => n,
+        None => 1024,
+    };
+    let handshake_timeout = b.duration_ms("server.handshake_timeout_ms", raw.handshake_timeout_ms, 10_000);
+    let header_timeout = b.duration_ms("server.header_timeout_ms", raw.header_timeout_ms, 10_000);
+    let body_timeout = b.duration_ms("server.body_timeout_ms", raw.body_timeout_ms, 15_000);
+    let trusted_proxies = raw
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| b.cidr(&format!("server.trusted_proxies[{i}]"), p))
+        .collect();
+    Some(ServerSettings {
+        listen: listen?,
+        tls,
+        max_body_bytes,
+        max_connections,
+        handshake_timeout,
+        header_timeout,
+        body_timeout,
+        trusted_proxies,
+    })
+}
+
+fn build_broker(b: &mut Builder, raw: &RawBroker) -> BrokerSettings {
+    let url = b.expand("broker.url", &raw.url);
+    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        b.error("broker.url", "must start with amqp:// (amqps:// is not built in)");
+    } else if url.starts_with("amqps://") {
+        b.error(
+            "broker.url",
+            "amqps:// is not supported by this build; run the broker on loopback or a private network",
+        );
+    }
+    let exchange = raw
+        .exchange
+        .as_deref()
+        .map(|e| b.expand("broker.exchange", e))
+        .unwrap_or_else(|| "hookgate.events".to_owned());
+    if exchange.is_empty() || exchange.len() > 255 || exchange.starts_with("amq.") {
+        b.error(
+            "broker.exchange",
+            format!("`{exchange}` is not usable: 1 to 255 characters, not starting with `amq.`"),
+        );
+    }
+    let channels = match raw.channels {
+        Some(0) => {
+            b.error("broker.channels", "must be greater than 0");
+            1
+        }
+        Some(n) => n,
+        None => 4,
+    };
+    BrokerSettings {
+        url: Secret::new(url),
+        exchange,
+        confirm_timeout: b.duration_ms("broker.confirm_timeout_ms", raw.confirm_timeout_ms, 5_000),
+        connect_timeout: b.duration_ms("broker.connect_timeout_ms", raw.connect_timeout_ms, 3_000),
+        channels,
+    }
+}
+
+fn build_sources(b: &mut Builder, raw: &[RawSource]) -> Sources {
+    if raw.is_empty() {
+        b.error("source", "no [[source]] configured: nothing could be received");
+    }
+    let mut seen = HashSet::new();
+    let mut built = Vec::new();
+    for (i, source) in raw.iter().enumerate() {
+        let at = format!("source[{i}]");
+        let id = source.id.clone();
+        let id_ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-');
+        if !id_ok {
+            b.error(
+                format!("{at}.id"),
+                format!("`{id}` must be 1 to 64 characters of a-z, 0-9, `_` or `-`"),
+            );
+        } else if !seen.insert(id.clone()) {
+            b.error(format!("{at}.id"), format!("`{id}` is used by more than one source"));
+        }
+        let vendor = match VendorKind::from_name(&source.vendor) {
+            Some(v) => Some(v),
+            None => {
+                b.error(
+                    format!("{at}.vendor"),
+                    format!(
+                        "unknown vendor `{}`; expected one of: {}",
+                        source.vendor,
+                        VendorKind::ALL.map(|v| v.name()).join(", ")
+                    ),
+                );
+                None
+            }
+        };
+        let options = build_options(b, &at, source, vendor);
+        let auth = match &source.auth {
+            Some(auth) => build_auth(b, &at, auth, vendor),
+            None => {
+                b.error(
+                    format!("{at}.auth"),
+                    "missing: every source needs at least one of basic, hmac, token, ip_allow",
+                );
+                None
+            }
+        };
+        if let (Some(vendor), Some(auth)) = (vendor, auth) {
+            built.push(Source {
+                id,
+                vendor,
+                auth,
+                options,
+            });
+        }
+    }
+    Sources::from_sources(built)
+}
+
+fn build_options(
+    b: &mut Builder,
+    at: &str,
+    raw: &RawSource,
+    vendor: Option<VendorKind>,
+) -> MapOptions {
+    let mut options = MapOptions::default();
+    if let Some(unit) = &raw.amount_unit {
+        if vendor.is_some_and(|v| v != VendorKind::Strictly) {
+            b.error(format!("{at}.amount_unit"), "only used by vendor `strictly`");
+        }
+        match unit.as_str() {
+            "minor" => options.amount_unit = AmountUnit::Minor,
+            "major" => options.amount_unit = AmountUnit::Major,
+            other => b.error(
+                format!("{at}.amount_unit"),
+                format!("`{other}` is not `minor` or `major`"),
+            ),
+        }
+    }
+    if let Some(currency) = &raw.currency {
+        let currency = b.expand(&format!("{at}.currency"), currency);
+        if currency.len() == 3 && currency.bytes().all(|c| c.is_ascii_uppercase()) {
+            options.currency = currency;
+        } else {
+            b.error(
+                format!("{at}.currency"),
+                format!("`{currency}` is not an ISO 4217 code such as USD"),
+            );
+        }
+    }
+    if let Some(include) = raw.include_personal_data {
+        if vendor.is_some_and(|v| v != VendorKind::Stickypay) {
+            b.error(format!("{at}.include_personal_data"), "only used by vendor `stickypay`");
+        }
+        options.include_personal_data = include;
+    }
+    options
+}
+
+fn build_auth(
+    b: &mut Builder,
+    at: &str,
+    raw: &RawAuth,
+    vendor: Option<VendorKind>,
+) -> Option<Authenticator> {
+    let at = format!("{at}.auth");
+    let mut auth = Authenticator::default();
+    let mut methods = 0;
+    if let Some(basic) = &raw.basic {
+        methods += 1;
+        let username = b.expand(&format!("{at}.basic.username"), &basic.username);
+        let password = b.expand(&format!("{at}.basic.password"), &basic.password);
+        if username.is_empty() || username.contains(':') {
+            b.error(format!("{at}.basic.username"), "must be non-empty and contain no `:`");
+        }
+        if password.is_empty() {
+            b.error(format!("{at}.basic.password"), "must not be empty");
+        }
+        auth.basic = Some(BasicCredentials::new(&username, Secret::new(password)));
+    }
+    if let Some(hmac) = &raw.hmac {
+        methods += 1;
+        let scheme = vendor.and_then(|v| v.vendor().signature_scheme());
+        if let (Some(v), None) = (vendor, scheme) {
+            b.error(
+                format!("{at}.hmac"),
+                format!("vendor `{}` does not sign its webhooks; use basic, token or ip_allow", v.name()),
+            );
+        }
+        if hmac.keys.is_empty() {
+            b.error(format!("{at}.hmac.keys"), "must list at least one key");
+        }
+        let keys: Vec<Secret> = hmac
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let key = format!("{at}.hmac.keys[{i}]");
+                let value = b.expand(&key, k);
+                if value.is_empty() {
+                    b.error(&key, "must not be empty");
+                }
+                Secret::new(value)
+            })
+            .collect();
+        let tolerance = Duration::from_secs(hmac.tolerance_secs.unwrap_or(300));
+        if let Some(scheme) = scheme {
+            auth.hmac = Some(HmacVerifier::new(scheme, keys, tolerance));
+        }
+    }
+    if let Some(token) = &raw.token {
+        methods += 1;
+        let token = b.expand(&format!("{at}.token"), token);
+        if token.len() < 16 || !token.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+            b.error(
+                format!("{at}.token"),
+                "must be at least 16 characters of A-Z, a-z, 0-9, `-` or `_` (generate one with `openssl rand -hex 24`)",
+            );
+        }
+        auth.token = Some(Secret::new(token));
+    }
+    if let Some(list) = &raw.ip_allow {
+        methods += 1;
+        if list.is_empty() {
+            b.error(format!("{at}.ip_allow"), "must list at least one address or CIDR");
+        }
+        let nets = list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| b.cidr(&format!("{at}.ip_allow[{i}]"), n))
+            .collect();
+        auth.ip_allow = Some(IpAllowList::new(nets));
+    }
+    if methods == 0 {
+        b.error(
+            at,
+            "no method configured: set at least one of basic, hmac, token, ip_allow",
+        );
+        return None;
+    }
+    Some(auth)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8443"
+tls_cert = "dev/cert.pem"
+tls_key = "dev/key.pem"
+max_body_bytes = 262144
+
+[broker]
+url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+exchange = "hookgate.events"
+
+[[source]]
+id = "usaepay-main"
+vendor = "usaepay"
+[source.auth]
+hmac = { keys = ["${USAEPAY_SIGNATURE_KEY}"] }
+basic = { username = "hook", password = "${USAEPAY_BASIC_PASSWORD}" }
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "USAEPAY_SIGNATURE_KEY" => Some("sig-key".into()),
+            "USAEPAY_BASIC_PASSWORD" => Some("basic-pass".into()),
+            _ => None,
+        }
+    }
+
+    fn errors(text: &str) -> Vec<ConfigError> {
+        match from_toml_with_env(text, &env) {
+            Ok(_) => panic!("config was accepted"),
+            Err(e) => e.0,
+        }
+    }
+
+    fn keys(text: &str) -> Vec<String> {
+        errors(text).into_iter().map(|e| e.key).collect()
+    }
+
+    #[test]
+    fn the_documented_example_loads() {
+        let settings = from_toml_with_env(GOOD, &env).expect("valid config");
+        assert_eq!(settings.server.listen.port(), 8443);
+        assert_eq!(settings.server.max_body_bytes, 262_144);
+        assert_eq!(settings.broker.exchange, "hookgate.events");
+        let source = settings.sources.get("usaepay-main").expect("source");
+        assert_eq!(source.vendor, VendorKind::Usaepay);
+        assert!(source.auth.basic.is_some() && source.auth.hmac.is_some());
+    }
+
+    #[test]
+    fn defaults_apply_when_keys_are_left_out() {
+        let text = GOOD
+            .replace("max_body_bytes = 262144\n", "")
+            .replace("exchange = \"hookgate.events\"\n", "");
+        let settings = from_toml_with_env(&text, &env).expect("valid config");
+        assert_eq!(settings.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(settings.broker.exchange, "hookgate.events");
+    }
+
+    #[test]
+    fn an_unset_variable_names_the_key_and_the_variable() {
+        let text = GOOD.replace("USAEPAY_BASIC_PASSWORD", "NOT_SET_ANYWHERE");
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].key, "source[0].auth.basic.password");
+        assert!(errs[0].message.contains("NOT_SET_ANYWHERE"));
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_that_names_it() {
+        let text = GOOD.replace("max_body_bytes", "max_bdy_bytes");
+        let errs = errors(&text);
+        assert!(errs[0].message.contains("max_bdy_bytes"), "{errs:?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = GOOD
+            .replace("127.0.0.1:8443", "localhost")
+            .replace("amqp://guest", "http://guest")
+            .replace("usaepay-main", "UsaEpay Main")
+            .replace("vendor = \"usaepay\"", "vendor = \"paypal\"");
+        let found = keys(&text);
+        for key in ["server.listen", "broker.url", "source[0].id", "source[0].vendor"] {
+            assert!(found.contains(&key.to_string()), "{key} missing from {found:?}");
+        }
+    }
+
+    #[test]
+    fn a_source_without_any_auth_is_refused() {
+        let text = GOOD
+            .replace("[source.auth]\n", "")
+            .replace("hmac = { keys = [\"${USAEPAY_SIGNATURE_KEY}\"] }\n", "")
+            .replace(
+                "basic = { username = \"hook\", password = \"${USAEPAY_BASIC_PASSWORD}\" }\n",
+                "",
+            );
+        assert_eq!(keys(&text), vec!["source[0].auth"]);
+        let empty_auth = GOOD
+            .replace("hmac = { keys = [\"${USAEPAY_SIGNATURE_KEY}\"] }\n", "")
+            .replace(
+                "basic = { username = \"hook\", password = \"${USAEPAY_BASIC_PASSWORD}\" }\n",
+                "",
+            );
+        assert_eq!(keys(&empty_auth), vec!["source[0].auth"]);
+    }
+
+    #[test]
+    fn duplicate_ids_and_half_tls_are_named() {
+        let text = format!(
+            "{}\n[[source]]\nid = \"usaepay-main\"\nvendor = \"usaepay\"\nauth = {{ token = \"0123456789abcdef0123\" }}\n",
+            GOOD.replace("tls_key = \"dev/key.pem\"\n", "")
+        );
+        let found = keys(&text);
+        assert!(found.contains(&"server.tls_key".to_string()), "{found:?}");
+        assert!(found.contains(&"source[1].id".to_string()), "{found:?}");
+    }
+
+    #[test]
+    fn weak_tokens_bad_cidrs_and_empty_keys_are_named() {
+        let text = GOOD.replace(
+            "hmac = { keys = [\"${USAEPAY_SIGNATURE_KEY}\"] }",
+            "hmac = { keys = [\"k1\", \"\"] }\ntoken = \"short\"\nip_allow = [\"10.0.0.0/8\", \"not-an-ip\"]",
+        );
+        let found = keys(&text);
+        for key in [
+            "source[0].auth.hmac.keys[1]",
+            "source[0].auth.token",
+            "source[0].auth.ip_allow[1]",
+        ] {
+            assert!(found.contains(&key.to_string()), "{key} missing from {found:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_appear_in_debug_output() {
+        let settings = from_toml_with_env(GOOD, &env).expect("valid config");
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("sig-key"), "{debug}");
+        assert!(!debug.contains("basic-pass"), "{debug}");
+        assert!(!debug.contains("guest:guest"), "{debug}");
+    }
+
+    #[test]
+    fn the_example_config_in_deploy_parses() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/config.example.toml"))
+            .expect("deploy/config.example.toml exists");
+        let any_env = |_: &str| Some("0123456789abcdef0123456789".to_string());
+        if let Err(e) = from_toml_with_env(&text, &any_env) {
+            panic!("deploy/config.example.toml is invalid: {e}");
+        }
+    }
+}

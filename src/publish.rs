@@ -1,0 +1,338 @@
+//! Publishing canonical events to RabbitMQ with publisher confirms.
+//!
+//! One long-lived AMQP connection carries a small pool of channels, each in
+//! confirm mode. A request publishes on the next channel round-robin and waits
+//! for *its own* confirm: `Ack` is success; `Nack`, a returned (unroutable)
+//! message, a channel error or the confirm deadline are failures the caller
+//! turns into "not safe yet". Nothing here answers a vendor before the broker
+//! has the event.
+//!
+//! A supervisor task owns the connection. It connects with a deadline,
+//! declares the topology (the durable topic exchange and, as its
+//! `alternate-exchange`, a fanout exchange `{exchange}.unroutable` with a
+//! durable queue of the same name, so an event no consumer binds for is kept
+//! rather than lost), opens the channels and publishes them as the current
+//! [`Link`]. When a publish fails at the transport level, or the connection
+//! reports it is no longer connected, the link is dropped and rebuilt with
+//! exponential backoff (100 ms doubling to 5 s). While there is no link,
+//! [`Publisher::publish`] fails at once with [`PublishError::Unavailable`]
+//! instead of making the vendor wait.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::{watch, Notify};
+
+use crate::canonical::{Event, CONTENT_TYPE};
+use crate::config::BrokerSettings;
+
+/// Why an event is not (yet) safe at the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// No connection to the broker right now.
+    #[error("broker unavailable")]
+    Unavailable,
+    /// The broker refused to take responsibility for the message.
+    #[error("broker nacked the message")]
+    Nacked,
+    /// The exchange had no route and no alternate exchange took it.
+    #[error("broker returned the message as unroutable")]
+    Returned,
+    /// The confirm did not arrive in time; the outcome is unknown.
+    #[error("no confirm within {0:?}")]
+    ConfirmTimeout(Duration),
+}
+
+/// An established connection and its confirm-mode channels.
+struct Link {
+    connection: Connection,
+    channels: Vec<Channel>,
+}
+
+struct Inner {
+    settings: BrokerSettings,
+    link: RwLock<Option<Arc<Link>>>,
+    /// Wakes the supervisor when a publish saw the link fail.
+    broken: Notify,
+    next_channel: AtomicUsize,
+    connected: watch::Sender<bool>,
+}
+
+/// Shared handle to the broker; clone freely.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
+/// Stops the supervisor and closes the AMQP connection cleanly.
+pub struct PublisherTask {
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl PublisherTask {
+    /// Closes the connection (after in-flight publishes, which hold their own
+    /// channel handles) and waits for the supervisor to finish.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.handle.await;
+    }
+}
+
+impl Publisher {
+    /// Starts the connection supervisor; the publisher is usable at once and
+    /// reports [`PublishError::Unavailable`] until the first connection is up.
+    pub fn start(settings: BrokerSettings) -> (Self, PublisherTask) {
+        let (connected, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            settings,
+            link: RwLock::new(None),
+            broken: Notify::new(),
+            next_channel: AtomicUsize::new(0),
+            connected,
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let handle = tokio::spawn(supervise(inner.clone(), stop_rx));
+        (Self { inner }, PublisherTask { stop, handle })
+    }
+
+    /// Whether a connection is up right now (for readiness).
+    pub fn is_connected(&self) -> bool {
+        *self.inner.connected.borrow()
+    }
+
+    /// Waits until connected or the deadline passes; for start-up and tests.
+    pub async fn wait_connected(&self, deadline: Duration) -> bool {
+        let mut rx = self.inner.connected.subscribe();
+        let connected = tokio::time::timeout(deadline, rx.wait_for(|c| *c)).await;
+        matches!(connected, Ok(Ok(_)))
+    }
+
+    /// Publishes one serialized event and waits for the broker's confirm.
+    pub async fn publish(&self, event: &Event, body: &[u8]) -> Result<(), PublishError> {
+        let link = self
+            .inner
+            .link
+            .read()
+            .expect("link lock is never poisoned")
+            .clone()
+            .ok_or(PublishError::Unavailable)?;
+        let n = self.inner.next_channel.fetch_add(1, Ordering::Relaxed);
+        let channel = &link.channels[n % link.channels.len()];
+        let deadline = self.inner.settings.confirm_timeout;
+        let publish = async {
+            channel
+                .basic_publish(
+                    ShortString::from(self.inner.settings.exchange.as_str()),
+                    ShortString::from(event.routing_key()),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    body,
+                    properties(event),
+                )
+                .await?
+                .await
+        };
+        match tokio::time::timeout(deadline, publish).await {
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Returned),
+            Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
+            Ok(Ok(Confirmation::NotRequested)) => {
+                // Cannot happen on a confirm-mode channel; treat the channel as broken.
+                self.mark_broken(&link);
+                Err(PublishError::Unavailable)
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "Publish failed; reconnecting to the broker.");
+                self.mark_broken(&link);
+                Err(PublishError::Unavailable)
+            }
+            Err(_) => {
+                // A silent broker (or a cut network) looks like this: rebuild the link
+                // so the next request does not wait the full deadline again.
+                self.mark_broken(&link);
+                Err(PublishError::ConfirmTimeout(deadline))
+            }
+        }
+    }
+
+    fn mark_broken(&self, failed: &Arc<Link>) {
+        let mut current = self.inner.link.write().expect("link lock is never poisoned");
+        if current.as_ref().is_some_and(|l| Arc::ptr_eq(l, failed)) {
+            *current = None;
+            self.inner.connected.send_replace(false);
+        }
+        drop(current);
+        self.inner.broken.notify_one();
+    }
+}
+
+/// AMQP properties: persistent, identified, and carrying the CloudEvents
+/// AMQP-binding headers so header-based consumers need not parse the body.
+fn properties(event: &Event) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
+    headers.insert("cloudEvents_id".into(), text(&event.id));
+    headers.insert("cloudEvents_source".into(), text(&event.source));
+    headers.insert("cloudEvents_type".into(), text(&event.event_type));
+    headers.insert("cloudEvents_specversion".into(), text(event.specversion));
+    headers.insert("cloudEvents_time".into(), text(&event.time));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    BasicProperties::default()
+        .with_message_id(event.id.as_str().into())
+        .with_content_type(CONTENT_TYPE.into())
+        .with_delivery_mode(2)
+        .with_type(event.event_type.as_str().into())
+        .with_timestamp(now)
+        .with_app_id("hookgate".into())
+        .with_headers(headers)
+}
+
+async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let attempt = tokio::time::timeout(inner.settings.connect_timeout, connect(&inner.settings));
+        let link = tokio::select! {
+            result = attempt => match result {
+                Ok(Ok(link)) => Some(Arc::new(link)),
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "Cannot connect to the broker.");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(retry_in_ms = backoff.as_millis() as u64, "Broker connection attempt timed out.");
+                    None
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let Some(link) = link else {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => break,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            continue;
+        };
+        backoff = Duration::from_millis(100);
+        *inner.link.write().expect("link lock is never poisoned") = Some(link.clone());
+        inner.connected.send_replace(true);
+        tracing::info!(exchange = %inner.settings.exchange, channels = link.channels.len(), "Connected to the broker.");
+
+        // Stay here while the link is healthy.
+        loop {
+            tokio::select! {
+                _ = inner.broken.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.changed() => {}
+            }
+            let still_current = inner
+                .link
+                .read()
+                .expect("link lock is never poisoned")
+                .as_ref()
+                .is_some_and(|l| Arc::ptr_eq(l, &link));
+            let healthy = still_current
+                && link.connection.status().connected()
+                && link.channels.iter().all(|c| c.status().connected());
+            if *stop.borrow() || !healthy {
+                break;
+            }
+        }
+        {
+            let mut current = inner.link.write().expect("link lock is never poisoned");
+            if current.as_ref().is_some_and(|l| Arc::ptr_eq(l, &link)) {
+                *current = None;
+            }
+        }
+        inner.connected.send_replace(false);
+        if *stop.borrow() {
+            // Wait for in-flight confirms, then close politely.
+            for channel in &link.channels {
+                let _ = tokio::time::timeout(inner.settings.confirm_timeout, channel.wait_for_confirms()).await;
+            }
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                link.connection.close(200, "hookgate shutting down".into()),
+            )
+            .await;
+            tracing::info!("Broker connection closed.");
+            break;
+        }
+        tracing::warn!("Broker connection lost; reconnecting.");
+        let _ = tokio::time::timeout(Duration::from_millis(200), link.connection.close(320, "reconnecting".into())).await;
+    }
+}
+
+async fn connect(settings: &BrokerSettings) -> Result<Link, lapin::Error> {
+    let props = ConnectionProperties::default().with_connection_name("hookgate".into());
+    let connection = Connection::connect(settings.url.expose(), props).await?;
+    let setup = connection.create_channel().await?;
+    declare_topology(&setup, &settings.exchange).await?;
+    let _ = setup.close(200, "topology declared".into()).await;
+    let mut channels = Vec::with_capacity(settings.channels);
+    for _ in 0..settings.channels {
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channels.push(channel);
+    }
+    Ok(Link {
+        connection,
+        channels,
+    })
+}
+
+/// Declares the event exchange and its alternate exchange and queue. All are
+/// durable; redeclaring with the same arguments is a no-op on the broker.
+pub async fn declare_topology(channel: &Channel, exchange: &str) -> Result<(), lapin::Error> {
+    let unroutable = format!("{exchange}.unroutable");
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(unroutable.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default())
+        .await?;
+    channel
+        .queue_declare(
+            unroutable.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            unroutable.as_str().into(),
+            unroutable.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "alternate-exchange".into(),
+        AMQPValue::LongString(LongString::from(unroutable.into_bytes())),
+    );
+    channel
+        .exchange_declare(exchange.into(), ExchangeKind::Topic, durable, args)
+        .await
+}

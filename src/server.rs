@@ -1,0 +1,261 @@
+//! The public listener: accept, TLS, HTTP, and the thin webhook handler.
+//!
+//! Every stage has a bound. A semaphore caps concurrent connections
+//! (`server.max_connections`): beyond it, new connections wait in the kernel
+//! backlog instead of costing memory. The TLS handshake runs inside the
+//! connection's task under `server.handshake_timeout_ms`; the request head
+//! must arrive within `server.header_timeout_ms` (slowloris); the body within
+//! `server.body_timeout_ms` and under `server.max_body_bytes` (a declared
+//! `Content-Length` over the cap is refused before any byte is read).
+//!
+//! The handler only speaks HTTP: it parses the route, reads the body, hands
+//! both to [`Pipeline::process`] and turns the [`Outcome`] into a status and a
+//! small JSON body. It never echoes secrets or internals.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::AuthError;
+use crate::config::ServerSettings;
+use crate::pipeline::{Inbound, Outcome, Pipeline};
+
+/// What the accept loop needs, shared by every connection.
+pub struct Listener {
+    /// Bound socket.
+    pub tcp: TcpListener,
+    /// `None` for plain HTTP behind a TLS-terminating proxy.
+    pub tls: Option<TlsAcceptor>,
+    /// Limits and timeouts.
+    pub settings: ServerSettings,
+    /// The request path.
+    pub pipeline: Arc<Pipeline>,
+}
+
+impl Listener {
+    /// Accepts until `shutdown` flips, then lets in-flight requests finish
+    /// (up to `drain`), and returns.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>, drain: std::time::Duration) {
+        let limit = Arc::new(Semaphore::new(self.settings.max_connections));
+        let graceful = GracefulShutdown::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.settings.header_timeout)
+            .max_buf_size(64 * 1024);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(64)
+            .max_header_list_size(64 * 1024)
+            .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
+        let builder = Arc::new(builder);
+        let mut accept_backoff = std::time::Duration::from_millis(10);
+
+        loop {
+            let permit = tokio::select! {
+                permit = limit.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+                _ = shutdown.changed() => break,
+            };
+            let (stream, peer) = tokio::select! {
+                accepted = self.tcp.accept() => match accepted {
+                    Ok(pair) => { accept_backoff = std::time::Duration::from_millis(10); pair }
+                    Err(error) => {
+                        // Usually EMFILE: back off instead of spinning.
+                        tracing::warn!(error = %error, "Accept failed.");
+                        tokio::time::sleep(accept_backoff).await;
+                        accept_backoff = (accept_backoff * 2).min(std::time::Duration::from_secs(1));
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let pipeline = self.pipeline.clone();
+            let settings = self.settings.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let pipeline = pipeline.clone();
+                let settings = settings.clone();
+                async move { Ok::<_, Infallible>(handle(req, peer, &pipeline, &settings).await) }
+            });
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let tls = self.tls.clone();
+            let handshake_timeout = self.settings.handshake_timeout;
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tls {
+                    Some(acceptor) => {
+                        let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                tracing::debug!(peer = %peer, error = %error, "TLS handshake failed.");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(peer = %peer, "TLS handshake timed out.");
+                                return;
+                            }
+                        };
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        let _ = watcher.watch(conn.into_owned()).await;
+                    }
+                    None => {
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        let _ = watcher.watch(conn.into_owned()).await;
+                    }
+                }
+            });
+        }
+        drop(self.tcp);
+        if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+            tracing::warn!(drain_secs = drain.as_secs(), "Connections still open after the drain deadline; closing them.");
+        }
+    }
+}
+
+type HttpResponse = Response<Full<Bytes>>;
+
+/// Routes one request; see the README's status code table.
+async fn handle(req: Request<Incoming>, peer: SocketAddr, pipeline: &Pipeline, settings: &ServerSettings) -> HttpResponse {
+    let started = Instant::now();
+    let received_at = SystemTime::now();
+    let Some((source_id, token)) = parse_route(req.uri().path()) else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    if req.method() != Method::POST {
+        let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        resp.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
+        return resp;
+    }
+    let Some(source) = pipeline.lookup(source_id, token.is_some()) else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    let source_id = source.id.clone();
+    let token = token.map(str::to_owned);
+
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > settings.max_body_bytes as u64) {
+        return log(&source_id, started, None, error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"));
+    }
+    let body = match tokio::time::timeout(settings.body_timeout, Limited::new(body, settings.max_body_bytes).collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return log(&source_id, started, None, error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"));
+        }
+        Ok(Err(_)) => return log(&source_id, started, None, error(StatusCode::BAD_REQUEST, "body could not be read")),
+        Err(_) => return log(&source_id, started, None, error(StatusCode::REQUEST_TIMEOUT, "body not received in time")),
+    };
+
+    let inbound = Inbound {
+        token,
+        headers: parts.headers,
+        peer: peer.ip(),
+        body,
+        received_at,
+    };
+    let outcome = pipeline.process(&source, inbound).await;
+    let (event_id, response) = respond(outcome);
+    log(&source_id, started, event_id.as_deref(), response)
+}
+
+/// Turns the pipeline's verdict into a status and a safe body.
+fn respond(outcome: Outcome) -> (Option<String>, HttpResponse) {
+    match outcome {
+        Outcome::Accepted { event_id, .. } => {
+            let body = serde_json::json!({ "id": event_id }).to_string();
+            (Some(event_id), json(StatusCode::OK, body))
+        }
+        Outcome::Unauthorized(reason) => {
+            let status = match reason {
+                AuthError::IpNotAllowed => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            let mut resp = error(status, reason.to_string().as_str());
+            if reason.wants_basic_challenge() {
+                resp.headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"hookgate\""));
+            }
+            (None, resp)
+        }
+        Outcome::Unavailable { event_id, error: e } => {
+            tracing::warn!(event_id = %event_id, reason = %e, "Event not confirmed; asking the vendor to retry.");
+            let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, "event could not be stored; retry later");
+            resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            (Some(event_id), resp)
+        }
+    }
+}
+
+/// Splits `/webhooks/{source_id}[/{token}]`. Segments are matched raw, not
+/// percent-decoded, so `%2F` or `..` can never reach another source.
+fn parse_route(path: &str) -> Option<(&str, Option<&str>)> {
+    let rest = path.strip_prefix("/webhooks/")?;
+    let mut parts = rest.split('/');
+    let source = parts.next().filter(|s| !s.is_empty())?;
+    let token = match parts.next() {
+        None => None,
+        Some(t) if !t.is_empty() => Some(t),
+        Some(_) => return None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((source, token))
+}
+
+fn json(status: StatusCode, body: String) -> HttpResponse {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn error(status: StatusCode, reason: &str) -> HttpResponse {
+    json(status, serde_json::json!({ "error": reason }).to_string())
+}
+
+/// One log line per routed request: never the path (it may hold a token),
+/// never a header or a body.
+fn log(source_id: &str, started: Instant, event_id: Option<&str>, response: HttpResponse) -> HttpResponse {
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(source = %source_id, status, event_id = event_id.unwrap_or(""), latency_ms, "Request handled.");
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_route;
+
+    #[test]
+    fn routes_are_matched_raw() {
+        assert_eq!(parse_route("/webhooks/usaepay-main"), Some(("usaepay-main", None)));
+        assert_eq!(parse_route("/webhooks/sticky/abc"), Some(("sticky", Some("abc"))));
+        assert_eq!(parse_route("/webhooks/"), None);
+        assert_eq!(parse_route("/webhooks/a/"), None);
+        assert_eq!(parse_route("/webhooks/a/b/c"), None);
+        assert_eq!(parse_route("/webhooks//a"), None);
+        assert_eq!(parse_route("/other/a"), None);
+        assert_eq!(parse_route("/webhooks/a%2Fb"), Some(("a%2Fb", None)));
+    }
+}

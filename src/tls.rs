@@ -1,0 +1,72 @@
+//! The TLS listener's configuration, from PEM files.
+//!
+//! Only TLS 1.2 and 1.3 are offered (USAePay requires 1.2; nothing older is
+//! safe). ALPN offers `h2` and `http/1.1`, so clients that speak HTTP/2 get it.
+//! Errors name the file and what was wrong with it, because a bad certificate
+//! path is the most common start-up failure.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::TlsPaths;
+
+/// A certificate or key that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The certificate file is missing, unreadable or holds no certificate.
+    #[error("server.tls_cert `{path}`: {reason}")]
+    Cert {
+        /// File named in the config.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The key file is missing, unreadable or holds no private key.
+    #[error("server.tls_key `{path}`: {reason}")]
+    Key {
+        /// File named in the config.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The key does not match the certificate, or rustls refused them.
+    #[error("server.tls_cert/tls_key: {0}")]
+    Pair(String),
+}
+
+/// Builds the rustls server configuration from the configured PEM files.
+pub fn server_config(paths: &TlsPaths) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = load_certs(&paths.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&paths.key).map_err(|e| TlsError::Key {
+        path: paths.key.display().to_string(),
+        reason: format!("no usable PEM private key ({e})"),
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Pair(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Pair(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |reason: String| TlsError::Cert {
+        path: path.display().to_string(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(format!("cannot read ({e})")))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(format!("invalid PEM ({e})")))?;
+    if certs.is_empty() {
+        return Err(err("no CERTIFICATE block found".into()));
+    }
+    Ok(certs)
+}

@@ -346,6 +346,17 @@ impl Builder<'_> {
         out
     }
 
+    /// Expands a value that must not end up empty; an unset variable is
+    /// reported once, not again as "empty".
+    fn expand_required(&mut self, key: &str, value: &str) -> String {
+        let before = self.errors.len();
+        let out = self.expand(key, value);
+        if self.errors.len() == before && out.is_empty() {
+            self.error(key, "must not be empty");
+        }
+        out
+    }
+
     fn duration_ms(&mut self, key: &str, value: Option<u64>, default_ms: u64) -> Duration {
         match value {
             Some(0) => {
@@ -607,13 +618,10 @@ fn build_auth(
     let mut methods = 0;
     if let Some(basic) = &raw.basic {
         methods += 1;
-        let username = b.expand(&format!("{at}.basic.username"), &basic.username);
-        let password = b.expand(&format!("{at}.basic.password"), &basic.password);
-        if username.is_empty() || username.contains(':') {
-            b.error(format!("{at}.basic.username"), "must be non-empty and contain no `:`");
-        }
-        if password.is_empty() {
-            b.error(format!("{at}.basic.password"), "must not be empty");
+        let username = b.expand_required(&format!("{at}.basic.username"), &basic.username);
+        let password = b.expand_required(&format!("{at}.basic.password"), &basic.password);
+        if username.contains(':') {
+            b.error(format!("{at}.basic.username"), "must not contain `:`");
         }
         auth.basic = Some(BasicCredentials::new(&username, Secret::new(password)));
     }
@@ -635,11 +643,7 @@ fn build_auth(
             .enumerate()
             .map(|(i, k)| {
                 let key = format!("{at}.hmac.keys[{i}]");
-                let value = b.expand(&key, k);
-                if value.is_empty() {
-                    b.error(&key, "must not be empty");
-                }
-                Secret::new(value)
+                Secret::new(b.expand_required(&key, k))
             })
             .collect();
         let tolerance = Duration::from_secs(hmac.tolerance_secs.unwrap_or(300));
@@ -649,8 +653,9 @@ fn build_auth(
     }
     if let Some(token) = &raw.token {
         methods += 1;
+        let before = b.errors.len();
         let token = b.expand(&format!("{at}.token"), token);
-        if token.len() < 16 || !token.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+        if b.errors.len() == before && token.len() < 16 || !token.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
             b.error(
                 format!("{at}.token"),
                 "must be at least 16 characters of A-Z, a-z, 0-9, `-` or `_` (generate one with `openssl rand -hex 24`)",

@@ -1,0 +1,142 @@
+//! Fixtures live in `tests/fixtures/<vendor>/`. Every body file (`*.json`,
+//! `*.txt`) has a sibling `<name>.expect.json` holding what the vendor's docs
+//! say the event means: a subset of the expected canonical event, plus
+//! optional `_options` (per-source mapping options) and `_absent` (dotted
+//! paths that must not appear). The expectations are written by hand from the
+//! docs, never captured from the code's output.
+
+use std::path::{Path, PathBuf};
+
+use hookgate::auth::Verified;
+use hookgate::canonical::Event;
+use hookgate::vendors::{AmountUnit, MapOptions, VendorKind};
+use serde_json::Value;
+
+use crate::support::{schema_validator, subset_mismatch};
+
+pub fn fixture_dir(vendor: VendorKind) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(vendor.name())
+}
+
+/// `(body path, expectation)` for every fixture of a vendor.
+pub fn fixtures(vendor: VendorKind) -> Vec<(PathBuf, Value)> {
+    let mut out = Vec::new();
+    let dir = fixture_dir(vendor);
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.ends_with(".expect.json") {
+            continue;
+        }
+        let stem = name.rsplit_once('.').map(|(s, _)| s).unwrap_or(&name);
+        let expect_path = dir.join(format!("{stem}.expect.json"));
+        let expect = std::fs::read_to_string(&expect_path)
+            .unwrap_or_else(|_| panic!("{} has no {}", path.display(), expect_path.display()));
+        let expect: Value = serde_json::from_str(&expect)
+            .unwrap_or_else(|e| panic!("{}: {e}", expect_path.display()));
+        out.push((path, expect));
+    }
+    out
+}
+
+/// The mapping options a fixture asks for.
+pub fn options_from(expect: &Value) -> MapOptions {
+    let mut options = MapOptions::default();
+    if let Some(o) = expect.get("_options") {
+        if let Some(unit) = o.get("amount_unit").and_then(Value::as_str) {
+            options.amount_unit = match unit {
+                "major" => AmountUnit::Major,
+                _ => AmountUnit::Minor,
+            };
+        }
+        if let Some(c) = o.get("currency").and_then(Value::as_str) {
+            options.currency = c.to_owned();
+        }
+        if let Some(p) = o.get("include_personal_data").and_then(Value::as_bool) {
+            options.include_personal_data = p;
+        }
+    }
+    options
+}
+
+/// Runs a body through the vendor's real mapping, as the pipeline does.
+pub fn map_fixture(vendor: VendorKind, source_id: &str, body: &[u8], options: &MapOptions) -> Value {
+    let received = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+    let verified = Verified::assume_verified_for_tests(body.to_vec());
+    let event = match vendor.vendor().map(&verified, options) {
+        Ok(mapped) => Event::from_mapped(vendor, source_id, mapped, received),
+        Err(e) => Event::unmapped(vendor, source_id, body, e.0, received),
+    };
+    serde_json::to_value(&event).unwrap()
+}
+
+fn lookup<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
+    dotted.split('.').try_fold(value, |v, key| v.get(key))
+}
+
+#[test]
+fn every_vendor_has_fixtures() {
+    for vendor in VendorKind::ALL {
+        assert!(
+            fixtures(vendor).len() >= 3,
+            "{} needs fixtures in {}",
+            vendor.name(),
+            fixture_dir(vendor).display()
+        );
+    }
+}
+
+#[test]
+fn every_fixture_maps_to_a_schema_valid_event_with_the_documented_values() {
+    let validator = schema_validator();
+    let mut failures = Vec::new();
+    for vendor in VendorKind::ALL {
+        for (path, expect) in fixtures(vendor) {
+            let body = std::fs::read(&path).unwrap();
+            let event = map_fixture(vendor, "fixture-source", &body, &options_from(&expect));
+            let name = path.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap().display().to_string();
+            let errors: Vec<String> = validator.iter_errors(&event).map(|e| format!("{e} at {}", e.instance_path)).collect();
+            if !errors.is_empty() {
+                failures.push(format!("{name}: schema: {errors:?}"));
+            }
+            let mut wanted = expect.clone();
+            if let Some(obj) = wanted.as_object_mut() {
+                obj.remove("_options");
+                obj.remove("_absent");
+            }
+            if let Some(mismatch) = subset_mismatch(&wanted, &event, "") {
+                failures.push(format!("{name}: {mismatch}\n  event: {event}"));
+            }
+            for absent in expect.get("_absent").and_then(Value::as_array).into_iter().flatten() {
+                let absent = absent.as_str().unwrap();
+                if lookup(&event, absent).is_some() {
+                    failures.push(format!("{name}: `{absent}` should be absent"));
+                }
+            }
+            assert_eq!(event["source"], "/sources/fixture-source");
+            assert_eq!(event["data"]["vendor"], vendor.name());
+        }
+    }
+    assert!(failures.is_empty(), "{} fixture failure(s):\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn the_same_body_always_gets_the_same_id_and_other_sources_another() {
+    for vendor in VendorKind::ALL {
+        for (path, expect) in fixtures(vendor) {
+            let body = std::fs::read(&path).unwrap();
+            let options = options_from(&expect);
+            let a = map_fixture(vendor, "one", &body, &options);
+            let b = map_fixture(vendor, "one", &body, &options);
+            let c = map_fixture(vendor, "two", &body, &options);
+            assert_eq!(a["id"], b["id"], "{}", path.display());
+            assert_ne!(a["id"], c["id"], "{}", path.display());
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! hookgate's integration tests: one binary, one module per area.
+//!
+//! Tests that need a broker use the RabbitMQ on 127.0.0.1:5672 (or
+//! `HOOKGATE_TEST_AMQP_URL`) that `.ci/run` / `scripts/broker start` provide,
+//! each with its own random exchange and queue names so they run in parallel.
+
+/// Shared harness: gateway, broker, TLS client, TCP proxy.
+mod support;
+
+/// Every fixture of every vendor through the real mapping code, validated
+/// against the JSON Schema and against values written from the vendor docs.
+mod fixtures;
+
+/// The running gateway over TLS with a real broker: auth, limits, publishing.
+mod gateway;
+
+/// Broker outages through a TCP proxy the test can cut.
+mod outage;
+
+/// The `hookgate` binary: check-config output and exit codes.
+mod cli;

@@ -1,0 +1,395 @@
+//! The test harness: real parts behind calls that read as sentences.
+//!
+//! `TestGateway::start(sources_toml)` runs the real gateway on 127.0.0.1:0
+//! with a TLS certificate generated for the run; `Broker` is a plain lapin
+//! client on the test's own RabbitMQ for declaring queues and reading what
+//! was published; `TcpProxy` sits between the gateway and RabbitMQ so a test
+//! can cut and restore the broker link.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{HeaderMap, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// The broker the tests use.
+pub fn amqp_url() -> String {
+    std::env::var("HOOKGATE_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A name unique to this test run and call.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{:x}-{}",
+        std::process::id(),
+        nanos & 0xffff_ffff,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The canonical-event schema, compiled with format assertions on.
+pub fn schema_validator() -> jsonschema::Validator {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/canonical-event.schema.json");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("the schema compiles")
+}
+
+/// Where `wanted` (a partial document) differs from `actual`, if anywhere:
+/// objects are compared key by key, everything else exactly.
+pub fn subset_mismatch(wanted: &Value, actual: &Value, at: &str) -> Option<String> {
+    match (wanted, actual) {
+        (Value::Object(w), Value::Object(a)) => w.iter().find_map(|(k, wv)| {
+            let path = format!("{at}.{k}");
+            match a.get(k) {
+                None => Some(format!("{path}: missing (wanted {wv})")),
+                Some(av) => subset_mismatch(wv, av, &path),
+            }
+        }),
+        _ if wanted == actual => None,
+        _ => Some(format!("{at}: wanted {wanted}, got {actual}")),
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1/localhost, written as PEM files.
+pub struct TestCert {
+    pub dir: tempfile::TempDir,
+    pub cert_pem: String,
+}
+
+impl TestCert {
+    pub fn generate() -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        params.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let cert = params.self_signed(&key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        Self {
+            cert_pem: cert.pem(),
+            dir,
+        }
+    }
+
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        self.dir.path().join("key.pem")
+    }
+
+    /// A rustls client that trusts only this certificate.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(self.cert_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
+}
+
+/// A response as the test sees it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+/// An HTTPS client for the gateway under test (one connection per request).
+pub struct Client {
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Client {
+    pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
+        self.request("POST", path, headers, body.into()).await
+    }
+
+    pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Bytes) -> Reply {
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.expect("TLS handshake with the gateway");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(conn);
+        let mut req = Request::builder().method(method).uri(path).header("host", "localhost");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body)).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
+            .await
+            .expect("gateway answered within 30 s")
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply { status, headers, body }
+    }
+}
+
+/// A lapin client for arranging and inspecting the broker.
+pub struct Broker {
+    pub connection: Connection,
+    pub channel: lapin::Channel,
+}
+
+/// A message as read back from a queue.
+#[derive(Debug)]
+pub struct Received {
+    pub body: Value,
+    pub raw: Vec<u8>,
+    pub properties: BasicProperties,
+    pub routing_key: String,
+}
+
+impl Broker {
+    pub async fn connect() -> Self {
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("RabbitMQ on 127.0.0.1:5672 (run scripts/broker start)");
+        let channel = connection.create_channel().await.unwrap();
+        Self { connection, channel }
+    }
+
+    /// Declares the exchange topology as the gateway would, plus an
+    /// exclusive queue bound with `pattern`, and returns the queue name.
+    pub async fn bind_queue(&self, exchange: &str, pattern: &str) -> String {
+        hookgate::publish::declare_topology(&self.channel, exchange).await.unwrap();
+        let queue = unique("test-queue");
+        self.channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        self.channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.into(),
+                pattern.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        queue
+    }
+
+    /// The next message on `queue`, waiting up to `wait` for one to arrive.
+    pub async fn next(&self, queue: &str, wait: Duration) -> Option<Received> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let got = self
+                .channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap();
+            if let Some(msg) = got {
+                let delivery = msg.delivery;
+                return Some(Received {
+                    body: serde_json::from_slice(&delivery.data).unwrap_or(Value::Null),
+                    raw: delivery.data.clone(),
+                    properties: delivery.properties.clone(),
+                    routing_key: delivery.routing_key.to_string(),
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Every message currently on `queue` (after a short settle time).
+    pub async fn drain(&self, queue: &str) -> Vec<Received> {
+        let mut out = Vec::new();
+        while let Some(m) = self.next(queue, Duration::from_millis(300)).await {
+            out.push(m);
+        }
+        out
+    }
+}
+
+/// The real gateway, configured for one test.
+pub struct TestGateway {
+    pub gateway: Option<hookgate::Gateway>,
+    pub exchange: String,
+    pub cert: TestCert,
+    pub addr: SocketAddr,
+}
+
+/// Builds the config text a test gateway runs with.
+pub fn config_text(cert: &TestCert, amqp: &str, exchange: &str, extra_server: &str, sources: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+tls_cert = "{cert}"
+tls_key = "{key}"
+{extra_server}
+
+[broker]
+url = "{amqp}"
+exchange = "{exchange}"
+confirm_timeout_ms = 2000
+connect_timeout_ms = 1000
+
+{sources}
+"#,
+        cert = cert.cert_path().display(),
+        key = cert.key_path().display(),
+    )
+}
+
+impl TestGateway {
+    /// Starts a gateway with these `[[source]]` tables and waits for its broker link.
+    pub async fn start(sources: &str) -> Self {
+        Self::start_with(sources, "", &amqp_url(), true).await
+    }
+
+    pub async fn start_with(sources: &str, extra_server: &str, amqp: &str, wait_for_broker: bool) -> Self {
+        let cert = TestCert::generate();
+        let exchange = unique("test-exchange");
+        let text = config_text(&cert, amqp, &exchange, extra_server, sources);
+        let settings = hookgate::config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let gateway = hookgate::Gateway::start(settings).await.expect("gateway starts");
+        if wait_for_broker {
+            assert!(
+                gateway.publisher().wait_connected(Duration::from_secs(10)).await,
+                "gateway connected to the broker"
+            );
+        }
+        let addr = gateway.local_addr();
+        Self {
+            gateway: Some(gateway),
+            exchange,
+            cert,
+            addr,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client {
+            addr: self.addr,
+            tls: self.cert.client_config(),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown().await;
+        }
+    }
+}
+
+/// A TCP relay to RabbitMQ that a test can cut (closing every relayed
+/// connection and refusing new ones) and restore on the same port.
+pub struct TcpProxy {
+    pub addr: SocketAddr,
+    target: SocketAddr,
+    state: Arc<Mutex<ProxyState>>,
+}
+
+struct ProxyState {
+    acceptor: Option<JoinHandle<()>>,
+    links: Vec<JoinHandle<()>>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(ProxyState {
+            acceptor: None,
+            links: Vec::new(),
+        }));
+        let proxy = Self { addr, target, state };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let state = self.state.clone();
+        let target = self.target;
+        let acceptor = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let link = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                state.lock().unwrap().links.push(link);
+            }
+        });
+        self.state.lock().unwrap().acceptor = Some(acceptor);
+    }
+
+    /// The AMQP URL through this proxy.
+    pub fn amqp_url(&self) -> String {
+        amqp_url().replace("127.0.0.1:5672", &self.addr.to_string())
+    }
+
+    /// Drops every relayed connection and stops listening.
+    pub fn cut(&self) {
+        let mut state = self.state.lock().unwrap();
+        if let Some(a) = state.acceptor.take() {
+            a.abort();
+        }
+        for link in state.links.drain(..) {
+            link.abort();
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn restore(&self) {
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        self.serve(listener);
+    }
+}

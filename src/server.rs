@@ -173,6 +173,9 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, pipeline: &Pipeline, s
         received_at,
     };
     let outcome = pipeline.process(&source, inbound).await;
+    if let Outcome::Unauthorized(reason) = &outcome {
+        tracing::info!(source = %source_id, reason = reason.reason(), "Request refused by authentication.");
+    }
     let (event_id, response) = respond(outcome);
     log(&source_id, started, event_id.as_deref(), response)
 }

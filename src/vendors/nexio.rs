@@ -59,7 +59,8 @@ use super::{parse_json, parse_rfc3339, MapOptions, Mapped, MappingError, Vendor}
 use crate::auth::{SignatureScheme, Verified};
 use crate::canonical::{Amount, Facts, Merchant, ObjectRef, PaymentMethod, Status, UNKNOWN};
 
-/// The Nexio vendor module: simplified thin pings and legacy `data` webhooks.
+/// The Nexio vendor module. One type reads both workflows because a merchant
+/// uses exactly one of them and the body's shape (flat vs `data`) tells which.
 pub struct Nexio;
 
 /// `transactionStatus` codes (third-party C# enum, see the module doc) with
@@ -507,6 +508,31 @@ mod tests {
         );
         assert_eq!(first, map(reordered).unwrap().vendor_event_id);
         assert_ne!(first, map(&renamed).unwrap().vendor_event_id);
+    }
+
+    #[test]
+    fn the_legacy_vector_fixture_verifies_with_this_vendors_scheme() {
+        // Self-computed vector (vendors.md §5), not a vendor-published one.
+        let body = include_bytes!("../../tests/fixtures/nexio/legacy-signed-vector.json");
+        assert_eq!(body.len(), 84);
+        let verifier = crate::auth::HmacVerifier::new(
+            Nexio.signature_scheme().unwrap(),
+            vec![crate::secret::Secret::new("example-nexio-webhook-secret")],
+            std::time::Duration::from_secs(300),
+        );
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert(
+            "nexio-signature",
+            "t=1554146049,v1=0bbe4ef0873c090e1e7b377a58eb9a7f4a0e47dfcb4529306b853e5011a7210f"
+                .parse()
+                .unwrap(),
+        );
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_554_146_049);
+        assert!(verifier.verify(&headers, body, now).is_ok());
+        assert_eq!(
+            map(std::str::from_utf8(body).unwrap()).unwrap().event_type,
+            "payment.authorized"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use crate::auth::{client_ip, AuthError, Presented};
 use crate::canonical::Event;
 use crate::config::{Source, Sources};
-use crate::publish::{PublishError, Publisher};
+use crate::publish::{Outgoing, PublishError, Publisher};
 
 /// Everything the pipeline needs from one HTTP request.
 #[derive(Debug)]
@@ -109,14 +109,14 @@ impl Pipeline {
             }
         };
 
-        let body = serde_json::to_vec(&event).expect("canonical events always serialize");
-        match self.publisher.publish(&event, &body).await {
+        let outgoing = Outgoing::from_event(&event);
+        match self.publisher.publish(&outgoing).await {
             Ok(()) => Outcome::Accepted {
-                event_id: event.id,
-                event_type: event.event_type,
+                event_id: outgoing.id,
+                event_type: outgoing.event_type,
             },
             Err(error) => Outcome::Unavailable {
-                event_id: event.id,
+                event_id: outgoing.id,
                 error,
             },
         }

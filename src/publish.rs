@@ -50,6 +50,39 @@ pub enum PublishError {
     ConfirmTimeout(Duration),
 }
 
+/// A serialized event ready for the broker, with everything its AMQP
+/// properties need; this is also what the spool stores, so a drained event
+/// is published exactly as it would have been.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Event id: the AMQP `message_id` and `cloudEvents_id`.
+    pub id: String,
+    /// CloudEvents `source`.
+    pub source: String,
+    /// Canonical type: AMQP `type` and `cloudEvents_type`.
+    pub event_type: String,
+    /// CloudEvents `time`.
+    pub time: String,
+    /// `{source_id}.{type}`.
+    pub routing_key: String,
+    /// The serialized CloudEvent.
+    pub body: Vec<u8>,
+}
+
+impl Outgoing {
+    /// Serializes an event once, for the broker and (if needed) the spool.
+    pub fn from_event(event: &Event) -> Self {
+        Self {
+            id: event.id.clone(),
+            source: event.source.clone(),
+            event_type: event.event_type.clone(),
+            time: event.time.clone(),
+            routing_key: event.routing_key(),
+            body: serde_json::to_vec(event).expect("canonical events always serialize"),
+        }
+    }
+}
+
 /// An established connection and its confirm-mode channels.
 struct Link {
     connection: Connection,
@@ -116,7 +149,7 @@ impl Publisher {
     }
 
     /// Publishes one serialized event and waits for the broker's confirm.
-    pub async fn publish(&self, event: &Event, body: &[u8]) -> Result<(), PublishError> {
+    pub async fn publish(&self, event: &Outgoing) -> Result<(), PublishError> {
         let link = self
             .inner
             .link
@@ -131,12 +164,12 @@ impl Publisher {
             channel
                 .basic_publish(
                     ShortString::from(self.inner.settings.exchange.as_str()),
-                    ShortString::from(event.routing_key()),
+                    ShortString::from(event.routing_key.as_str()),
                     BasicPublishOptions {
                         mandatory: true,
                         ..BasicPublishOptions::default()
                     },
-                    body,
+                    &event.body,
                     properties(event),
                 )
                 .await?
@@ -178,13 +211,13 @@ impl Publisher {
 
 /// AMQP properties: persistent, identified, and carrying the CloudEvents
 /// AMQP-binding headers so header-based consumers need not parse the body.
-fn properties(event: &Event) -> BasicProperties {
+fn properties(event: &Outgoing) -> BasicProperties {
     let mut headers = FieldTable::default();
     let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
     headers.insert("cloudEvents_id".into(), text(&event.id));
     headers.insert("cloudEvents_source".into(), text(&event.source));
     headers.insert("cloudEvents_type".into(), text(&event.event_type));
-    headers.insert("cloudEvents_specversion".into(), text(event.specversion));
+    headers.insert("cloudEvents_specversion".into(), text("1.0"));
     headers.insert("cloudEvents_time".into(), text(&event.time));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -109,7 +109,6 @@ struct LegacyWire {
 #[derive(Deserialize)]
 struct LegacyAmount {
     amount: Option<Box<RawValue>>,
-    currency: Option<String>,
 }
 
 impl Vendor for Nexio {
@@ -242,7 +241,7 @@ fn map_legacy(
         facts.status = data
             .get("transactionStatus")
             .and_then(|v| status_of("transactionStatus", v, TRANSACTION_STATUSES));
-        facts.amount = legacy_amount(raw, options)?;
+        facts.amount = legacy_amount(raw, data.get("currency"), options)?;
     }
     Ok(Mapped {
         event_type: canonical.to_owned(),
@@ -272,7 +271,11 @@ fn legacy_type(event_type: &str) -> &'static str {
 }
 
 /// `data.amount` (+ `data.currency`) read from the raw body's literal text.
-fn legacy_amount(raw: &[u8], options: &MapOptions) -> Result<Option<Amount>, MappingError> {
+fn legacy_amount(
+    raw: &[u8],
+    currency: Option<&Value>,
+    options: &MapOptions,
+) -> Result<Option<Amount>, MappingError> {
     let wire: LegacyWire = parse_json(raw)?;
     let Some(amount) = wire.data.amount else {
         return Ok(None);
@@ -286,10 +289,8 @@ fn legacy_amount(raw: &[u8], options: &MapOptions) -> Result<Option<Amount>, Map
     } else {
         literal.to_owned()
     };
-    let currency = wire
-        .data
-        .currency
-        .as_deref()
+    let currency = currency
+        .and_then(Value::as_str)
         .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()))
         .map(str::to_ascii_uppercase)
         .unwrap_or_else(|| options.currency.clone());

@@ -326,7 +326,10 @@ impl Amount {
             (fraction, "")
         };
         if dropped.bytes().any(|b| b != b'0') {
-            return Err(AmountError::TooPrecise(text.to_owned(), currency.to_owned()));
+            return Err(AmountError::TooPrecise(
+                text.to_owned(),
+                currency.to_owned(),
+            ));
         }
         let overflow = || AmountError::Overflow(text.to_owned());
         let mut minor: i64 = 0;
@@ -384,7 +387,14 @@ pub fn event_id(vendor: VendorKind, source_id: &str, vendor_event_id: &str) -> S
     b[6] = (b[6] & 0x0f) | 0x80; // version 8
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 9562 variant
     let x = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[0..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
 }
 
 /// A stable identity for bodies that carry none: the hash of the exact bytes,
@@ -395,9 +405,17 @@ pub fn body_identity(body: &[u8]) -> String {
 
 impl Event {
     /// Wraps a mapping's output in the envelope.
-    pub fn from_mapped(vendor: VendorKind, source_id: &str, mapped: Mapped, received_at: OffsetDateTime) -> Self {
+    pub fn from_mapped(
+        vendor: VendorKind,
+        source_id: &str,
+        mapped: Mapped,
+        received_at: OffsetDateTime,
+    ) -> Self {
         let received = rfc3339(received_at);
-        let occurred = mapped.occurred_at.map(rfc3339).unwrap_or_else(|| received.clone());
+        let occurred = mapped
+            .occurred_at
+            .map(rfc3339)
+            .unwrap_or_else(|| received.clone());
         let subject = mapped.facts.object.as_ref().map(|o| o.id.clone());
         Self {
             specversion: "1.0",
@@ -425,18 +443,32 @@ impl Event {
 
     /// An authenticated body no mapping understood: published as `unmapped`
     /// with the raw body and the reason, so nothing authenticated is dropped.
+    /// `published` is the (possibly redacted) body to carry; `None` withholds
+    /// it. The identity always derives from the original `body`, so the
+    /// vendor's retries share an id.
     pub fn unmapped(
         vendor: VendorKind,
         source_id: &str,
         body: &[u8],
+        published: Option<&[u8]>,
         reason: String,
         received_at: OffsetDateTime,
     ) -> Self {
-        let (raw_body_encoding, raw_body) = match std::str::from_utf8(body) {
+        let reason = match published {
+            Some(_) => reason,
+            None => format!(
+                "{reason} (raw body withheld: it may hold secrets and could not be redacted)"
+            ),
+        };
+        let (raw_body_encoding, raw_body) = match std::str::from_utf8(published.unwrap_or_default())
+        {
             Ok(text) => ("utf8", text.to_owned()),
             Err(_) => {
                 use base64::Engine;
-                ("base64", base64::engine::general_purpose::STANDARD.encode(body))
+                (
+                    "base64",
+                    base64::engine::general_purpose::STANDARD.encode(published.unwrap_or_default()),
+                )
             }
         };
         let mapped = Mapped {
@@ -487,10 +519,22 @@ mod tests {
 
     #[test]
     fn bad_amounts_are_refused_not_rounded() {
-        assert!(matches!(Amount::from_decimal("5.001", "USD"), Err(AmountError::TooPrecise(..))));
-        assert!(matches!(Amount::from_decimal("1e3", "USD"), Err(AmountError::NotDecimal(_))));
-        assert!(matches!(Amount::from_decimal("", "USD"), Err(AmountError::NotDecimal(_))));
-        assert!(matches!(Amount::from_decimal(".", "USD"), Err(AmountError::NotDecimal(_))));
+        assert!(matches!(
+            Amount::from_decimal("5.001", "USD"),
+            Err(AmountError::TooPrecise(..))
+        ));
+        assert!(matches!(
+            Amount::from_decimal("1e3", "USD"),
+            Err(AmountError::NotDecimal(_))
+        ));
+        assert!(matches!(
+            Amount::from_decimal("", "USD"),
+            Err(AmountError::NotDecimal(_))
+        ));
+        assert!(matches!(
+            Amount::from_decimal(".", "USD"),
+            Err(AmountError::NotDecimal(_))
+        ));
         assert!(matches!(
             Amount::from_decimal("99999999999999999999", "USD"),
             Err(AmountError::Overflow(_)) | Err(AmountError::NotDecimal(_))

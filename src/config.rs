@@ -325,19 +325,14 @@ impl Builder<'_> {
                 return out;
             };
             let name = &after[..end];
-            let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 self.error(key, format!("`${{{name}}}` is not a valid variable name"));
             } else {
                 match (self.env)(name) {
                     Some(v) => out.push_str(&v),
-                    None => self.error(
-                        key,
-                        format!("environment variable {name} is not set"),
-                    ),
+                    None => self.error(key, format!("environment variable {name} is not set")),
                 }
             }
             rest = &after[end + 1..];
@@ -425,11 +420,17 @@ fn build_server(b: &mut Builder, raw: &RawServer) -> Option<ServerSettings> {
         }),
         (None, None) => None,
         (Some(_), None) => {
-            b.error("server.tls_key", "missing: tls_cert is set, so tls_key is required");
+            b.error(
+                "server.tls_key",
+                "missing: tls_cert is set, so tls_key is required",
+            );
             None
         }
         (None, Some(_)) => {
-            b.error("server.tls_cert", "missing: tls_key is set, so tls_cert is required");
+            b.error(
+                "server.tls_cert",
+                "missing: tls_key is set, so tls_cert is required",
+            );
             None
         }
     };
@@ -449,7 +450,11 @@ fn build_server(b: &mut Builder, raw: &RawServer) -> Option<ServerSettings> {
         Some(n) => n,
         None => 1024,
     };
-    let handshake_timeout = b.duration_ms("server.handshake_timeout_ms", raw.handshake_timeout_ms, 10_000);
+    let handshake_timeout = b.duration_ms(
+        "server.handshake_timeout_ms",
+        raw.handshake_timeout_ms,
+        10_000,
+    );
     let header_timeout = b.duration_ms("server.header_timeout_ms", raw.header_timeout_ms, 10_000);
     let body_timeout = b.duration_ms("server.body_timeout_ms", raw.body_timeout_ms, 15_000);
     let trusted_proxies = raw
@@ -473,7 +478,10 @@ fn build_server(b: &mut Builder, raw: &RawServer) -> Option<ServerSettings> {
 fn build_broker(b: &mut Builder, raw: &RawBroker) -> BrokerSettings {
     let url = b.expand("broker.url", &raw.url);
     if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-        b.error("broker.url", "must start with amqp:// (amqps:// is not built in)");
+        b.error(
+            "broker.url",
+            "must start with amqp:// (amqps:// is not built in)",
+        );
     } else if url.starts_with("amqps://") {
         b.error(
             "broker.url",
@@ -510,7 +518,10 @@ fn build_broker(b: &mut Builder, raw: &RawBroker) -> BrokerSettings {
 
 fn build_sources(b: &mut Builder, raw: &[RawSource]) -> Sources {
     if raw.is_empty() {
-        b.error("source", "no [[source]] configured: nothing could be received");
+        b.error(
+            "source",
+            "no [[source]] configured: nothing could be received",
+        );
     }
     let mut seen = HashSet::new();
     let mut built = Vec::new();
@@ -528,7 +539,10 @@ fn build_sources(b: &mut Builder, raw: &[RawSource]) -> Sources {
                 format!("`{id}` must be 1 to 64 characters of a-z, 0-9, `_` or `-`"),
             );
         } else if !seen.insert(id.clone()) {
-            b.error(format!("{at}.id"), format!("`{id}` is used by more than one source"));
+            b.error(
+                format!("{at}.id"),
+                format!("`{id}` is used by more than one source"),
+            );
         }
         let vendor = match VendorKind::from_name(&source.vendor) {
             Some(v) => Some(v),
@@ -576,7 +590,10 @@ fn build_options(
     let mut options = MapOptions::default();
     if let Some(unit) = &raw.amount_unit {
         if vendor.is_some_and(|v| v != VendorKind::Strictly) {
-            b.error(format!("{at}.amount_unit"), "only used by vendor `strictly`");
+            b.error(
+                format!("{at}.amount_unit"),
+                "only used by vendor `strictly`",
+            );
         }
         match unit.as_str() {
             "minor" => options.amount_unit = AmountUnit::Minor,
@@ -600,7 +617,10 @@ fn build_options(
     }
     if let Some(include) = raw.include_personal_data {
         if vendor.is_some_and(|v| v != VendorKind::Stickypay) {
-            b.error(format!("{at}.include_personal_data"), "only used by vendor `stickypay`");
+            b.error(
+                format!("{at}.include_personal_data"),
+                "only used by vendor `stickypay`",
+            );
         }
         options.include_personal_data = include;
     }
@@ -631,7 +651,10 @@ fn build_auth(
         if let (Some(v), None) = (vendor, scheme) {
             b.error(
                 format!("{at}.hmac"),
-                format!("vendor `{}` does not sign its webhooks; use basic, token or ip_allow", v.name()),
+                format!(
+                    "vendor `{}` does not sign its webhooks; use basic, token or ip_allow",
+                    v.name()
+                ),
             );
         }
         if hmac.keys.is_empty() {
@@ -655,7 +678,11 @@ fn build_auth(
         methods += 1;
         let before = b.errors.len();
         let token = b.expand(&format!("{at}.token"), token);
-        if b.errors.len() == before && token.len() < 16 || !token.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+        if b.errors.len() == before && token.len() < 16
+            || !token
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
             b.error(
                 format!("{at}.token"),
                 "must be at least 16 characters of A-Z, a-z, 0-9, `-` or `_` (generate one with `openssl rand -hex 24`)",
@@ -666,7 +693,10 @@ fn build_auth(
     if let Some(list) = &raw.ip_allow {
         methods += 1;
         if list.is_empty() {
-            b.error(format!("{at}.ip_allow"), "must list at least one address or CIDR");
+            b.error(
+                format!("{at}.ip_allow"),
+                "must list at least one address or CIDR",
+            );
         }
         let nets = list
             .iter()
@@ -772,8 +802,16 @@ basic = { username = "hook", password = "${USAEPAY_BASIC_PASSWORD}" }
             .replace("usaepay-main", "UsaEpay Main")
             .replace("vendor = \"usaepay\"", "vendor = \"paypal\"");
         let found = keys(&text);
-        for key in ["server.listen", "broker.url", "source[0].id", "source[0].vendor"] {
-            assert!(found.contains(&key.to_string()), "{key} missing from {found:?}");
+        for key in [
+            "server.listen",
+            "broker.url",
+            "source[0].id",
+            "source[0].vendor",
+        ] {
+            assert!(
+                found.contains(&key.to_string()),
+                "{key} missing from {found:?}"
+            );
         }
     }
 
@@ -819,7 +857,10 @@ basic = { username = "hook", password = "${USAEPAY_BASIC_PASSWORD}" }
             "source[0].auth.token",
             "source[0].auth.ip_allow[1]",
         ] {
-            assert!(found.contains(&key.to_string()), "{key} missing from {found:?}");
+            assert!(
+                found.contains(&key.to_string()),
+                "{key} missing from {found:?}"
+            );
         }
     }
 
@@ -834,8 +875,11 @@ basic = { username = "hook", password = "${USAEPAY_BASIC_PASSWORD}" }
 
     #[test]
     fn the_example_config_in_deploy_parses() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/config.example.toml"))
-            .expect("deploy/config.example.toml exists");
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/config.example.toml"
+        ))
+        .expect("deploy/config.example.toml exists");
         let any_env = |_: &str| Some("0123456789abcdef0123456789".to_string());
         if let Err(e) = from_toml_with_env(&text, &any_env) {
             panic!("deploy/config.example.toml is invalid: {e}");

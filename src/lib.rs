@@ -85,7 +85,9 @@ impl Gateway {
         let tcp = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
-        let local_addr = tcp.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+        let local_addr = tcp
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
 
         let (publisher, publisher_task) = Publisher::start(settings.broker.clone());
         let pipeline = Arc::new(Pipeline::new(

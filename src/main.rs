@@ -108,6 +108,10 @@ fn init_logging() {
     if std::env::var("HOOKGATE_LOG_FORMAT").as_deref() == Ok("text") {
         builder.init();
     } else {
-        builder.json().flatten_event(true).with_current_span(false).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
     }
 }

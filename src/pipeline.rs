@@ -101,11 +101,20 @@ impl Pipeline {
         };
 
         let received_at = OffsetDateTime::from(inbound.received_at);
-        let event = match source.vendor.vendor().map(&verified, &source.options) {
+        let vendor = source.vendor.vendor();
+        let event = match vendor.map(&verified, &source.options) {
             Ok(mapped) => Event::from_mapped(source.vendor, &source.id, mapped, received_at),
             Err(error) => {
                 tracing::warn!(source = %source.id, reason = %error, "Body not understood; publishing as unmapped.");
-                Event::unmapped(source.vendor, &source.id, verified.body(), error.0, received_at)
+                let raw = vendor.raw_body_for_unmapped(verified.body(), &source.options);
+                Event::unmapped(
+                    source.vendor,
+                    &source.id,
+                    verified.body(),
+                    raw.as_deref(),
+                    error.0,
+                    received_at,
+                )
             }
         };
 

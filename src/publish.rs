@@ -27,7 +27,9 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 use tokio::sync::{watch, Notify};
 
 use crate::canonical::{Event, CONTENT_TYPE};
@@ -199,7 +201,11 @@ impl Publisher {
     }
 
     fn mark_broken(&self, failed: &Arc<Link>) {
-        let mut current = self.inner.link.write().expect("link lock is never poisoned");
+        let mut current = self
+            .inner
+            .link
+            .write()
+            .expect("link lock is never poisoned");
         if current.as_ref().is_some_and(|l| Arc::ptr_eq(l, failed)) {
             *current = None;
             self.inner.connected.send_replace(false);
@@ -239,7 +245,8 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             break;
         }
-        let attempt = tokio::time::timeout(inner.settings.connect_timeout, connect(&inner.settings));
+        let attempt =
+            tokio::time::timeout(inner.settings.connect_timeout, connect(&inner.settings));
         let link = tokio::select! {
             result = attempt => match result {
                 Ok(Ok(link)) => Some(Arc::new(link)),
@@ -297,7 +304,11 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             // Wait for in-flight confirms, then close politely.
             for channel in &link.channels {
-                let _ = tokio::time::timeout(inner.settings.confirm_timeout, channel.wait_for_confirms()).await;
+                let _ = tokio::time::timeout(
+                    inner.settings.confirm_timeout,
+                    channel.wait_for_confirms(),
+                )
+                .await;
             }
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),
@@ -308,7 +319,11 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             break;
         }
         tracing::warn!("Broker connection lost; reconnecting.");
-        let _ = tokio::time::timeout(Duration::from_millis(200), link.connection.close(320, "reconnecting".into())).await;
+        let _ = tokio::time::timeout(
+            Duration::from_millis(200),
+            link.connection.close(320, "reconnecting".into()),
+        )
+        .await;
     }
 }
 
@@ -321,7 +336,9 @@ async fn connect(settings: &BrokerSettings) -> Result<Link, lapin::Error> {
     let mut channels = Vec::with_capacity(settings.channels);
     for _ in 0..settings.channels {
         let channel = connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         channels.push(channel);
     }
     Ok(Link {
@@ -339,7 +356,12 @@ pub async fn declare_topology(channel: &Channel, exchange: &str) -> Result<(), l
         ..ExchangeDeclareOptions::default()
     };
     channel
-        .exchange_declare(unroutable.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default())
+        .exchange_declare(
+            unroutable.as_str().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
         .await?;
     channel
         .queue_declare(

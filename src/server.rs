@@ -19,7 +19,9 @@ use std::time::{Instant, SystemTime};
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::header::{
+    HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -99,7 +101,12 @@ impl Listener {
                 let _permit = permit;
                 match tls {
                     Some(acceptor) => {
-                        let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        let stream = match tokio::time::timeout(
+                            handshake_timeout,
+                            acceptor.accept(stream),
+                        )
+                        .await
+                        {
                             Ok(Ok(stream)) => stream,
                             Ok(Err(error)) => {
                                 tracing::debug!(peer = %peer, error = %error, "TLS handshake failed.");
@@ -121,8 +128,14 @@ impl Listener {
             });
         }
         drop(self.tcp);
-        if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-            tracing::warn!(drain_secs = drain.as_secs(), "Connections still open after the drain deadline; closing them.");
+        if tokio::time::timeout(drain, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                drain_secs = drain.as_secs(),
+                "Connections still open after the drain deadline; closing them."
+            );
         }
     }
 }
@@ -130,7 +143,12 @@ impl Listener {
 type HttpResponse = Response<Full<Bytes>>;
 
 /// Routes one request; see the README's status code table.
-async fn handle(req: Request<Incoming>, peer: SocketAddr, pipeline: &Pipeline, settings: &ServerSettings) -> HttpResponse {
+async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    pipeline: &Pipeline,
+    settings: &ServerSettings,
+) -> HttpResponse {
     let started = Instant::now();
     let received_at = SystemTime::now();
     let Some((source_id, token)) = parse_route(req.uri().path()) else {
@@ -138,7 +156,8 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, pipeline: &Pipeline, s
     };
     if req.method() != Method::POST {
         let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-        resp.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
         return resp;
     }
     let Some(source) = pipeline.lookup(source_id, token.is_some()) else {
@@ -154,15 +173,47 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, pipeline: &Pipeline, s
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > settings.max_body_bytes as u64) {
-        return log(&source_id, started, None, error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"));
+        return log(
+            &source_id,
+            started,
+            None,
+            error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+        );
     }
-    let body = match tokio::time::timeout(settings.body_timeout, Limited::new(body, settings.max_body_bytes).collect()).await {
+    let body = match tokio::time::timeout(
+        settings.body_timeout,
+        Limited::new(body, settings.max_body_bytes).collect(),
+    )
+    .await
+    {
         Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return log(&source_id, started, None, error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"));
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return log(
+                &source_id,
+                started,
+                None,
+                error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+            );
         }
-        Ok(Err(_)) => return log(&source_id, started, None, error(StatusCode::BAD_REQUEST, "body could not be read")),
-        Err(_) => return log(&source_id, started, None, error(StatusCode::REQUEST_TIMEOUT, "body not received in time")),
+        Ok(Err(_)) => {
+            return log(
+                &source_id,
+                started,
+                None,
+                error(StatusCode::BAD_REQUEST, "body could not be read"),
+            )
+        }
+        Err(_) => {
+            return log(
+                &source_id,
+                started,
+                None,
+                error(StatusCode::REQUEST_TIMEOUT, "body not received in time"),
+            )
+        }
     };
 
     let inbound = Inbound {
@@ -194,15 +245,21 @@ fn respond(outcome: Outcome) -> (Option<String>, HttpResponse) {
             };
             let mut resp = error(status, reason.to_string().as_str());
             if reason.wants_basic_challenge() {
-                resp.headers_mut()
-                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"hookgate\""));
+                resp.headers_mut().insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"hookgate\""),
+                );
             }
             (None, resp)
         }
         Outcome::Unavailable { event_id, error: e } => {
             tracing::warn!(event_id = %event_id, reason = %e, "Event not confirmed; asking the vendor to retry.");
-            let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, "event could not be stored; retry later");
-            resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            let mut resp = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "event could not be stored; retry later",
+            );
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("5"));
             (Some(event_id), resp)
         }
     }
@@ -239,7 +296,12 @@ fn error(status: StatusCode, reason: &str) -> HttpResponse {
 
 /// One log line per routed request: never the path (it may hold a token),
 /// never a header or a body.
-fn log(source_id: &str, started: Instant, event_id: Option<&str>, response: HttpResponse) -> HttpResponse {
+fn log(
+    source_id: &str,
+    started: Instant,
+    event_id: Option<&str>,
+    response: HttpResponse,
+) -> HttpResponse {
     let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(source = %source_id, status, event_id = event_id.unwrap_or(""), latency_ms, "Request handled.");
@@ -252,8 +314,14 @@ mod tests {
 
     #[test]
     fn routes_are_matched_raw() {
-        assert_eq!(parse_route("/webhooks/usaepay-main"), Some(("usaepay-main", None)));
-        assert_eq!(parse_route("/webhooks/sticky/abc"), Some(("sticky", Some("abc"))));
+        assert_eq!(
+            parse_route("/webhooks/usaepay-main"),
+            Some(("usaepay-main", None))
+        );
+        assert_eq!(
+            parse_route("/webhooks/sticky/abc"),
+            Some(("sticky", Some("abc")))
+        );
         assert_eq!(parse_route("/webhooks/"), None);
         assert_eq!(parse_route("/webhooks/a/"), None);
         assert_eq!(parse_route("/webhooks/a/b/c"), None);

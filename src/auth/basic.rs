@@ -27,7 +27,10 @@ impl BasicCredentials {
     /// The header value a vendor would send, for `hookgate sign` and tests.
     pub fn header_value(&self) -> String {
         let raw = format!("{}:{}", self.username, self.password.expose());
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
     }
 
     /// Checks `Authorization: Basic ...` against the configured pair.
@@ -80,9 +83,18 @@ mod tests {
     #[test]
     fn accepts_the_documented_vector() {
         // vendors.md §5 vector 3: webhook-user:webhook-pass
-        assert_eq!(creds().verify(&with("Basic d2ViaG9vay11c2VyOndlYmhvb2stcGFzcw==")), Ok(()));
-        assert_eq!(creds().verify(&with("basic d2ViaG9vay11c2VyOndlYmhvb2stcGFzcw==")), Ok(()));
-        assert_eq!(creds().header_value(), "Basic d2ViaG9vay11c2VyOndlYmhvb2stcGFzcw==");
+        assert_eq!(
+            creds().verify(&with("Basic d2ViaG9vay11c2VyOndlYmhvb2stcGFzcw==")),
+            Ok(())
+        );
+        assert_eq!(
+            creds().verify(&with("basic d2ViaG9vay11c2VyOndlYmhvb2stcGFzcw==")),
+            Ok(())
+        );
+        assert_eq!(
+            creds().header_value(),
+            "Basic d2ViaG9vay11c2VyOndlYmhvb2stcGFzcw=="
+        );
     }
 
     #[test]
@@ -92,11 +104,23 @@ mod tests {
             creds().verify(&with("Basic d2ViaG9vay11c2VyOndlYmhvb2stcGFzUw==")),
             Err(AuthError::BasicMismatch)
         );
-        assert_eq!(creds().verify(&HeaderMap::new()), Err(AuthError::BasicMissing));
-        assert_eq!(creds().verify(&with("Bearer abc")), Err(AuthError::BasicMissing));
-        assert_eq!(creds().verify(&with("Basic !!!")), Err(AuthError::BasicMissing));
+        assert_eq!(
+            creds().verify(&HeaderMap::new()),
+            Err(AuthError::BasicMissing)
+        );
+        assert_eq!(
+            creds().verify(&with("Bearer abc")),
+            Err(AuthError::BasicMissing)
+        );
+        assert_eq!(
+            creds().verify(&with("Basic !!!")),
+            Err(AuthError::BasicMissing)
+        );
         // "nocolon"
-        assert_eq!(creds().verify(&with("Basic bm9jb2xvbg==")), Err(AuthError::BasicMissing));
+        assert_eq!(
+            creds().verify(&with("Basic bm9jb2xvbg==")),
+            Err(AuthError::BasicMissing)
+        );
     }
 
     #[test]

@@ -195,20 +195,30 @@ mod tests {
         let headers = HeaderMap::new();
         let body = Bytes::from_static(b"{}");
         assert!(auth
-            .verify(&presented(&headers, Some("0123456789abcdef"), "10.1.2.3"), body.clone())
+            .verify(
+                &presented(&headers, Some("0123456789abcdef"), "10.1.2.3"),
+                body.clone()
+            )
             .is_ok());
         assert_eq!(
-            auth.verify(&presented(&headers, Some("0123456789abcdef"), "192.0.2.1"), body.clone())
-                .unwrap_err(),
+            auth.verify(
+                &presented(&headers, Some("0123456789abcdef"), "192.0.2.1"),
+                body.clone()
+            )
+            .unwrap_err(),
             AuthError::IpNotAllowed
         );
         assert_eq!(
-            auth.verify(&presented(&headers, Some("0123456789abcdeX"), "10.1.2.3"), body.clone())
-                .unwrap_err(),
+            auth.verify(
+                &presented(&headers, Some("0123456789abcdeX"), "10.1.2.3"),
+                body.clone()
+            )
+            .unwrap_err(),
             AuthError::TokenMismatch
         );
         assert_eq!(
-            auth.verify(&presented(&headers, None, "10.1.2.3"), body).unwrap_err(),
+            auth.verify(&presented(&headers, None, "10.1.2.3"), body)
+                .unwrap_err(),
             AuthError::TokenMissing
         );
     }
@@ -216,9 +226,14 @@ mod tests {
     #[test]
     fn hmac_and_basic_together_both_apply() {
         let auth = Authenticator {
-            basic: Some(BasicCredentials::new("webhook-user", Secret::new("webhook-pass"))),
+            basic: Some(BasicCredentials::new(
+                "webhook-user",
+                Secret::new("webhook-pass"),
+            )),
             hmac: Some(HmacVerifier::new(
-                SignatureScheme::HexBody { header: "x-signature" },
+                SignatureScheme::HexBody {
+                    header: "x-signature",
+                },
                 vec![Secret::new("k")],
                 Duration::from_secs(300),
             )),
@@ -228,19 +243,25 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(
             "authorization",
-            "Basic d2ViaG9vay11c2VyOndlYmhvb2stcGFzcw==".parse().unwrap(),
+            "Basic d2ViaG9vay11c2VyOndlYmhvb2stcGFzcw=="
+                .parse()
+                .unwrap(),
         );
         // Right Basic, no signature.
         assert_eq!(
-            auth.verify(&presented(&headers, None, "127.0.0.1"), body.clone()).unwrap_err(),
+            auth.verify(&presented(&headers, None, "127.0.0.1"), body.clone())
+                .unwrap_err(),
             AuthError::SignatureMissing
         );
         let sig = auth.hmac.as_ref().unwrap().sign(0, None, &body);
         headers.insert("x-signature", sig.parse().unwrap());
-        assert!(auth.verify(&presented(&headers, None, "127.0.0.1"), body.clone()).is_ok());
+        assert!(auth
+            .verify(&presented(&headers, None, "127.0.0.1"), body.clone())
+            .is_ok());
         headers.remove("authorization");
         assert_eq!(
-            auth.verify(&presented(&headers, None, "127.0.0.1"), body).unwrap_err(),
+            auth.verify(&presented(&headers, None, "127.0.0.1"), body)
+                .unwrap_err(),
             AuthError::BasicMissing
         );
     }

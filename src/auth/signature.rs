@@ -86,7 +86,12 @@ impl HmacVerifier {
     }
 
     /// Checks the request's signature header against every key.
-    pub fn verify(&self, headers: &HeaderMap, body: &[u8], now: SystemTime) -> Result<(), AuthError> {
+    pub fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<(), AuthError> {
         let header = self.scheme.header();
         let mut values = headers.get_all(header).iter();
         let value = values.next().ok_or(AuthError::SignatureMissing)?;
@@ -187,7 +192,10 @@ fn parse_timestamped(value: &str) -> Result<(&str, Vec<Vec<u8>>), AuthError> {
     let mut timestamp = None;
     let mut signatures = Vec::new();
     for part in value.split(',') {
-        let (k, v) = part.trim().split_once('=').ok_or(AuthError::SignatureMalformed)?;
+        let (k, v) = part
+            .trim()
+            .split_once('=')
+            .ok_or(AuthError::SignatureMalformed)?;
         match k.trim() {
             "t" if timestamp.is_none() => timestamp = Some(v.trim()),
             "t" => return Err(AuthError::SignatureMalformed),
@@ -211,13 +219,16 @@ mod tests {
     const USAEPAY_SIG: &str = "7d8e06674339e407b817d9ceb283342b0d6d38e730dea28b05232db532f92896";
 
     /// vendors.md §5, vector 2 (Nexio legacy).
-    const NEXIO_BODY: &str = r#"{"eventType":"TRANSACTION_AUTHORIZED","data":{"id":"example","merchantId":"100039"}}"#;
+    const NEXIO_BODY: &str =
+        r#"{"eventType":"TRANSACTION_AUTHORIZED","data":{"id":"example","merchantId":"100039"}}"#;
     const NEXIO_HEADER: &str =
         "t=1554146049,v1=0bbe4ef0873c090e1e7b377a58eb9a7f4a0e47dfcb4529306b853e5011a7210f";
 
     fn usaepay(keys: &[&str]) -> HmacVerifier {
         HmacVerifier::new(
-            SignatureScheme::HexBody { header: "x-signature" },
+            SignatureScheme::HexBody {
+                header: "x-signature",
+            },
             keys.iter().map(|k| Secret::new(*k)).collect(),
             Duration::from_secs(300),
         )
@@ -225,7 +236,9 @@ mod tests {
 
     fn nexio(tolerance: u64) -> HmacVerifier {
         HmacVerifier::new(
-            SignatureScheme::TimestampedHex { header: "nexio-signature" },
+            SignatureScheme::TimestampedHex {
+                header: "nexio-signature",
+            },
             vec![Secret::new("example-nexio-webhook-secret")],
             Duration::from_secs(tolerance),
         )
@@ -241,11 +254,17 @@ mod tests {
     fn usaepay_vector_verifies() {
         let v = usaepay(&["example-signature-key"]);
         let h = header("x-signature", USAEPAY_SIG);
-        assert_eq!(v.verify(&h, USAEPAY_BODY.as_bytes(), SystemTime::now()), Ok(()));
+        assert_eq!(
+            v.verify(&h, USAEPAY_BODY.as_bytes(), SystemTime::now()),
+            Ok(())
+        );
         assert_eq!(v.sign(0, None, USAEPAY_BODY.as_bytes()), USAEPAY_SIG);
         // Upper-case hex is the same signature.
         let h = header("x-signature", &USAEPAY_SIG.to_uppercase());
-        assert_eq!(v.verify(&h, USAEPAY_BODY.as_bytes(), SystemTime::now()), Ok(()));
+        assert_eq!(
+            v.verify(&h, USAEPAY_BODY.as_bytes(), SystemTime::now()),
+            Ok(())
+        );
     }
 
     #[test]
@@ -254,7 +273,10 @@ mod tests {
         let h = header("x-signature", USAEPAY_SIG);
         let mut body = USAEPAY_BODY.as_bytes().to_vec();
         body.push(b'\n');
-        assert_eq!(v.verify(&h, &body, SystemTime::now()), Err(AuthError::SignatureMismatch));
+        assert_eq!(
+            v.verify(&h, &body, SystemTime::now()),
+            Err(AuthError::SignatureMismatch)
+        );
         let wrong_key = usaepay(&["example-signature-kez"]);
         assert_eq!(
             wrong_key.verify(&h, USAEPAY_BODY.as_bytes(), SystemTime::now()),
@@ -265,22 +287,34 @@ mod tests {
             &serde_json::from_str::<serde_json::Value>(USAEPAY_BODY).unwrap(),
         )
         .unwrap();
-        assert_eq!(v.verify(&h, &reserialized, SystemTime::now()), Err(AuthError::SignatureMismatch));
+        assert_eq!(
+            v.verify(&h, &reserialized, SystemTime::now()),
+            Err(AuthError::SignatureMismatch)
+        );
     }
 
     #[test]
     fn any_listed_key_verifies_during_rotation() {
         let v = usaepay(&["old-key", "example-signature-key"]);
         let h = header("x-signature", USAEPAY_SIG);
-        assert_eq!(v.verify(&h, USAEPAY_BODY.as_bytes(), SystemTime::now()), Ok(()));
+        assert_eq!(
+            v.verify(&h, USAEPAY_BODY.as_bytes(), SystemTime::now()),
+            Ok(())
+        );
     }
 
     #[test]
     fn malformed_and_missing_headers_are_told_apart() {
         let v = usaepay(&["k"]);
         let now = SystemTime::now();
-        assert_eq!(v.verify(&HeaderMap::new(), b"{}", now), Err(AuthError::SignatureMissing));
-        assert_eq!(v.verify(&header("x-signature", "zz"), b"{}", now), Err(AuthError::SignatureMalformed));
+        assert_eq!(
+            v.verify(&HeaderMap::new(), b"{}", now),
+            Err(AuthError::SignatureMissing)
+        );
+        assert_eq!(
+            v.verify(&header("x-signature", "zz"), b"{}", now),
+            Err(AuthError::SignatureMalformed)
+        );
         assert_eq!(
             v.verify(&header("x-signature", &"g".repeat(64)), b"{}", now),
             Err(AuthError::SignatureMalformed)
@@ -292,13 +326,34 @@ mod tests {
         let signed_at = UNIX_EPOCH + Duration::from_secs(1_554_146_049);
         let h = header("nexio-signature", NEXIO_HEADER);
         let v = nexio(300);
-        assert_eq!(v.verify(&h, NEXIO_BODY.as_bytes(), signed_at + Duration::from_secs(299)), Ok(()));
-        assert_eq!(v.verify(&h, NEXIO_BODY.as_bytes(), signed_at - Duration::from_secs(299)), Ok(()));
         assert_eq!(
-            v.verify(&h, NEXIO_BODY.as_bytes(), signed_at + Duration::from_secs(301)),
+            v.verify(
+                &h,
+                NEXIO_BODY.as_bytes(),
+                signed_at + Duration::from_secs(299)
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            v.verify(
+                &h,
+                NEXIO_BODY.as_bytes(),
+                signed_at - Duration::from_secs(299)
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            v.verify(
+                &h,
+                NEXIO_BODY.as_bytes(),
+                signed_at + Duration::from_secs(301)
+            ),
             Err(AuthError::SignatureExpired)
         );
-        assert_eq!(v.sign(0, Some(1_554_146_049), NEXIO_BODY.as_bytes()), NEXIO_HEADER);
+        assert_eq!(
+            v.sign(0, Some(1_554_146_049), NEXIO_BODY.as_bytes()),
+            NEXIO_HEADER
+        );
     }
 
     #[test]
@@ -316,10 +371,21 @@ mod tests {
     fn nexio_accepts_the_s_spelling_and_rejects_garbage() {
         let signed_at = UNIX_EPOCH + Duration::from_secs(1_554_146_049);
         let s = NEXIO_HEADER.replace("v1=", "s=");
-        assert_eq!(nexio(300).verify(&header("nexio-signature", &s), NEXIO_BODY.as_bytes(), signed_at), Ok(()));
+        assert_eq!(
+            nexio(300).verify(
+                &header("nexio-signature", &s),
+                NEXIO_BODY.as_bytes(),
+                signed_at
+            ),
+            Ok(())
+        );
         for bad in ["v1=00", "t=abc,v1=00", "t=1,t=2,v1=00", "garbage"] {
             assert_eq!(
-                nexio(300).verify(&header("nexio-signature", bad), NEXIO_BODY.as_bytes(), signed_at),
+                nexio(300).verify(
+                    &header("nexio-signature", bad),
+                    NEXIO_BODY.as_bytes(),
+                    signed_at
+                ),
                 Err(AuthError::SignatureMalformed),
                 "{bad}"
             );

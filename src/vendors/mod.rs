@@ -15,6 +15,8 @@ mod stickypay;
 mod strictly;
 mod usaepay;
 
+use std::borrow::Cow;
+
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
@@ -32,6 +34,17 @@ pub trait Vendor: Send + Sync + 'static {
     /// Reads an authenticated body into a canonical event. An error means the
     /// body is published as `unmapped` with the error as the reason, never dropped.
     fn map(&self, body: &Verified, options: &MapOptions) -> Result<Mapped, MappingError>;
+
+    /// The raw body to carry in an `unmapped` event. Vendors whose bodies may
+    /// hold secrets or personal data return a redacted copy, or `None` to
+    /// withhold it when it cannot be redacted (not parseable).
+    fn raw_body_for_unmapped<'a>(
+        &self,
+        body: &'a [u8],
+        _options: &MapOptions,
+    ) -> Option<Cow<'a, [u8]>> {
+        Some(Cow::Borrowed(body))
+    }
 }
 
 /// The vendors hookgate understands; the `vendor` key of a source.
@@ -122,7 +135,8 @@ impl MappingError {
 
 /// Parses a body into a vendor's wire struct; the error names the field and position.
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, MappingError> {
-    serde_json::from_slice(body).map_err(|e| MappingError::new(format!("body is not the expected JSON: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| MappingError::new(format!("body is not the expected JSON: {e}")))
 }
 
 /// Reads `YYYY-MM-DD HH:MM:SS` (no zone) as UTC; see the README on zone-less times.

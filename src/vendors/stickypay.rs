@@ -72,6 +72,14 @@ use crate::canonical::{Amount, Customer, Facts, Merchant, ObjectRef, UNKNOWN};
 pub struct Stickypay;
 
 impl Vendor for Stickypay {
+    fn raw_body_for_unmapped<'a>(
+        &self,
+        body: &'a [u8],
+        options: &MapOptions,
+    ) -> Option<std::borrow::Cow<'a, [u8]>> {
+        redacted_raw_body(body, options).map(std::borrow::Cow::Owned)
+    }
+
     fn map(&self, body: &Verified, options: &MapOptions) -> Result<Mapped, MappingError> {
         let root: Value = parse_json(body.body())?;
         let mut v2 = match root {
@@ -411,9 +419,7 @@ fn scrub(value: &mut Value, secrets: &[String]) {
 /// `None` when the body is not JSON and so cannot be redacted.
 ///
 /// Why: the pipeline publishes an unmappable body verbatim, which for Sticky
-/// would publish private keys and payer details. Not wired in yet (needs a
-/// change in `pipeline.rs` / the `Vendor` trait).
-#[allow(dead_code)]
+/// would publish private keys and payer details.
 pub(crate) fn redacted_raw_body(body: &[u8], options: &MapOptions) -> Option<Vec<u8>> {
     let mut doc: Value = serde_json::from_slice(body).ok()?;
     redact(&mut doc, options.include_personal_data);

@@ -22,8 +22,7 @@ use serde_json::Value;
 use super::{parse_json, parse_naive_utc, MapOptions, Mapped, MappingError, Vendor};
 use crate::auth::{SignatureScheme, Verified};
 use crate::canonical::{
-    Amount, Facts, Inventory, Merchant, ObjectRef, PaymentMethod, Settlement, StatusChange,
-    UNKNOWN,
+    Amount, Facts, Inventory, Merchant, ObjectRef, PaymentMethod, Settlement, StatusChange, UNKNOWN,
 };
 
 /// The USAePay vendor module.
@@ -132,10 +131,12 @@ impl Vendor for Usaepay {
 
         match family {
             Family::Transaction => {
-                let amount = object
-                    .amount
-                    .as_ref()
-                    .or_else(|| object.amount_detail.as_ref().and_then(|d| d.amount.as_ref()));
+                let amount = object.amount.as_ref().or_else(|| {
+                    object
+                        .amount_detail
+                        .as_ref()
+                        .and_then(|d| d.amount.as_ref())
+                });
                 if let Some(amount) = amount {
                     let text = text_of(amount).ok_or_else(|| {
                         MappingError::new("event_body.object.amount is not a number or string")
@@ -161,7 +162,9 @@ impl Vendor for Usaepay {
                 facts.status_change = envelope.event_body.changes.as_ref().and_then(status_change);
             }
             Family::Settlement => {
-                let minor = |v: &Option<Value>, field: &str| -> Result<Option<Amount>, MappingError> {
+                let minor = |v: &Option<Value>,
+                             field: &str|
+                 -> Result<Option<Amount>, MappingError> {
                     match v.as_ref().and_then(text_of) {
                         None => Ok(None),
                         Some(t) => t
@@ -196,7 +199,10 @@ impl Vendor for Usaepay {
             event_type,
             vendor_event_type: envelope.event_type,
             vendor_event_id: envelope.event_id,
-            occurred_at: envelope.event_triggered.as_deref().and_then(parse_naive_utc),
+            occurred_at: envelope
+                .event_triggered
+                .as_deref()
+                .and_then(parse_naive_utc),
             facts,
         })
     }
@@ -258,7 +264,8 @@ fn canonical_type(vendor_type: &str) -> (String, Family) {
 fn is_word(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn object_kind(vendor_kind: Option<&str>, family: Family) -> String {
@@ -312,7 +319,14 @@ fn integer_of(v: &Value) -> Option<i64> {
 
 /// Last four digits of a masked card number (`4444xxxxxxxxx7779` → `7779`).
 fn last4(number: &str) -> Option<String> {
-    let tail: String = number.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: String = number
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     (tail.len() == 4 && tail.bytes().all(|b| b.is_ascii_digit())).then_some(tail)
 }
 

@@ -24,7 +24,11 @@ fn check_config_accepts_the_example_and_lists_every_problem_otherwise() {
         .env("USAEPAY_BASIC_PASSWORD", "b")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 source(s))"));
 
     let bad = write_config(
@@ -40,10 +44,20 @@ vendor = "paypal"
 token = "short"
 "#,
     );
-    let out = hookgate().args(["check-config", "--config"]).arg(bad.path()).output().unwrap();
+    let out = hookgate()
+        .args(["check-config", "--config"])
+        .arg(bad.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for key in ["server.listen", "broker.url", "source[0].id", "source[0].vendor", "source[0].auth.token"] {
+    for key in [
+        "server.listen",
+        "broker.url",
+        "source[0].id",
+        "source[0].vendor",
+        "source[0].auth.token",
+    ] {
         assert!(stderr.contains(key), "{key} not named in:\n{stderr}");
     }
 }
@@ -51,11 +65,18 @@ token = "short"
 #[test]
 fn serve_refuses_to_start_on_a_bad_config() {
     let bad = write_config("[server]\nlisten = \"127.0.0.1:0\"\n");
-    let out = hookgate().args(["serve", "--config"]).arg(bad.path()).output().unwrap();
+    let out = hookgate()
+        .args(["serve", "--config"])
+        .arg(bad.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("broker"));
 
-    let missing = hookgate().args(["serve", "--config", "/nonexistent/hookgate.toml"]).output().unwrap();
+    let missing = hookgate()
+        .args(["serve", "--config", "/nonexistent/hookgate.toml"])
+        .output()
+        .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
 }
@@ -76,8 +97,15 @@ vendor = "usaepay"
 auth = { basic = { username = "u", password = "p" } }
 "#,
     );
-    let out = hookgate().args(["serve", "--config"]).arg(cfg.path()).output().unwrap();
+    let out = hookgate()
+        .args(["serve", "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("server.tls_cert") && stderr.contains("/nonexistent/cert.pem"), "{stderr}");
+    assert!(
+        stderr.contains("server.tls_cert") && stderr.contains("/nonexistent/cert.pem"),
+        "{stderr}"
+    );
 }

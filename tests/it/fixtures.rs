@@ -66,12 +66,20 @@ pub fn options_from(expect: &Value) -> MapOptions {
 }
 
 /// Runs a body through the vendor's real mapping, as the pipeline does.
-pub fn map_fixture(vendor: VendorKind, source_id: &str, body: &[u8], options: &MapOptions) -> Value {
+pub fn map_fixture(
+    vendor: VendorKind,
+    source_id: &str,
+    body: &[u8],
+    options: &MapOptions,
+) -> Value {
     let received = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
     let verified = Verified::assume_verified_for_tests(body.to_vec());
     let event = match vendor.vendor().map(&verified, options) {
         Ok(mapped) => Event::from_mapped(vendor, source_id, mapped, received),
-        Err(e) => Event::unmapped(vendor, source_id, body, e.0, received),
+        Err(e) => {
+            let raw = vendor.vendor().raw_body_for_unmapped(body, options);
+            Event::unmapped(vendor, source_id, body, raw.as_deref(), e.0, received)
+        }
     };
     serde_json::to_value(&event).unwrap()
 }
@@ -100,8 +108,15 @@ fn every_fixture_maps_to_a_schema_valid_event_with_the_documented_values() {
         for (path, expect) in fixtures(vendor) {
             let body = std::fs::read(&path).unwrap();
             let event = map_fixture(vendor, "fixture-source", &body, &options_from(&expect));
-            let name = path.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap().display().to_string();
-            let errors: Vec<String> = validator.iter_errors(&event).map(|e| format!("{e} at {}", e.instance_path)).collect();
+            let name = path
+                .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+                .unwrap()
+                .display()
+                .to_string();
+            let errors: Vec<String> = validator
+                .iter_errors(&event)
+                .map(|e| format!("{e} at {}", e.instance_path))
+                .collect();
             if !errors.is_empty() {
                 failures.push(format!("{name}: schema: {errors:?}"));
             }
@@ -113,7 +128,12 @@ fn every_fixture_maps_to_a_schema_valid_event_with_the_documented_values() {
             if let Some(mismatch) = subset_mismatch(&wanted, &event, "") {
                 failures.push(format!("{name}: {mismatch}\n  event: {event}"));
             }
-            for absent in expect.get("_absent").and_then(Value::as_array).into_iter().flatten() {
+            for absent in expect
+                .get("_absent")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let absent = absent.as_str().unwrap();
                 if lookup(&event, absent).is_some() {
                     failures.push(format!("{name}: `{absent}` should be absent"));
@@ -123,7 +143,12 @@ fn every_fixture_maps_to_a_schema_valid_event_with_the_documented_values() {
             assert_eq!(event["data"]["vendor"], vendor.name());
         }
     }
-    assert!(failures.is_empty(), "{} fixture failure(s):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} fixture failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

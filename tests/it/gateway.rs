@@ -11,7 +11,8 @@ use crate::support::{schema_validator, Broker, TestGateway};
 /// vendors.md §5 vector 1: body, key and signature (self-computed from
 /// USAePay's documented algorithm).
 pub const USAEPAY_BODY: &str = r#"{"type":"event","event_triggered":"2021-04-07 15:14:26","event_type":"transaction.sale.success","event_body":{"merchant":{"merch_key":"7qwnw4j2kmqvrb3"},"object":{"type":"transaction","key":"1nftvzx7xtcggm3","amount_detail":{"amount":"5.00"},"authcode":"538228"}},"event_id":"c088bc2884a2c3b4043991b04d96ceda7c65043778233dedb26bfd5853705dfd"}"#;
-pub const USAEPAY_SIGNATURE: &str = "7d8e06674339e407b817d9ceb283342b0d6d38e730dea28b05232db532f92896";
+pub const USAEPAY_SIGNATURE: &str =
+    "7d8e06674339e407b817d9ceb283342b0d6d38e730dea28b05232db532f92896";
 /// vendors.md §5 vector 3: `webhook-user:webhook-pass`.
 pub const BASIC: &str = "Basic d2ViaG9vay11c2VyOndlYmhvb2stcGFzcw==";
 
@@ -40,12 +41,28 @@ async fn a_signed_usaepay_webhook_becomes_one_confirmed_canonical_event() {
     let broker = Broker::connect().await;
     let queue = broker.bind_queue(&gw.exchange, "*.payment.#").await;
 
-    let reply = gw.client().post("/webhooks/usaepay-main", &signed_usaepay_headers(), USAEPAY_BODY).await;
+    let reply = gw
+        .client()
+        .post(
+            "/webhooks/usaepay-main",
+            &signed_usaepay_headers(),
+            USAEPAY_BODY,
+        )
+        .await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
-    let id = reply.body["id"].as_str().expect("response carries the event id").to_owned();
+    let id = reply.body["id"]
+        .as_str()
+        .expect("response carries the event id")
+        .to_owned();
 
-    let msg = broker.next(&queue, Duration::from_secs(5)).await.expect("one message published");
-    let errors: Vec<String> = schema_validator().iter_errors(&msg.body).map(|e| e.to_string()).collect();
+    let msg = broker
+        .next(&queue, Duration::from_secs(5))
+        .await
+        .expect("one message published");
+    let errors: Vec<String> = schema_validator()
+        .iter_errors(&msg.body)
+        .map(|e| e.to_string())
+        .collect();
     assert!(errors.is_empty(), "schema errors: {errors:?}\n{}", msg.body);
 
     // Values from the vendor's example: a $5.00 sale on transaction 1nftvzx7xtcggm3.
@@ -56,7 +73,10 @@ async fn a_signed_usaepay_webhook_becomes_one_confirmed_canonical_event() {
     assert_eq!(event["subject"], "1nftvzx7xtcggm3");
     assert_eq!(event["vendor"], "usaepay");
     assert_eq!(event["vendoreventtype"], "transaction.sale.success");
-    assert_eq!(event["data"]["amount"], serde_json::json!({"value": "5.00", "minor": 500, "currency": "USD"}));
+    assert_eq!(
+        event["data"]["amount"],
+        serde_json::json!({"value": "5.00", "minor": 500, "currency": "USD"})
+    );
     assert_eq!(event["data"]["merchant"]["id"], "7qwnw4j2kmqvrb3");
     assert_eq!(event["data"]["occurred_at"], "2021-04-07T15:14:26Z");
     assert_eq!(
@@ -67,13 +87,19 @@ async fn a_signed_usaepay_webhook_becomes_one_confirmed_canonical_event() {
 
     // AMQP properties: persistent, identified, CloudEvents headers.
     let p = &msg.properties;
-    assert_eq!(p.message_id().as_ref().map(|s| s.as_str()), Some(id.as_str()));
+    assert_eq!(
+        p.message_id().as_ref().map(|s| s.as_str()),
+        Some(id.as_str())
+    );
     assert_eq!(p.delivery_mode(), &Some(2));
     assert_eq!(
         p.content_type().as_ref().map(|s| s.as_str()),
         Some("application/cloudevents+json")
     );
-    assert_eq!(p.kind().as_ref().map(|s| s.as_str()), Some("payment.succeeded"));
+    assert_eq!(
+        p.kind().as_ref().map(|s| s.as_str()),
+        Some("payment.succeeded")
+    );
     assert_eq!(p.app_id().as_ref().map(|s| s.as_str()), Some("hookgate"));
     assert!(p.timestamp().is_some());
     let headers = p.headers().as_ref().expect("headers");
@@ -86,7 +112,13 @@ async fn a_signed_usaepay_webhook_becomes_one_confirmed_canonical_event() {
     assert_eq!(header("cloudEvents_source"), "/sources/usaepay-main");
     assert_eq!(header("cloudEvents_specversion"), "1.0");
 
-    assert!(broker.next(&queue, Duration::from_millis(300)).await.is_none(), "exactly one message");
+    assert!(
+        broker
+            .next(&queue, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "exactly one message"
+    );
     gw.stop().await;
 }
 
@@ -99,22 +131,43 @@ async fn forged_and_misaddressed_requests_are_refused_and_publish_nothing() {
     let ct = ("content-type", "application/json");
 
     let wrong_sig = "0".repeat(64);
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, u16)> = vec![
-        ("wrong signature", vec![ct, ("x-signature", &wrong_sig), ("authorization", BASIC)], USAEPAY_BODY.into(), 401),
-        ("missing signature", vec![ct, ("authorization", BASIC)], USAEPAY_BODY.into(), 401),
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
+        (
+            "wrong signature",
+            vec![ct, ("x-signature", &wrong_sig), ("authorization", BASIC)],
+            USAEPAY_BODY.into(),
+            401,
+        ),
+        (
+            "missing signature",
+            vec![ct, ("authorization", BASIC)],
+            USAEPAY_BODY.into(),
+            401,
+        ),
         (
             "signature over a re-serialized body",
             signed_usaepay_headers(),
-            serde_json::to_vec_pretty(&serde_json::from_str::<Value>(USAEPAY_BODY).unwrap()).unwrap(),
+            serde_json::to_vec_pretty(&serde_json::from_str::<Value>(USAEPAY_BODY).unwrap())
+                .unwrap(),
             401,
         ),
         (
             "wrong Basic password",
-            vec![ct, ("x-signature", USAEPAY_SIGNATURE), ("authorization", "Basic d2ViaG9vay11c2VyOndyb25n")],
+            vec![
+                ct,
+                ("x-signature", USAEPAY_SIGNATURE),
+                ("authorization", "Basic d2ViaG9vay11c2VyOndyb25n"),
+            ],
             USAEPAY_BODY.into(),
             401,
         ),
-        ("missing Basic", vec![ct, ("x-signature", USAEPAY_SIGNATURE)], USAEPAY_BODY.into(), 401),
+        (
+            "missing Basic",
+            vec![ct, ("x-signature", USAEPAY_SIGNATURE)],
+            USAEPAY_BODY.into(),
+            401,
+        ),
     ];
     for (what, headers, body, status) in cases {
         let reply = client.post("/webhooks/usaepay-main", &headers, body).await;
@@ -123,25 +176,57 @@ async fn forged_and_misaddressed_requests_are_refused_and_publish_nothing() {
         assert!(reply.body.get("id").is_none(), "{what}");
     }
     let reply = client
-        .post("/webhooks/usaepay-main", &[ct, ("x-signature", USAEPAY_SIGNATURE)], USAEPAY_BODY)
+        .post(
+            "/webhooks/usaepay-main",
+            &[ct, ("x-signature", USAEPAY_SIGNATURE)],
+            USAEPAY_BODY,
+        )
         .await;
     assert_eq!(
-        reply.headers.get("www-authenticate").map(|v| v.to_str().unwrap()),
+        reply
+            .headers
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap()),
         Some("Basic realm=\"hookgate\"")
     );
 
     // Unknown sources and path tricks: 404 with no detail.
-    for path in ["/webhooks/nope", "/webhooks/USAEPAY-MAIN", "/webhooks/usaepay-main/extra", "/webhooks/..%2Fusaepay-main", "/"] {
-        let reply = client.post(path, &signed_usaepay_headers(), USAEPAY_BODY).await;
+    for path in [
+        "/webhooks/nope",
+        "/webhooks/USAEPAY-MAIN",
+        "/webhooks/usaepay-main/extra",
+        "/webhooks/..%2Fusaepay-main",
+        "/",
+    ] {
+        let reply = client
+            .post(path, &signed_usaepay_headers(), USAEPAY_BODY)
+            .await;
         assert_eq!(reply.status, 404, "{path}");
-        assert_eq!(reply.body, serde_json::json!({"error": "not found"}), "{path}");
+        assert_eq!(
+            reply.body,
+            serde_json::json!({"error": "not found"}),
+            "{path}"
+        );
     }
-    let reply = client.request("GET", "/webhooks/usaepay-main", &signed_usaepay_headers(), Default::default()).await;
+    let reply = client
+        .request(
+            "GET",
+            "/webhooks/usaepay-main",
+            &signed_usaepay_headers(),
+            Default::default(),
+        )
+        .await;
     assert_eq!(reply.status, 405);
     assert_eq!(reply.headers.get("allow").unwrap(), "POST");
 
     // The broker saw none of it: only the one genuine request lands.
-    let reply = client.post("/webhooks/usaepay-main", &signed_usaepay_headers(), USAEPAY_BODY).await;
+    let reply = client
+        .post(
+            "/webhooks/usaepay-main",
+            &signed_usaepay_headers(),
+            USAEPAY_BODY,
+        )
+        .await;
     assert_eq!(reply.status, 200);
     let all = broker.drain(&queue).await;
     assert_eq!(all.len(), 1, "only the authenticated request was published");
@@ -157,19 +242,44 @@ async fn a_rotated_key_is_accepted_and_retries_share_one_message_id() {
 
     // Signed with the *previous* key: still accepted during a rotation.
     let previous = hookgate::auth::HmacVerifier::new(
-        hookgate::auth::SignatureScheme::HexBody { header: "x-signature" },
+        hookgate::auth::SignatureScheme::HexBody {
+            header: "x-signature",
+        },
         vec![hookgate::secret::Secret::new("previous-signature-key")],
         Duration::from_secs(300),
     )
     .sign(0, None, USAEPAY_BODY.as_bytes());
     let headers = [("x-signature", previous.as_str()), ("authorization", BASIC)];
-    assert_eq!(client.post("/webhooks/usaepay-main", &headers, USAEPAY_BODY).await.status, 200);
+    assert_eq!(
+        client
+            .post("/webhooks/usaepay-main", &headers, USAEPAY_BODY)
+            .await
+            .status,
+        200
+    );
     // The same vendor event again, signed with the current key (a vendor retry).
-    assert_eq!(client.post("/webhooks/usaepay-main", &signed_usaepay_headers(), USAEPAY_BODY).await.status, 200);
+    assert_eq!(
+        client
+            .post(
+                "/webhooks/usaepay-main",
+                &signed_usaepay_headers(),
+                USAEPAY_BODY
+            )
+            .await
+            .status,
+        200
+    );
 
     let messages = broker.drain(&queue).await;
-    assert_eq!(messages.len(), 2, "a retry is published again: consumers de-duplicate");
-    let ids: Vec<_> = messages.iter().map(|m| m.properties.message_id().clone()).collect();
+    assert_eq!(
+        messages.len(),
+        2,
+        "a retry is published again: consumers de-duplicate"
+    );
+    let ids: Vec<_> = messages
+        .iter()
+        .map(|m| m.properties.message_id().clone())
+        .collect();
     assert!(ids[0].is_some());
     assert_eq!(ids[0], ids[1], "both deliveries carry the same message_id");
     gw.stop().await;
@@ -177,13 +287,32 @@ async fn a_rotated_key_is_accepted_and_retries_share_one_message_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_cap_get_413_before_being_read() {
-    let gw = TestGateway::start_with(USAEPAY_SOURCE, "max_body_bytes = 1024", &crate::support::amqp_url(), true).await;
+    let gw = TestGateway::start_with(
+        USAEPAY_SOURCE,
+        "max_body_bytes = 1024",
+        &crate::support::amqp_url(),
+        true,
+    )
+    .await;
     let big = vec![b' '; 4096];
-    let reply = gw.client().post("/webhooks/usaepay-main", &signed_usaepay_headers(), big).await;
+    let reply = gw
+        .client()
+        .post("/webhooks/usaepay-main", &signed_usaepay_headers(), big)
+        .await;
     assert_eq!(reply.status, 413);
     assert_eq!(reply.body["error"], "body too large");
     // The gateway still serves the next legitimate request.
-    assert_eq!(gw.client().post("/webhooks/usaepay-main", &signed_usaepay_headers(), USAEPAY_BODY).await.status, 200);
+    assert_eq!(
+        gw.client()
+            .post(
+                "/webhooks/usaepay-main",
+                &signed_usaepay_headers(),
+                USAEPAY_BODY
+            )
+            .await
+            .status,
+        200
+    );
     gw.stop().await;
 }
 
@@ -201,10 +330,16 @@ auth = { basic = { username = "webhook-user", password = "webhook-pass" } }
     let broker = Broker::connect().await;
     let queue = broker.bind_queue(&gw.exchange, "*.unmapped").await;
     let body: &[u8] = b"this is not json \xff";
-    let reply = gw.client().post("/webhooks/usaepay-basic", &[("authorization", BASIC)], body).await;
+    let reply = gw
+        .client()
+        .post("/webhooks/usaepay-basic", &[("authorization", BASIC)], body)
+        .await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
 
-    let msg = broker.next(&queue, Duration::from_secs(5)).await.expect("unmapped event published");
+    let msg = broker
+        .next(&queue, Duration::from_secs(5))
+        .await
+        .expect("unmapped event published");
     assert_eq!(msg.routing_key, "usaepay-basic.unmapped");
     assert_eq!(msg.body["type"], "unmapped");
     let unmapped = &msg.body["data"]["unmapped"];
@@ -215,7 +350,10 @@ auth = { basic = { username = "webhook-user", password = "webhook-pass" } }
         .unwrap();
     assert_eq!(raw, body, "the raw body survives byte for byte");
     assert!(unmapped["reason"].as_str().unwrap().contains("JSON"));
-    let errors: Vec<String> = schema_validator().iter_errors(&msg.body).map(|e| e.to_string()).collect();
+    let errors: Vec<String> = schema_validator()
+        .iter_errors(&msg.body)
+        .map(|e| e.to_string())
+        .collect();
     assert!(errors.is_empty(), "{errors:?}");
     gw.stop().await;
 }

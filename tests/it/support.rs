@@ -27,7 +27,8 @@ use tokio::task::JoinHandle;
 
 /// The broker the tests use.
 pub fn amqp_url() -> String {
-    std::env::var("HOOKGATE_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("HOOKGATE_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 /// A name unique to this test run and call.
@@ -47,7 +48,10 @@ pub fn unique(prefix: &str) -> String {
 
 /// The canonical-event schema, compiled with format assertions on.
 pub fn schema_validator() -> jsonschema::Validator {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/canonical-event.schema.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/canonical-event.schema.json"
+    );
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     jsonschema::options()
         .should_validate_formats(true)
@@ -81,8 +85,11 @@ impl TestCert {
     pub fn generate() -> Self {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        params.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
         let cert = params.self_signed(&key).unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
@@ -134,18 +141,37 @@ pub struct Client {
 }
 
 impl Client {
-    pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
+    pub async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
         self.request("POST", path, headers, body.into()).await
     }
 
-    pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Bytes) -> Reply {
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Reply {
         let tcp = TcpStream::connect(self.addr).await.unwrap();
         let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = connector.connect(name, tcp).await.expect("TLS handshake with the gateway");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake with the gateway");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
         tokio::spawn(conn);
-        let mut req = Request::builder().method(method).uri(path).header("host", "localhost");
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost");
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -158,7 +184,11 @@ impl Client {
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 }
 
@@ -183,13 +213,18 @@ impl Broker {
             .await
             .expect("RabbitMQ on 127.0.0.1:5672 (run scripts/broker start)");
         let channel = connection.create_channel().await.unwrap();
-        Self { connection, channel }
+        Self {
+            connection,
+            channel,
+        }
     }
 
     /// Declares the exchange topology as the gateway would, plus an
     /// exclusive queue bound with `pattern`, and returns the queue name.
     pub async fn bind_queue(&self, exchange: &str, pattern: &str) -> String {
-        hookgate::publish::declare_topology(&self.channel, exchange).await.unwrap();
+        hookgate::publish::declare_topology(&self.channel, exchange)
+            .await
+            .unwrap();
         let queue = unique("test-queue");
         self.channel
             .queue_declare(
@@ -260,7 +295,13 @@ pub struct TestGateway {
 }
 
 /// Builds the config text a test gateway runs with.
-pub fn config_text(cert: &TestCert, amqp: &str, exchange: &str, extra_server: &str, sources: &str) -> String {
+pub fn config_text(
+    cert: &TestCert,
+    amqp: &str,
+    exchange: &str,
+    extra_server: &str,
+    sources: &str,
+) -> String {
     format!(
         r#"
 [server]
@@ -288,15 +329,25 @@ impl TestGateway {
         Self::start_with(sources, "", &amqp_url(), true).await
     }
 
-    pub async fn start_with(sources: &str, extra_server: &str, amqp: &str, wait_for_broker: bool) -> Self {
+    pub async fn start_with(
+        sources: &str,
+        extra_server: &str,
+        amqp: &str,
+        wait_for_broker: bool,
+    ) -> Self {
         let cert = TestCert::generate();
         let exchange = unique("test-exchange");
         let text = config_text(&cert, amqp, &exchange, extra_server, sources);
         let settings = hookgate::config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let gateway = hookgate::Gateway::start(settings).await.expect("gateway starts");
+        let gateway = hookgate::Gateway::start(settings)
+            .await
+            .expect("gateway starts");
         if wait_for_broker {
             assert!(
-                gateway.publisher().wait_connected(Duration::from_secs(10)).await,
+                gateway
+                    .publisher()
+                    .wait_connected(Duration::from_secs(10))
+                    .await,
                 "gateway connected to the broker"
             );
         }
@@ -344,7 +395,11 @@ impl TcpProxy {
             acceptor: None,
             links: Vec::new(),
         }));
-        let proxy = Self { addr, target, state };
+        let proxy = Self {
+            addr,
+            target,
+            state,
+        };
         proxy.serve(listener);
         proxy
     }
@@ -354,7 +409,9 @@ impl TcpProxy {
         let target = self.target;
         let acceptor = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
                 let link = tokio::spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;

@@ -198,30 +198,27 @@ impl Vendor for Strictly {
                 )))
             }
         };
-        let amount_field = match action {
-            Action::Refund => [
+        let candidates = match action {
+            Action::Refund => vec![
                 ("amountToRefund", &data.amount_to_refund),
                 ("amountRefunded", &data.amount_refunded),
                 ("amount", &data.amount),
-            ]
+            ],
+            _ => vec![("amount", &data.amount)],
+        };
+        let amount = candidates
             .into_iter()
-            .find(|(_, raw)| raw.is_some()),
-            _ => Some(("amount", &data.amount)).filter(|(_, raw)| raw.is_some()),
-        };
-        let amount = match amount_field {
-            Some((field, Some(raw))) => {
-                Some(amount_of(raw, field, options.amount_unit, &currency)?)
-            }
-            _ => None,
-        };
+            .find_map(|(field, raw)| raw.as_deref().map(|raw| (field, raw)))
+            .map(|(field, raw)| amount_of(raw, field, options.amount_unit, &currency))
+            .transpose()?;
 
         let record_id = record.id.as_ref().and_then(id_text);
         let vendor_event_id = record_id.unwrap_or_else(|| {
             let target = data
                 .payment_link_id
                 .as_ref()
-                .or(data.payment_id.as_ref())
-                .and_then(id_text);
+                .and_then(id_text)
+                .or_else(|| data.payment_id.as_ref().and_then(id_text));
             let transaction = data.transaction_id.as_ref().and_then(id_text);
             if target.is_none() && transaction.is_none() {
                 body_identity(body.body())

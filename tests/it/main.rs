@@ -19,3 +19,6 @@ mod outage;
 
 /// The `hookgate` binary: check-config output and exit codes.
 mod cli;
+
+/// Each vendor end to end: its auth method, a refused attempt, no secret on the bus.
+mod vendors;

@@ -1,0 +1,229 @@
+//! Each vendor through the running gateway: its own auth method accepted,
+//! a forged attempt refused, and no secret of any kind on the bus.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hookgate::auth::{HmacVerifier, SignatureScheme};
+use hookgate::secret::Secret;
+use hookgate::vendors::VendorKind;
+
+use crate::fixtures::fixtures;
+use crate::gateway::{BASIC, USAEPAY_BODY, USAEPAY_SIGNATURE};
+use crate::support::{Broker, TestGateway};
+
+const STRICTLY_PASSWORD: &str = "strictly-basic-pass-4471";
+const NEXIO_TOKEN: &str = "nexio-url-token-0123456789abcdef";
+const NEXIO_SECRET: &str = "example-nexio-webhook-secret";
+const STICKY_TOKEN: &str = "sticky-url-token-fedcba9876543210";
+const USAEPAY_KEY: &str = "example-signature-key";
+
+/// Every secret configured below; none may ever appear in a published message.
+const CONFIGURED_SECRETS: [&str; 6] = [
+    STRICTLY_PASSWORD,
+    NEXIO_TOKEN,
+    NEXIO_SECRET,
+    STICKY_TOKEN,
+    USAEPAY_KEY,
+    "webhook-pass",
+];
+
+fn sources() -> String {
+    format!(
+        r#"
+[[source]]
+id = "usaepay-main"
+vendor = "usaepay"
+[source.auth]
+hmac = {{ keys = ["{USAEPAY_KEY}"] }}
+basic = {{ username = "webhook-user", password = "webhook-pass" }}
+
+[[source]]
+id = "strictly-main"
+vendor = "strictly"
+auth = {{ basic = {{ username = "strictly", password = "{STRICTLY_PASSWORD}" }} }}
+
+[[source]]
+id = "nexio-simple"
+vendor = "nexio"
+auth = {{ token = "{NEXIO_TOKEN}", ip_allow = ["127.0.0.0/8"] }}
+
+[[source]]
+id = "nexio-elsewhere"
+vendor = "nexio"
+auth = {{ token = "{NEXIO_TOKEN}", ip_allow = ["203.0.113.0/24"] }}
+
+[[source]]
+id = "nexio-legacy"
+vendor = "nexio"
+auth = {{ hmac = {{ keys = ["{NEXIO_SECRET}"], tolerance_secs = 300 }} }}
+
+[[source]]
+id = "sticky-main"
+vendor = "stickypay"
+auth = {{ token = "{STICKY_TOKEN}" }}
+"#
+    )
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+}
+
+fn nexio_signature(body: &[u8], at: u64) -> String {
+    HmacVerifier::new(
+        SignatureScheme::TimestampedHex { header: "nexio-signature" },
+        vec![Secret::new(NEXIO_SECRET)],
+        Duration::from_secs(300),
+    )
+    .sign(0, Some(at), body)
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn fixture(vendor: VendorKind, name: &str) -> Vec<u8> {
+    let path = crate::fixtures::fixture_dir(vendor).join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_vendor_is_accepted_its_own_way_and_refused_otherwise() {
+    let gw = TestGateway::start(&sources()).await;
+    let broker = Broker::connect().await;
+    let queue = broker.bind_queue(&gw.exchange, "#").await;
+    let client = gw.client();
+
+    // Strictly: HTTP Basic, the doc's shell-notation body.
+    let body = fixture(VendorKind::Strictly, "doc-sale-card.txt");
+    let good = basic("strictly", STRICTLY_PASSWORD);
+    let bad = basic("strictly", "guess");
+    assert_eq!(client.post("/webhooks/strictly-main", &[("authorization", bad.as_str())], body.clone()).await.status, 401);
+    assert_eq!(client.post("/webhooks/strictly-main", &[("authorization", good.as_str())], body).await.status, 200);
+    let msg = broker.next(&queue, Duration::from_secs(5)).await.expect("strictly event");
+    assert_eq!(msg.routing_key, "strictly-main.payment.succeeded");
+
+    // Nexio simplified: URL token plus IP allowlist.
+    let body = fixture(VendorKind::Nexio, "seed-transaction.json");
+    let wrong = format!("/webhooks/nexio-simple/{}", "x".repeat(32));
+    assert_eq!(client.post(&wrong, &[], body.clone()).await.status, 401);
+    assert_eq!(client.post("/webhooks/nexio-simple", &[], body.clone()).await.status, 404, "token source without token");
+    let elsewhere = format!("/webhooks/nexio-elsewhere/{NEXIO_TOKEN}");
+    assert_eq!(client.post(&elsewhere, &[], body.clone()).await.status, 403, "right token, wrong network");
+    let right = format!("/webhooks/nexio-simple/{NEXIO_TOKEN}");
+    assert_eq!(client.post(&right, &[], body).await.status, 200);
+    let msg = broker.next(&queue, Duration::from_secs(5)).await.expect("nexio event");
+    // transactionStatus 10 = approved, not yet settled.
+    assert_eq!(msg.routing_key, "nexio-simple.payment.succeeded");
+    assert_eq!(msg.body["data"]["object"]["id"], "211302211");
+
+    // Nexio legacy: signed with a timestamp; a stale one is a replay.
+    let body = fixture(VendorKind::Nexio, "legacy-signed-vector.json");
+    let stale = nexio_signature(&body, now() - 600);
+    let reply = client.post("/webhooks/nexio-legacy", &[("nexio-signature", stale.as_str())], body.clone()).await;
+    assert_eq!(reply.status, 401);
+    let fresh = nexio_signature(&body, now());
+    let reply = client.post("/webhooks/nexio-legacy", &[("nexio-signature", fresh.as_str())], body).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let msg = broker.next(&queue, Duration::from_secs(5)).await.expect("nexio legacy event");
+    assert_eq!(msg.routing_key, "nexio-legacy.payment.authorized");
+
+    // Sticky: URL token only.
+    let body = fixture(VendorKind::Stickypay, "seed-session-cart-pay.json");
+    let wrong = format!("/webhooks/sticky-main/{}", "y".repeat(32));
+    assert_eq!(client.post(&wrong, &[], body.clone()).await.status, 401);
+    let right = format!("/webhooks/sticky-main/{STICKY_TOKEN}");
+    assert_eq!(client.post(&right, &[], body).await.status, 200);
+    let msg = broker.next(&queue, Duration::from_secs(5)).await.expect("sticky event");
+    assert_eq!(msg.routing_key, "sticky-main.payment.succeeded");
+    assert_eq!(msg.body["data"]["amount"]["value"], "3.60");
+    assert_eq!(msg.body["data"]["amount"]["currency"], "GBP");
+    assert!(msg.body["data"].get("customer").is_none(), "personal data is opt-in");
+
+    // USAePay: signature and Basic.
+    let headers = [("x-signature", USAEPAY_SIGNATURE), ("authorization", BASIC)];
+    assert_eq!(client.post("/webhooks/usaepay-main", &headers, USAEPAY_BODY).await.status, 200);
+
+    // Nothing from the refused attempts reached the bus.
+    let rest = broker.drain(&queue).await;
+    assert_eq!(rest.len(), 1, "only the USAePay event is left");
+    gw.stop().await;
+}
+
+/// The values planted in fixtures that must never be published.
+fn planted_secrets() -> Vec<String> {
+    let mut out = Vec::new();
+    for (vendor, key) in [(VendorKind::Strictly, "\"password\""), (VendorKind::Stickypay, "\"userPrivateKey\"")] {
+        for (path, _) in fixtures(vendor) {
+            let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).to_string();
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find(key) {
+                rest = &rest[at + key.len()..];
+                let after_colon = rest.trim_start().trim_start_matches(':').trim_start();
+                if let Some(value) = after_colon.strip_prefix('"') {
+                    let value = &value[..value.find('"').unwrap()];
+                    if value.len() >= 8 {
+                        out.push(value.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_fixture_of_any_vendor_puts_a_secret_on_the_bus() {
+    let planted = planted_secrets();
+    assert!(planted.len() >= 2, "fixtures plant a Strictly password and a Sticky private key: {planted:?}");
+
+    let gw = TestGateway::start(&sources()).await;
+    let broker = Broker::connect().await;
+    let queue = broker.bind_queue(&gw.exchange, "#").await;
+    let client = gw.client();
+    let strictly_auth = basic("strictly", STRICTLY_PASSWORD);
+    let usaepay_signer = HmacVerifier::new(
+        SignatureScheme::HexBody { header: "x-signature" },
+        vec![Secret::new(USAEPAY_KEY)],
+        Duration::from_secs(300),
+    );
+
+    let mut sent = 0;
+    for vendor in VendorKind::ALL {
+        for (path, _) in fixtures(vendor) {
+            let body = std::fs::read(&path).unwrap();
+            let reply = match vendor {
+                VendorKind::Usaepay => {
+                    let sig = usaepay_signer.sign(0, None, &body);
+                    client
+                        .post("/webhooks/usaepay-main", &[("x-signature", sig.as_str()), ("authorization", BASIC)], body)
+                        .await
+                }
+                VendorKind::Strictly => {
+                    client.post("/webhooks/strictly-main", &[("authorization", strictly_auth.as_str())], body).await
+                }
+                VendorKind::Nexio if path.file_name().unwrap().to_string_lossy().starts_with("legacy") => {
+                    let sig = nexio_signature(&body, now());
+                    client.post("/webhooks/nexio-legacy", &[("nexio-signature", sig.as_str())], body).await
+                }
+                VendorKind::Nexio => client.post(&format!("/webhooks/nexio-simple/{NEXIO_TOKEN}"), &[], body).await,
+                VendorKind::Stickypay => client.post(&format!("/webhooks/sticky-main/{STICKY_TOKEN}"), &[], body).await,
+            };
+            assert_eq!(reply.status, 200, "{}: {:?}", path.display(), reply.body);
+            sent += 1;
+        }
+    }
+
+    let messages = broker.drain(&queue).await;
+    assert_eq!(messages.len(), sent, "every authenticated fixture was published exactly once");
+    for msg in &messages {
+        let text = String::from_utf8_lossy(&msg.raw);
+        for secret in CONFIGURED_SECRETS.iter().copied().chain(planted.iter().map(String::as_str)) {
+            assert!(!text.contains(secret), "`{secret}` published in {}: {text}", msg.routing_key);
+        }
+        assert!(!text.contains("\"server\""), "Strictly's server block published: {text}");
+        assert!(!text.contains("apiUserCredentials"), "Nexio credentials published: {text}");
+    }
+    gw.stop().await;
+}

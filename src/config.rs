@@ -23,6 +23,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::auth::{Authenticator, BasicCredentials, HmacVerifier, IpAllowList};
+use crate::ratelimit::{Rate, SourceLimiter};
 use crate::secret::Secret;
 use crate::vendors::{AmountUnit, MapOptions, VendorKind};
 
@@ -70,9 +71,41 @@ pub struct RawConfig {
     pub server: RawServer,
     /// Where events are published.
     pub broker: RawBroker,
+    /// The admin listener (health, readiness, metrics, reload); absent = off.
+    pub admin: Option<RawAdmin>,
+    /// Defaults applied to every source.
+    pub defaults: Option<RawDefaults>,
     /// One entry per webhook URL handed to a vendor.
     #[serde(default, rename = "source")]
     pub sources: Vec<RawSource>,
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `ip:port`; loopback by default so it is not exposed by accident.
+    pub listen: Option<String>,
+    /// Bearer token required for `/metrics` and `/admin/reload` when set.
+    pub token: Option<String>,
+}
+
+/// `[defaults]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    /// Quota for sources that set none.
+    pub rate_limit: Option<RawRate>,
+}
+
+/// `{ per_second, burst }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRate {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Requests allowed at once; defaults to twice `per_second`.
+    pub burst: Option<u32>,
 }
 
 /// `[server]`
@@ -98,6 +131,10 @@ pub struct RawServer {
     /// Proxies whose `X-Forwarded-For` is believed, as CIDRs; empty = never read it.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Per-client-address limit, checked before authentication.
+    pub ip_rate_limit: Option<RawRate>,
+    /// How long in-flight requests may run after shutdown begins.
+    pub drain_timeout_ms: Option<u64>,
 }
 
 /// `[broker]`
@@ -132,6 +169,8 @@ pub struct RawSource {
     pub currency: Option<String>,
     /// StickyPay only: publish the payer's name, email, phone and address.
     pub include_personal_data: Option<bool>,
+    /// This source's quota, checked after authentication.
+    pub rate_limit: Option<RawRate>,
 }
 
 /// `[source.auth]`: every method present must pass.
@@ -177,9 +216,26 @@ pub struct Settings {
     pub server: ServerSettings,
     /// The broker connection.
     pub broker: BrokerSettings,
+    /// The admin listener, if configured.
+    pub admin: Option<AdminSettings>,
     /// Sources by id.
-    pub sources: Arc<Sources>,
+    pub sources: Sources,
 }
+
+/// Where the admin endpoints listen and who may use them.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Address to bind (loopback by default).
+    pub listen: SocketAddr,
+    /// Bearer token for `/metrics` and `/admin/reload`.
+    pub token: Option<Secret>,
+}
+
+/// Requests per second per source when neither the source nor `[defaults]` say.
+pub const DEFAULT_SOURCE_RATE: (u32, u32) = (200, 400);
+/// Requests per second per client address; generous, since a vendor sends a
+/// merchant's whole traffic from few addresses.
+pub const DEFAULT_IP_RATE: (u32, u32) = (500, 1000);
 
 /// Where and how the public listener runs.
 #[derive(Debug, Clone)]
@@ -200,6 +256,10 @@ pub struct ServerSettings {
     pub body_timeout: Duration,
     /// Peers whose `X-Forwarded-For` is trusted.
     pub trusted_proxies: Vec<IpNet>,
+    /// Per-client-address limit.
+    pub ip_rate_limit: Rate,
+    /// Shutdown drain deadline.
+    pub drain_timeout: Duration,
 }
 
 /// PEM files for the TLS listener.
@@ -237,6 +297,8 @@ pub struct Source {
     pub auth: Authenticator,
     /// Per-source mapping choices.
     pub options: MapOptions,
+    /// This source's quota; shared with the previous config on reload when unchanged.
+    pub limiter: Arc<SourceLimiter>,
 }
 
 /// All sources, looked up by the id in the URL.
@@ -254,6 +316,21 @@ impl Sources {
     /// Every source, for start-up logging and tests.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Source>> {
         self.by_id.values()
+    }
+
+    /// Keeps the limiters (and their current budgets) of sources whose quota
+    /// did not change, so a reload neither resets nor tightens them by accident.
+    pub fn inherit_limiters(&mut self, previous: &Sources) {
+        for (id, source) in self.by_id.iter_mut() {
+            let Some(old) = previous.by_id.get(id) else {
+                continue;
+            };
+            if old.limiter.rate() == source.limiter.rate() {
+                if let Some(fresh) = Arc::get_mut(source) {
+                    fresh.limiter = old.limiter.clone();
+                }
+            }
+        }
     }
 
     /// Builds a set directly, for tests and tools that skip the file.
@@ -352,6 +429,18 @@ impl Builder<'_> {
         out
     }
 
+    fn rate(&mut self, key: &str, raw: Option<&RawRate>, default: Rate) -> Rate {
+        let Some(raw) = raw else { return default };
+        let burst = raw.burst.unwrap_or(raw.per_second.saturating_mul(2));
+        match Rate::new(raw.per_second, burst) {
+            Some(rate) => rate,
+            None => {
+                self.error(key, "per_second and burst must be greater than 0");
+                default
+            }
+        }
+    }
+
     fn duration_ms(&mut self, key: &str, value: Option<u64>, default_ms: u64) -> Duration {
         match value {
             Some(0) => {
@@ -388,12 +477,21 @@ impl RawConfig {
         };
         let server = build_server(&mut b, &self.server);
         let broker = build_broker(&mut b, &self.broker);
-        let sources = build_sources(&mut b, &self.sources);
+        let admin = self.admin.as_ref().map(|a| build_admin(&mut b, a));
+        let (per_second, burst) = DEFAULT_SOURCE_RATE;
+        let fallback = Rate::new(per_second, burst).expect("non-zero default");
+        let default_rate = b.rate(
+            "defaults.rate_limit",
+            self.defaults.as_ref().and_then(|d| d.rate_limit.as_ref()),
+            fallback,
+        );
+        let sources = build_sources(&mut b, &self.sources, default_rate);
         if b.errors.is_empty() {
             Ok(Settings {
                 server: server.expect("server settings exist when no error was recorded"),
                 broker,
-                sources: Arc::new(sources),
+                admin: admin.flatten(),
+                sources,
             })
         } else {
             Err(ConfigErrors(b.errors))
@@ -463,7 +561,16 @@ fn build_server(b: &mut Builder, raw: &RawServer) -> Option<ServerSettings> {
         .enumerate()
         .filter_map(|(i, p)| b.cidr(&format!("server.trusted_proxies[{i}]"), p))
         .collect();
+    let (per_second, burst) = DEFAULT_IP_RATE;
+    let ip_rate_limit = b.rate(
+        "server.ip_rate_limit",
+        raw.ip_rate_limit.as_ref(),
+        Rate::new(per_second, burst).expect("non-zero default"),
+    );
+    let drain_timeout = b.duration_ms("server.drain_timeout_ms", raw.drain_timeout_ms, 30_000);
     Some(ServerSettings {
+        ip_rate_limit,
+        drain_timeout,
         listen: listen?,
         tls,
         max_body_bytes,
@@ -473,6 +580,33 @@ fn build_server(b: &mut Builder, raw: &RawServer) -> Option<ServerSettings> {
         body_timeout,
         trusted_proxies,
     })
+}
+
+fn build_admin(b: &mut Builder, raw: &RawAdmin) -> Option<AdminSettings> {
+    let listen = raw
+        .listen
+        .as_deref()
+        .map(|l| b.expand("admin.listen", l))
+        .unwrap_or_else(|| "127.0.0.1:9090".to_owned());
+    let listen = match listen.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => {
+            b.error(
+                "admin.listen",
+                format!("`{listen}` is not an ip:port address (e.g. 127.0.0.1:9090)"),
+            );
+            return None;
+        }
+    };
+    let token = raw.token.as_deref().map(|t| {
+        let before = b.errors.len();
+        let t = b.expand("admin.token", t);
+        if b.errors.len() == before && t.len() < 16 {
+            b.error("admin.token", "must be at least 16 characters");
+        }
+        Secret::new(t)
+    });
+    Some(AdminSettings { listen, token })
 }
 
 fn build_broker(b: &mut Builder, raw: &RawBroker) -> BrokerSettings {
@@ -516,7 +650,7 @@ fn build_broker(b: &mut Builder, raw: &RawBroker) -> BrokerSettings {
     }
 }
 
-fn build_sources(b: &mut Builder, raw: &[RawSource]) -> Sources {
+fn build_sources(b: &mut Builder, raw: &[RawSource], default_rate: Rate) -> Sources {
     if raw.is_empty() {
         b.error(
             "source",
@@ -569,12 +703,18 @@ fn build_sources(b: &mut Builder, raw: &[RawSource]) -> Sources {
                 None
             }
         };
+        let rate = b.rate(
+            &format!("{at}.rate_limit"),
+            source.rate_limit.as_ref(),
+            default_rate,
+        );
         if let (Some(vendor), Some(auth)) = (vendor, auth) {
             built.push(Source {
                 id,
                 vendor,
                 auth,
                 options,
+                limiter: Arc::new(SourceLimiter::new(rate)),
             });
         }
     }

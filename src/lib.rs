@@ -19,31 +19,38 @@
 //! vendors/       one module per vendor behind the `Vendor` trait
 //! canonical.rs   the CloudEvents envelope, `data`, exact amounts, event ids
 //! publish.rs     lapin connection supervisor, confirm-mode channels
+//! ratelimit.rs   per-source quotas and the per-IP guard (governor)
+//! metrics.rs     Prometheus series
+//! admin.rs       /healthz, /readyz, /metrics, /admin/reload
+//! spool.rs       durable local store for events the broker has not confirmed
 //! ```
 
+pub mod admin;
 pub mod auth;
 pub mod canonical;
 pub mod config;
+pub mod metrics;
 pub mod pipeline;
 pub mod publish;
+pub mod ratelimit;
 pub mod secret;
 pub mod server;
+pub mod spool;
 pub mod tls;
 pub mod vendors;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use config::Settings;
-use pipeline::Pipeline;
+use config::{AdminSettings, BrokerSettings, ConfigErrors, ServerSettings, Settings};
+use metrics::{Metrics, OutcomeLabel};
+use pipeline::{Pipeline, Runtime};
 use publish::{Publisher, PublisherTask};
-
-/// How long in-flight requests may run after shutdown begins.
-pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,9 +58,11 @@ pub enum StartError {
     /// The certificate or key is unusable.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    /// The listen address could not be bound.
-    #[error("server.listen `{addr}`: cannot bind ({source})")]
+    /// A listen address could not be bound.
+    #[error("{key} `{addr}`: cannot bind ({source})")]
     Bind {
+        /// Config key of the address.
+        key: &'static str,
         /// Configured address.
         addr: SocketAddr,
         /// The OS error.
@@ -61,79 +70,288 @@ pub enum StartError {
     },
 }
 
-/// A running gateway: the listener and the broker connection.
+/// Why a reload was refused; the running config stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The gateway was started from settings, not a file.
+    #[error("no config file to reload")]
+    NoFile,
+    /// The new file is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    /// The new certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+impl ReloadError {
+    /// One line per problem, for the admin API's JSON answer.
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            Self::Config(errors) => errors.0.iter().map(ToString::to_string).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+/// The settings a reload cannot change (they are bound sockets or live connections).
+#[derive(Debug, Clone)]
+struct Fixed {
+    server: ServerSettings,
+    broker: BrokerSettings,
+    admin: Option<AdminSettings>,
+}
+
+/// Operations shared by the admin API and signal handlers.
+pub struct Control {
+    pipeline: Arc<Pipeline>,
+    config_path: Option<PathBuf>,
+    fixed: Fixed,
+    /// Serializes reloads so two at once cannot interleave.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Control {
+    /// Re-reads the config file, validates it fully, and swaps in the new
+    /// sources, secrets, quotas and certificate for requests that start from
+    /// now on. On any error nothing changes and the reasons are returned.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let result = self.try_reload();
+        let outcome = if result.is_ok() { "ok" } else { "rejected" };
+        self.metrics()
+            .reloads
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        match &result {
+            Ok(()) => tracing::info!("Configuration reloaded."),
+            Err(error) => {
+                tracing::warn!(errors = ?error.messages(), "Reload refused; keeping the running configuration.")
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), ReloadError> {
+        let path = self.config_path.as_ref().ok_or(ReloadError::NoFile)?;
+        let settings = config::load(path)?;
+        let tls = acceptor(&settings)?;
+        self.warn_about_fixed(&settings);
+        let current = self.pipeline.runtime();
+        let runtime = Runtime::new(settings.sources, settings.server, tls, Some(&current));
+        self.pipeline.swap_runtime(runtime);
+        Ok(())
+    }
+
+    fn warn_about_fixed(&self, new: &Settings) {
+        let fixed = &self.fixed;
+        let mut keys = Vec::new();
+        if new.server.listen != fixed.server.listen {
+            keys.push("server.listen");
+        }
+        if new.server.max_connections != fixed.server.max_connections {
+            keys.push("server.max_connections");
+        }
+        if new.server.header_timeout != fixed.server.header_timeout {
+            keys.push("server.header_timeout_ms");
+        }
+        if new.broker.url != fixed.broker.url
+            || new.broker.exchange != fixed.broker.exchange
+            || new.broker.channels != fixed.broker.channels
+            || new.broker.confirm_timeout != fixed.broker.confirm_timeout
+        {
+            keys.push("broker");
+        }
+        if new.admin.as_ref().map(|a| (a.listen, a.token.clone()))
+            != fixed.admin.as_ref().map(|a| (a.listen, a.token.clone()))
+        {
+            keys.push("admin");
+        }
+        if !keys.is_empty() {
+            tracing::warn!(keys = ?keys, "These settings changed but only take effect after a restart.");
+        }
+    }
+
+    /// `Ok` when the gateway can accept and confirm events; otherwise why not.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let mut reasons = Vec::new();
+        if !self.pipeline.publisher().is_connected() {
+            reasons.push("broker disconnected".to_owned());
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons)
+        }
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        self.pipeline.metrics()
+    }
+}
+
+fn acceptor(settings: &Settings) -> Result<Option<tokio_rustls::TlsAcceptor>, tls::TlsError> {
+    Ok(match &settings.server.tls {
+        Some(paths) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(paths)?)),
+        None => None,
+    })
+}
+
+/// A running gateway: the public listener, the admin listener and the broker connection.
 pub struct Gateway {
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
-    listener: tokio::task::JoinHandle<()>,
-    publisher: Publisher,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    control: Arc<Control>,
     publisher_task: PublisherTask,
 }
 
 impl Gateway {
-    /// Binds `server.listen`, connects to the broker in the background and
-    /// starts serving. Port 0 binds an ephemeral port (see [`Gateway::local_addr`]).
+    /// Starts from settings already loaded; reload is unavailable.
     pub async fn start(settings: Settings) -> Result<Self, StartError> {
-        let tls = match &settings.server.tls {
-            Some(paths) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(paths)?)),
-            None => {
-                tracing::warn!("No TLS certificate configured: serving plain HTTP. Only do this behind a TLS-terminating proxy.");
-                None
-            }
-        };
+        Self::launch(settings, None).await
+    }
+
+    /// Starts from settings loaded from `path`, which SIGHUP and
+    /// `POST /admin/reload` re-read.
+    pub async fn start_from_file(settings: Settings, path: PathBuf) -> Result<Self, StartError> {
+        Self::launch(settings, Some(path)).await
+    }
+
+    async fn launch(settings: Settings, config_path: Option<PathBuf>) -> Result<Self, StartError> {
+        let tls = acceptor(&settings)?;
+        if tls.is_none() {
+            tracing::warn!("No TLS certificate configured: serving plain HTTP. Only do this behind a TLS-terminating proxy.");
+        }
         let addr = settings.server.listen;
         let tcp = TcpListener::bind(addr)
             .await
-            .map_err(|source| StartError::Bind { addr, source })?;
-        let local_addr = tcp
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
+            .map_err(|source| StartError::Bind {
+                key: "server.listen",
+                addr,
+                source,
+            })?;
+        let local_addr = tcp.local_addr().map_err(|source| StartError::Bind {
+            key: "server.listen",
+            addr,
+            source,
+        })?;
+        let admin_tcp =
+            match &settings.admin {
+                Some(admin) => Some(TcpListener::bind(admin.listen).await.map_err(|source| {
+                    StartError::Bind {
+                        key: "admin.listen",
+                        addr: admin.listen,
+                        source,
+                    }
+                })?),
+                None => None,
+            };
+        let admin_addr = admin_tcp.as_ref().and_then(|l| l.local_addr().ok());
 
+        let metrics = Arc::new(Metrics::new());
         let (publisher, publisher_task) = Publisher::start(settings.broker.clone());
-        let pipeline = Arc::new(Pipeline::new(
-            settings.sources.clone(),
-            publisher.clone(),
-            settings.server.trusted_proxies.clone(),
-        ));
+        let fixed = Fixed {
+            server: settings.server.clone(),
+            broker: settings.broker.clone(),
+            admin: settings.admin.clone(),
+        };
+        let source_count = settings.sources.iter().count();
+        let runtime = Runtime::new(settings.sources, settings.server.clone(), tls, None);
+        let pipeline = Arc::new(Pipeline::new(runtime, publisher.clone(), metrics.clone()));
+        let control = Arc::new(Control {
+            pipeline: pipeline.clone(),
+            config_path,
+            fixed: fixed.clone(),
+            reloading: tokio::sync::Mutex::new(()),
+        });
+
         let (stop, stop_rx) = watch::channel(false);
         let listener = server::Listener {
             tcp,
-            tls,
-            settings: settings.server.clone(),
-            pipeline,
+            settings: fixed.server.clone(),
+            pipeline: pipeline.clone(),
         };
-        let listener = tokio::spawn(listener.run(stop_rx, DRAIN_DEADLINE));
+        let mut tasks = vec![tokio::spawn(
+            listener.run(stop_rx.clone(), fixed.server.drain_timeout),
+        )];
+        if let (Some(tcp), Some(admin)) = (admin_tcp, &fixed.admin) {
+            tasks.push(tokio::spawn(admin::serve(
+                tcp,
+                control.clone(),
+                admin.token.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(housekeeping(pipeline, stop_rx)));
         tracing::info!(
             listen = %local_addr,
-            tls = settings.server.tls.is_some(),
-            sources = settings.sources.iter().count(),
+            admin = ?admin_addr,
+            tls = fixed.server.tls.is_some(),
+            sources = source_count,
             "Gateway listening."
         );
         Ok(Self {
             local_addr,
+            admin_addr,
             stop,
-            listener,
-            publisher,
+            tasks,
+            control,
             publisher_task,
         })
     }
 
-    /// The address actually bound.
+    /// The public address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
-    /// The broker handle (readiness, tests).
-    pub fn publisher(&self) -> &Publisher {
-        &self.publisher
+    /// The admin address actually bound, when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
-    /// Stops accepting, lets in-flight requests finish, then closes the
-    /// broker connection cleanly.
+    /// Reload, readiness and metrics.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// The broker handle (readiness, tests).
+    pub fn publisher(&self) -> &Publisher {
+        self.control.pipeline.publisher()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to
+    /// `server.drain_timeout_ms`), then closes the broker connection cleanly.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = self.listener.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
         self.publisher_task.shutdown().await;
         tracing::info!("Gateway stopped.");
+    }
+}
+
+/// Periodic upkeep: forget idle client addresses, mirror broker state into metrics.
+async fn housekeeping(pipeline: Arc<Pipeline>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut seconds = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        seconds += 1;
+        let connected = pipeline.publisher().is_connected();
+        pipeline
+            .metrics()
+            .broker_connected
+            .set(i64::from(connected));
+        if seconds % 60 == 0 {
+            pipeline.runtime().per_ip.forget_idle();
+        }
     }
 }

@@ -63,38 +63,48 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime.block_on(serve(settings))
+            runtime.block_on(serve(settings, config))
         }
     }
 }
 
-async fn serve(settings: hookgate::config::Settings) -> ExitCode {
-    let gateway = match hookgate::Gateway::start(settings).await {
+async fn serve(settings: hookgate::config::Settings, path: PathBuf) -> ExitCode {
+    let gateway = match hookgate::Gateway::start_from_file(settings, path).await {
         Ok(g) => g,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
-    wait_for_signal().await;
+    wait_for_shutdown(&gateway).await;
     tracing::info!("Shutdown requested; draining in-flight requests.");
     gateway.shutdown().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Waits for SIGTERM or Ctrl-C; SIGHUP meanwhile reloads the config file.
+async fn wait_for_shutdown(gateway: &hookgate::Gateway) {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler can be installed");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler can be installed");
+        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler can be installed");
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => {
+                    // The outcome is logged and counted by reload itself.
+                    let _ = gateway.control().reload().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        let _ = gateway;
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// JSON lines by default (for log shippers); `HOOKGATE_LOG_FORMAT=text` for

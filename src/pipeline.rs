@@ -1,27 +1,75 @@
 //! The request path, top to bottom, in one place.
 //!
 //! ```text
-//! lookup source ─▶ authenticate ─▶ map (or `unmapped`) ─▶ serialize ─▶ publish + confirm
+//! lookup source ─▶ per-IP limit ─▶ (handler reads the body) ─▶ authenticate
+//!   ─▶ source quota ─▶ map (or `unmapped`) ─▶ serialize ─▶ publish + confirm
 //! ```
 //!
-//! This module knows nothing of HTTP beyond headers and bytes: the handler
-//! in [`crate::server`] reads the request, calls [`Pipeline::process`], and
-//! turns the [`Outcome`] into a response. Each later stage (rate limiting,
-//! the durable spool, enrichment) slots in here as one more step.
+//! This module knows nothing of HTTP beyond headers and bytes: the handler in
+//! [`crate::server`] calls [`Pipeline::lookup`] and [`Pipeline::admit`] before
+//! it reads the body (so refusals cost no body bytes), then
+//! [`Pipeline::process`], and turns the [`Outcome`] into a response.
+//!
+//! Everything a config reload may change lives in one [`Runtime`] behind an
+//! `ArcSwap`. A request takes one snapshot at its start and finishes under it,
+//! so a reload never changes the rules halfway through a request, and never
+//! waits for requests to drain.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use hyper::body::Bytes;
 use hyper::HeaderMap;
-use ipnet::IpNet;
 use time::OffsetDateTime;
+use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{client_ip, AuthError, Presented};
-use crate::canonical::Event;
-use crate::config::{Source, Sources};
+use crate::canonical::{Event, UNMAPPED};
+use crate::config::{ServerSettings, Source, Sources};
+use crate::metrics::{Metrics, OutcomeLabel, SourceLabel, SourceReason};
 use crate::publish::{Outgoing, PublishError, Publisher};
+use crate::ratelimit::{IpLimiter, RetryAfter};
+
+/// The reloadable part of the configuration, swapped as a whole.
+pub struct Runtime {
+    /// Sources by id, with their credentials and quotas.
+    pub sources: Arc<Sources>,
+    /// Listener limits and timeouts (address and connection cap are fixed at start).
+    pub server: ServerSettings,
+    /// TLS certificate in use for new connections; `None` for plain HTTP.
+    pub tls: Option<TlsAcceptor>,
+    /// Per-client-address guard.
+    pub per_ip: Arc<IpLimiter>,
+}
+
+impl Runtime {
+    /// The runtime for freshly loaded settings. With `previous`, limiters
+    /// whose quota is unchanged are kept, so a reload does not hand every
+    /// source and client a fresh burst. `tls` is built by the caller because
+    /// reading the certificate can fail.
+    pub fn new(
+        mut sources: Sources,
+        server: ServerSettings,
+        tls: Option<TlsAcceptor>,
+        previous: Option<&Runtime>,
+    ) -> Self {
+        let mut per_ip = Arc::new(IpLimiter::new(server.ip_rate_limit));
+        if let Some(previous) = previous {
+            sources.inherit_limiters(&previous.sources);
+            if previous.per_ip.rate() == per_ip.rate() {
+                per_ip = previous.per_ip.clone();
+            }
+        }
+        Self {
+            sources: Arc::new(sources),
+            server,
+            tls,
+            per_ip,
+        }
+    }
+}
 
 /// Everything the pipeline needs from one HTTP request.
 #[derive(Debug)]
@@ -30,8 +78,8 @@ pub struct Inbound {
     pub token: Option<String>,
     /// Request headers.
     pub headers: HeaderMap,
-    /// TCP peer address.
-    pub peer: IpAddr,
+    /// Client address, resolved through trusted proxies.
+    pub client_ip: IpAddr,
     /// The raw body, exactly as received.
     pub body: Bytes,
     /// When the request arrived.
@@ -50,6 +98,8 @@ pub enum Outcome {
     },
     /// The request failed authentication; nothing was published.
     Unauthorized(AuthError),
+    /// The source is over its quota; nothing was published.
+    RateLimited(RetryAfter),
     /// The event could not be made safe; the vendor should retry.
     Unavailable {
         /// The canonical event id it would have had.
@@ -61,25 +111,29 @@ pub enum Outcome {
 
 /// The shared request-processing state.
 pub struct Pipeline {
-    sources: Arc<Sources>,
+    runtime: ArcSwap<Runtime>,
     publisher: Publisher,
-    trusted_proxies: Vec<IpNet>,
+    metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
-    /// A pipeline over these sources, publishing through `publisher`.
-    pub fn new(sources: Arc<Sources>, publisher: Publisher, trusted_proxies: Vec<IpNet>) -> Self {
+    /// A pipeline over `runtime`, publishing through `publisher`.
+    pub fn new(runtime: Runtime, publisher: Publisher, metrics: Arc<Metrics>) -> Self {
         Self {
-            sources,
+            runtime: ArcSwap::from_pointee(runtime),
             publisher,
-            trusted_proxies,
+            metrics,
         }
     }
 
-    /// The source behind a URL, if the URL's shape matches how it authenticates.
-    pub fn lookup(&self, source_id: &str, has_token: bool) -> Option<Arc<Source>> {
-        let source = self.sources.get(source_id)?;
-        (source.auth.uses_token() == has_token).then(|| source.clone())
+    /// The current configuration snapshot; a request keeps it to the end.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Replaces the configuration for requests that start from now on.
+    pub fn swap_runtime(&self, runtime: Runtime) {
+        self.runtime.store(Arc::new(runtime));
     }
 
     /// The broker handle, for readiness checks.
@@ -87,18 +141,63 @@ impl Pipeline {
         &self.publisher
     }
 
-    /// Authenticates, maps, publishes, and reports the outcome.
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The source behind a URL, if the URL's shape matches how it authenticates.
+    pub fn lookup(&self, rt: &Runtime, source_id: &str, has_token: bool) -> Option<Arc<Source>> {
+        let source = rt.sources.get(source_id)?;
+        (source.auth.uses_token() == has_token).then(|| source.clone())
+    }
+
+    /// The client address and whether it may send now; checked before the
+    /// body is read and before any authentication work.
+    pub fn admit(
+        &self,
+        rt: &Runtime,
+        peer: IpAddr,
+        headers: &HeaderMap,
+    ) -> Result<IpAddr, RetryAfter> {
+        let client = client_ip(peer, headers, &rt.server.trusted_proxies);
+        rt.per_ip.check(client).inspect_err(|_| {
+            self.metrics.ip_rate_limited.inc();
+        })?;
+        Ok(client)
+    }
+
+    /// Authenticates, applies the source quota, maps, publishes.
     pub async fn process(&self, source: &Source, inbound: Inbound) -> Outcome {
         let presented = Presented {
             headers: &inbound.headers,
             token: inbound.token.as_deref(),
-            client_ip: client_ip(inbound.peer, &inbound.headers, &self.trusted_proxies),
+            client_ip: inbound.client_ip,
             now: inbound.received_at,
         };
         let verified = match source.auth.verify(&presented, inbound.body) {
             Ok(verified) => verified,
-            Err(error) => return Outcome::Unauthorized(error),
+            Err(error) => {
+                self.metrics
+                    .auth_failures
+                    .get_or_create(&SourceReason {
+                        source: source.id.clone(),
+                        reason: error.reason(),
+                    })
+                    .inc();
+                return Outcome::Unauthorized(error);
+            }
         };
+
+        if let Err(retry) = source.limiter.check() {
+            self.metrics
+                .rate_limited
+                .get_or_create(&SourceLabel {
+                    source: source.id.clone(),
+                })
+                .inc();
+            return Outcome::RateLimited(retry);
+        }
 
         let received_at = OffsetDateTime::from(inbound.received_at);
         let vendor = source.vendor.vendor();
@@ -117,9 +216,33 @@ impl Pipeline {
                 )
             }
         };
+        if event.event_type == UNMAPPED {
+            self.metrics
+                .unmapped
+                .get_or_create(&SourceLabel {
+                    source: source.id.clone(),
+                })
+                .inc();
+        }
 
         let outgoing = Outgoing::from_event(&event);
-        match self.publisher.publish(&outgoing).await {
+        let started = Instant::now();
+        let published = self.publisher.publish(&outgoing).await;
+        self.metrics
+            .publish_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let outcome = match &published {
+            Ok(()) => "ack",
+            Err(PublishError::Nacked) => "nack",
+            Err(PublishError::Returned) => "returned",
+            Err(PublishError::ConfirmTimeout(_)) => "timeout",
+            Err(PublishError::Unavailable) => "unavailable",
+        };
+        self.metrics
+            .confirms
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        match published {
             Ok(()) => Outcome::Accepted {
                 event_id: outgoing.id,
                 event_type: outgoing.event_type,

@@ -17,6 +17,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use crate::auth::AuthError;
+use crate::config::ServerSettings;
+use crate::pipeline::{Inbound, Outcome, Pipeline};
+use crate::ratelimit::RetryAfter;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
@@ -28,19 +32,13 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tokio_rustls::TlsAcceptor;
-
-use crate::auth::AuthError;
-use crate::config::ServerSettings;
-use crate::pipeline::{Inbound, Outcome, Pipeline};
 
 /// What the accept loop needs, shared by every connection.
 pub struct Listener {
     /// Bound socket.
     pub tcp: TcpListener,
-    /// `None` for plain HTTP behind a TLS-terminating proxy.
-    pub tls: Option<TlsAcceptor>,
-    /// Limits and timeouts.
+    /// Limits fixed at start (connection cap, header timeout); everything
+    /// else is read from the pipeline's current runtime per connection.
     pub settings: ServerSettings,
     /// The request path.
     pub pipeline: Arc<Pipeline>,
@@ -87,16 +85,16 @@ impl Listener {
             };
             let _ = stream.set_nodelay(true);
             let pipeline = self.pipeline.clone();
-            let settings = self.settings.clone();
+            // TLS and timeouts come from the config in force when the connection opened.
+            let runtime = pipeline.runtime();
+            let tls = runtime.tls.clone();
+            let handshake_timeout = runtime.server.handshake_timeout;
             let service = hyper::service::service_fn(move |req| {
                 let pipeline = pipeline.clone();
-                let settings = settings.clone();
-                async move { Ok::<_, Infallible>(handle(req, peer, &pipeline, &settings).await) }
+                async move { Ok::<_, Infallible>(handle(req, peer, &pipeline).await) }
             });
             let builder = builder.clone();
             let watcher = graceful.watcher();
-            let tls = self.tls.clone();
-            let handshake_timeout = self.settings.handshake_timeout;
             tokio::spawn(async move {
                 let _permit = permit;
                 match tls {
@@ -143,14 +141,11 @@ impl Listener {
 type HttpResponse = Response<Full<Bytes>>;
 
 /// Routes one request; see the README's status code table.
-async fn handle(
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    pipeline: &Pipeline,
-    settings: &ServerSettings,
-) -> HttpResponse {
+async fn handle(req: Request<Incoming>, peer: SocketAddr, pipeline: &Pipeline) -> HttpResponse {
     let started = Instant::now();
     let received_at = SystemTime::now();
+    let rt = pipeline.runtime();
+    let settings = &rt.server;
     let Some((source_id, token)) = parse_route(req.uri().path()) else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
@@ -160,11 +155,20 @@ async fn handle(
             .insert(ALLOW, HeaderValue::from_static("POST"));
         return resp;
     }
-    let Some(source) = pipeline.lookup(source_id, token.is_some()) else {
+    let Some(source) = pipeline.lookup(&rt, source_id, token.is_some()) else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
-    let source_id = source.id.clone();
     let token = token.map(str::to_owned);
+    let finish = |event_id: Option<&str>, response: HttpResponse| {
+        pipeline
+            .metrics()
+            .request(&source.id, response.status().as_u16());
+        log(&source.id, started, event_id, response)
+    };
+    let client_ip = match pipeline.admit(&rt, peer.ip(), req.headers()) {
+        Ok(ip) => ip,
+        Err(retry) => return finish(None, too_many(retry)),
+    };
 
     let (parts, body) = req.into_parts();
     let declared = parts
@@ -173,43 +177,22 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > settings.max_body_bytes as u64) {
-        return log(
-            &source_id,
-            started,
-            None,
-            error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
-        );
+        return finish(None, error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"));
     }
-    let body = match tokio::time::timeout(
-        settings.body_timeout,
-        Limited::new(body, settings.max_body_bytes).collect(),
-    )
-    .await
-    {
+    let read = Limited::new(body, settings.max_body_bytes).collect();
+    let body = match tokio::time::timeout(settings.body_timeout, read).await {
         Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return log(
-                &source_id,
-                started,
-                None,
-                error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
-            );
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return finish(None, error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"));
         }
         Ok(Err(_)) => {
-            return log(
-                &source_id,
-                started,
+            return finish(
                 None,
                 error(StatusCode::BAD_REQUEST, "body could not be read"),
             )
         }
         Err(_) => {
-            return log(
-                &source_id,
-                started,
+            return finish(
                 None,
                 error(StatusCode::REQUEST_TIMEOUT, "body not received in time"),
             )
@@ -219,16 +202,27 @@ async fn handle(
     let inbound = Inbound {
         token,
         headers: parts.headers,
-        peer: peer.ip(),
+        client_ip,
         body,
         received_at,
     };
     let outcome = pipeline.process(&source, inbound).await;
     if let Outcome::Unauthorized(reason) = &outcome {
-        tracing::info!(source = %source_id, reason = reason.reason(), "Request refused by authentication.");
+        tracing::info!(source = %source.id, reason = reason.reason(), "Request refused by authentication.");
     }
     let (event_id, response) = respond(outcome);
-    log(&source_id, started, event_id.as_deref(), response)
+    finish(event_id.as_deref(), response)
+}
+
+/// 429 with the limiter's own wait as `Retry-After`.
+fn too_many(retry: RetryAfter) -> HttpResponse {
+    let seconds = retry.header_seconds();
+    let body =
+        serde_json::json!({ "error": "rate limit exceeded", "retry_after_seconds": seconds });
+    let mut resp = json(StatusCode::TOO_MANY_REQUESTS, body.to_string());
+    resp.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    resp
 }
 
 /// Turns the pipeline's verdict into a status and a safe body.
@@ -252,6 +246,7 @@ fn respond(outcome: Outcome) -> (Option<String>, HttpResponse) {
             }
             (None, resp)
         }
+        Outcome::RateLimited(retry) => (None, too_many(retry)),
         Outcome::Unavailable { event_id, error: e } => {
             tracing::warn!(event_id = %event_id, reason = %e, "Event not confirmed; asking the vendor to retry.");
             let mut resp = error(

@@ -165,7 +165,7 @@ impl Authenticator {
 /// Compares two secrets in time independent of where they differ and of
 /// their lengths: both sides are hashed to 32 bytes first, then compared
 /// with `subtle`.
-pub(crate) fn equal_secrets(given: &[u8], expected: &[u8]) -> bool {
+pub fn equal_secrets(given: &[u8], expected: &[u8]) -> bool {
     let a = Sha256::digest(given);
     let b = Sha256::digest(expected);
     a.ct_eq(&b).into()

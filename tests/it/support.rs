@@ -292,6 +292,10 @@ pub struct TestGateway {
     pub exchange: String,
     pub cert: TestCert,
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    /// The config file the gateway was started from (rewrite it, then reload).
+    pub config_path: PathBuf,
+    pub amqp: String,
 }
 
 /// Builds the config text a test gateway runs with.
@@ -316,6 +320,9 @@ exchange = "{exchange}"
 confirm_timeout_ms = 2000
 connect_timeout_ms = 1000
 
+[admin]
+listen = "127.0.0.1:0"
+
 {sources}
 "#,
         cert = cert.cert_path().display(),
@@ -338,8 +345,11 @@ impl TestGateway {
         let cert = TestCert::generate();
         let exchange = unique("test-exchange");
         let text = config_text(&cert, amqp, &exchange, extra_server, sources);
-        let settings = hookgate::config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let gateway = hookgate::Gateway::start(settings)
+        let config_path = cert.dir.path().join("hookgate.toml");
+        std::fs::write(&config_path, &text).unwrap();
+        let settings =
+            hookgate::config::load(&config_path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let gateway = hookgate::Gateway::start_from_file(settings, config_path.clone())
             .await
             .expect("gateway starts");
         if wait_for_broker {
@@ -352,11 +362,15 @@ impl TestGateway {
             );
         }
         let addr = gateway.local_addr();
+        let admin = gateway.admin_addr().expect("admin listener configured");
         Self {
             gateway: Some(gateway),
             exchange,
             cert,
             addr,
+            admin,
+            config_path,
+            amqp: amqp.to_owned(),
         }
     }
 
@@ -365,6 +379,48 @@ impl TestGateway {
             addr: self.addr,
             tls: self.cert.client_config(),
         }
+    }
+
+    /// Rewrites the config file with other `[[source]]` tables / server keys.
+    pub fn rewrite_config(&self, sources: &str, extra_server: &str) {
+        let text = config_text(
+            &self.cert,
+            &self.amqp,
+            &self.exchange,
+            extra_server,
+            sources,
+        );
+        std::fs::write(&self.config_path, text).unwrap();
+    }
+
+    /// A plain-HTTP request to the admin listener: (status, body text).
+    pub async fn admin(&self, method: &str, path: &str) -> (StatusCode, String) {
+        let tcp = TcpStream::connect(self.admin).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).to_string())
+    }
+
+    /// The value of one Prometheus sample line (`name{labels}`), 0 if absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, text) = self.admin("GET", "/metrics").await;
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
     }
 
     pub async fn stop(mut self) {

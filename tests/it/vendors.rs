@@ -67,12 +67,17 @@ auth = {{ token = "{STICKY_TOKEN}" }}
 
 fn basic(user: &str, pass: &str) -> String {
     use base64::Engine;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
 }
 
 fn nexio_signature(body: &[u8], at: u64) -> String {
     HmacVerifier::new(
-        SignatureScheme::TimestampedHex { header: "nexio-signature" },
+        SignatureScheme::TimestampedHex {
+            header: "nexio-signature",
+        },
         vec![Secret::new(NEXIO_SECRET)],
         Duration::from_secs(300),
     )
@@ -80,7 +85,10 @@ fn nexio_signature(body: &[u8], at: u64) -> String {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn fixture(vendor: VendorKind, name: &str) -> Vec<u8> {
@@ -99,21 +107,58 @@ async fn each_vendor_is_accepted_its_own_way_and_refused_otherwise() {
     let body = fixture(VendorKind::Strictly, "doc-sale-card.txt");
     let good = basic("strictly", STRICTLY_PASSWORD);
     let bad = basic("strictly", "guess");
-    assert_eq!(client.post("/webhooks/strictly-main", &[("authorization", bad.as_str())], body.clone()).await.status, 401);
-    assert_eq!(client.post("/webhooks/strictly-main", &[("authorization", good.as_str())], body).await.status, 200);
-    let msg = broker.next(&queue, Duration::from_secs(5)).await.expect("strictly event");
+    assert_eq!(
+        client
+            .post(
+                "/webhooks/strictly-main",
+                &[("authorization", bad.as_str())],
+                body.clone()
+            )
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        client
+            .post(
+                "/webhooks/strictly-main",
+                &[("authorization", good.as_str())],
+                body
+            )
+            .await
+            .status,
+        200
+    );
+    let msg = broker
+        .next(&queue, Duration::from_secs(5))
+        .await
+        .expect("strictly event");
     assert_eq!(msg.routing_key, "strictly-main.payment.succeeded");
 
     // Nexio simplified: URL token plus IP allowlist.
     let body = fixture(VendorKind::Nexio, "seed-transaction.json");
     let wrong = format!("/webhooks/nexio-simple/{}", "x".repeat(32));
     assert_eq!(client.post(&wrong, &[], body.clone()).await.status, 401);
-    assert_eq!(client.post("/webhooks/nexio-simple", &[], body.clone()).await.status, 404, "token source without token");
+    assert_eq!(
+        client
+            .post("/webhooks/nexio-simple", &[], body.clone())
+            .await
+            .status,
+        404,
+        "token source without token"
+    );
     let elsewhere = format!("/webhooks/nexio-elsewhere/{NEXIO_TOKEN}");
-    assert_eq!(client.post(&elsewhere, &[], body.clone()).await.status, 403, "right token, wrong network");
+    assert_eq!(
+        client.post(&elsewhere, &[], body.clone()).await.status,
+        403,
+        "right token, wrong network"
+    );
     let right = format!("/webhooks/nexio-simple/{NEXIO_TOKEN}");
     assert_eq!(client.post(&right, &[], body).await.status, 200);
-    let msg = broker.next(&queue, Duration::from_secs(5)).await.expect("nexio event");
+    let msg = broker
+        .next(&queue, Duration::from_secs(5))
+        .await
+        .expect("nexio event");
     // transactionStatus 10 = approved, not yet settled.
     assert_eq!(msg.routing_key, "nexio-simple.payment.succeeded");
     assert_eq!(msg.body["data"]["object"]["id"], "211302211");
@@ -121,12 +166,27 @@ async fn each_vendor_is_accepted_its_own_way_and_refused_otherwise() {
     // Nexio legacy: signed with a timestamp; a stale one is a replay.
     let body = fixture(VendorKind::Nexio, "legacy-signed-vector.json");
     let stale = nexio_signature(&body, now() - 600);
-    let reply = client.post("/webhooks/nexio-legacy", &[("nexio-signature", stale.as_str())], body.clone()).await;
+    let reply = client
+        .post(
+            "/webhooks/nexio-legacy",
+            &[("nexio-signature", stale.as_str())],
+            body.clone(),
+        )
+        .await;
     assert_eq!(reply.status, 401);
     let fresh = nexio_signature(&body, now());
-    let reply = client.post("/webhooks/nexio-legacy", &[("nexio-signature", fresh.as_str())], body).await;
+    let reply = client
+        .post(
+            "/webhooks/nexio-legacy",
+            &[("nexio-signature", fresh.as_str())],
+            body,
+        )
+        .await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
-    let msg = broker.next(&queue, Duration::from_secs(5)).await.expect("nexio legacy event");
+    let msg = broker
+        .next(&queue, Duration::from_secs(5))
+        .await
+        .expect("nexio legacy event");
     assert_eq!(msg.routing_key, "nexio-legacy.payment.authorized");
 
     // Sticky: URL token only.
@@ -135,15 +195,27 @@ async fn each_vendor_is_accepted_its_own_way_and_refused_otherwise() {
     assert_eq!(client.post(&wrong, &[], body.clone()).await.status, 401);
     let right = format!("/webhooks/sticky-main/{STICKY_TOKEN}");
     assert_eq!(client.post(&right, &[], body).await.status, 200);
-    let msg = broker.next(&queue, Duration::from_secs(5)).await.expect("sticky event");
+    let msg = broker
+        .next(&queue, Duration::from_secs(5))
+        .await
+        .expect("sticky event");
     assert_eq!(msg.routing_key, "sticky-main.payment.succeeded");
     assert_eq!(msg.body["data"]["amount"]["value"], "3.60");
     assert_eq!(msg.body["data"]["amount"]["currency"], "GBP");
-    assert!(msg.body["data"].get("customer").is_none(), "personal data is opt-in");
+    assert!(
+        msg.body["data"].get("customer").is_none(),
+        "personal data is opt-in"
+    );
 
     // USAePay: signature and Basic.
     let headers = [("x-signature", USAEPAY_SIGNATURE), ("authorization", BASIC)];
-    assert_eq!(client.post("/webhooks/usaepay-main", &headers, USAEPAY_BODY).await.status, 200);
+    assert_eq!(
+        client
+            .post("/webhooks/usaepay-main", &headers, USAEPAY_BODY)
+            .await
+            .status,
+        200
+    );
 
     // Nothing from the refused attempts reached the bus.
     let rest = broker.drain(&queue).await;
@@ -154,7 +226,10 @@ async fn each_vendor_is_accepted_its_own_way_and_refused_otherwise() {
 /// The values planted in fixtures that must never be published.
 fn planted_secrets() -> Vec<String> {
     let mut out = Vec::new();
-    for (vendor, key) in [(VendorKind::Strictly, "\"password\""), (VendorKind::Stickypay, "\"userPrivateKey\"")] {
+    for (vendor, key) in [
+        (VendorKind::Strictly, "\"password\""),
+        (VendorKind::Stickypay, "\"userPrivateKey\""),
+    ] {
         for (path, _) in fixtures(vendor) {
             let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).to_string();
             let mut rest = text.as_str();
@@ -176,7 +251,10 @@ fn planted_secrets() -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_fixture_of_any_vendor_puts_a_secret_on_the_bus() {
     let planted = planted_secrets();
-    assert!(planted.len() >= 2, "fixtures plant a Strictly password and a Sticky private key: {planted:?}");
+    assert!(
+        planted.len() >= 2,
+        "fixtures plant a Strictly password and a Sticky private key: {planted:?}"
+    );
 
     let gw = TestGateway::start(&sources()).await;
     let broker = Broker::connect().await;
@@ -184,7 +262,9 @@ async fn no_fixture_of_any_vendor_puts_a_secret_on_the_bus() {
     let client = gw.client();
     let strictly_auth = basic("strictly", STRICTLY_PASSWORD);
     let usaepay_signer = HmacVerifier::new(
-        SignatureScheme::HexBody { header: "x-signature" },
+        SignatureScheme::HexBody {
+            header: "x-signature",
+        },
         vec![Secret::new(USAEPAY_KEY)],
         Duration::from_secs(300),
     );
@@ -197,18 +277,48 @@ async fn no_fixture_of_any_vendor_puts_a_secret_on_the_bus() {
                 VendorKind::Usaepay => {
                     let sig = usaepay_signer.sign(0, None, &body);
                     client
-                        .post("/webhooks/usaepay-main", &[("x-signature", sig.as_str()), ("authorization", BASIC)], body)
+                        .post(
+                            "/webhooks/usaepay-main",
+                            &[("x-signature", sig.as_str()), ("authorization", BASIC)],
+                            body,
+                        )
                         .await
                 }
                 VendorKind::Strictly => {
-                    client.post("/webhooks/strictly-main", &[("authorization", strictly_auth.as_str())], body).await
+                    client
+                        .post(
+                            "/webhooks/strictly-main",
+                            &[("authorization", strictly_auth.as_str())],
+                            body,
+                        )
+                        .await
                 }
-                VendorKind::Nexio if path.file_name().unwrap().to_string_lossy().starts_with("legacy") => {
+                VendorKind::Nexio
+                    if path
+                        .file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("legacy") =>
+                {
                     let sig = nexio_signature(&body, now());
-                    client.post("/webhooks/nexio-legacy", &[("nexio-signature", sig.as_str())], body).await
+                    client
+                        .post(
+                            "/webhooks/nexio-legacy",
+                            &[("nexio-signature", sig.as_str())],
+                            body,
+                        )
+                        .await
                 }
-                VendorKind::Nexio => client.post(&format!("/webhooks/nexio-simple/{NEXIO_TOKEN}"), &[], body).await,
-                VendorKind::Stickypay => client.post(&format!("/webhooks/sticky-main/{STICKY_TOKEN}"), &[], body).await,
+                VendorKind::Nexio => {
+                    client
+                        .post(&format!("/webhooks/nexio-simple/{NEXIO_TOKEN}"), &[], body)
+                        .await
+                }
+                VendorKind::Stickypay => {
+                    client
+                        .post(&format!("/webhooks/sticky-main/{STICKY_TOKEN}"), &[], body)
+                        .await
+                }
             };
             assert_eq!(reply.status, 200, "{}: {:?}", path.display(), reply.body);
             sent += 1;
@@ -216,14 +326,32 @@ async fn no_fixture_of_any_vendor_puts_a_secret_on_the_bus() {
     }
 
     let messages = broker.drain(&queue).await;
-    assert_eq!(messages.len(), sent, "every authenticated fixture was published exactly once");
+    assert_eq!(
+        messages.len(),
+        sent,
+        "every authenticated fixture was published exactly once"
+    );
     for msg in &messages {
         let text = String::from_utf8_lossy(&msg.raw);
-        for secret in CONFIGURED_SECRETS.iter().copied().chain(planted.iter().map(String::as_str)) {
-            assert!(!text.contains(secret), "`{secret}` published in {}: {text}", msg.routing_key);
+        for secret in CONFIGURED_SECRETS
+            .iter()
+            .copied()
+            .chain(planted.iter().map(String::as_str))
+        {
+            assert!(
+                !text.contains(secret),
+                "`{secret}` published in {}: {text}",
+                msg.routing_key
+            );
         }
-        assert!(!text.contains("\"server\""), "Strictly's server block published: {text}");
-        assert!(!text.contains("apiUserCredentials"), "Nexio credentials published: {text}");
+        assert!(
+            !text.contains("\"server\""),
+            "Strictly's server block published: {text}"
+        );
+        assert!(
+            !text.contains("apiUserCredentials"),
+            "Nexio credentials published: {text}"
+        );
     }
     gw.stop().await;
 }

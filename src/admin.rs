@@ -1,0 +1,134 @@
+//! The admin listener: liveness, readiness, metrics and live reload.
+//!
+//! It is a separate address from the public listener (loopback by default)
+//! so it is never reachable by vendors through the same port. `/healthz` and
+//! `/readyz` are open (orchestrators probe them); `/metrics` and
+//! `/admin/reload` require `Authorization: Bearer <admin.token>` when a token
+//! is configured. Plain HTTP: put it behind the platform's own network policy.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::secret::Secret;
+use crate::Control;
+
+type AdminResponse = Response<Full<Bytes>>;
+
+/// Serves admin requests until `stop` flips.
+pub async fn serve(
+    listener: TcpListener,
+    control: Arc<Control>,
+    token: Option<Secret>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let token = Arc::new(token);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(error = %error, "Admin accept failed.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let control = control.clone();
+        let token = token.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let control = control.clone();
+            let token = token.clone();
+            async move { Ok::<_, Infallible>(route(req, &control, token.as_ref().as_ref()).await) }
+        });
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+        });
+    }
+}
+
+async fn route(req: Request<Incoming>, control: &Control, token: Option<&Secret>) -> AdminResponse {
+    let path = req.uri().path().to_owned();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
+        (&Method::GET, "/readyz") => match control.readiness() {
+            Ok(()) => json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
+            Err(reasons) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "status": "degraded", "reasons": reasons }),
+            ),
+        },
+        (&Method::GET, "/metrics") => {
+            if !authorized(&req, token) {
+                return unauthorized();
+            }
+            let mut resp = Response::new(Full::new(Bytes::from(control.metrics().render())));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            resp
+        }
+        (&Method::POST, "/admin/reload") => {
+            if !authorized(&req, token) {
+                return unauthorized();
+            }
+            match control.reload().await {
+                Ok(()) => json(StatusCode::OK, serde_json::json!({ "reloaded": true })),
+                Err(error) => json(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    serde_json::json!({ "reloaded": false, "errors": error.messages() }),
+                ),
+            }
+        }
+        (_, "/healthz" | "/readyz" | "/metrics" | "/admin/reload") => json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            serde_json::json!({ "error": "method not allowed" }),
+        ),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({ "error": "not found" }),
+        ),
+    }
+}
+
+fn authorized(req: &Request<Incoming>, token: Option<&Secret>) -> bool {
+    let Some(expected) = token else { return true };
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    crate::auth::equal_secrets(given.as_bytes(), expected.expose().as_bytes())
+}
+
+fn unauthorized() -> AdminResponse {
+    json(
+        StatusCode::UNAUTHORIZED,
+        serde_json::json!({ "error": "admin token required" }),
+    )
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> AdminResponse {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}

@@ -1,0 +1,1213 @@
+//! The local spool: events kept on disk while the broker is away.
+//!
+//! hookgate answers a vendor 200 only once an event is safe. When RabbitMQ
+//! cannot confirm it, "safe" means durably written here; a drain task later
+//! publishes the spooled events in arrival order and removes each one after
+//! the broker confirmed it.
+//!
+//! # Why redb
+//!
+//! A hand-written segment log would need its own framing, checksums, torn-write
+//! recovery, and compaction to reclaim space from entries removed out of order
+//! (a confirm for entry 7 may arrive before the one for entry 3). redb gives us
+//! ACID transactions committed with `fsync`, checksummed pages with crash
+//! recovery on open, and deletion that reuses freed pages, so none of that code
+//! is ours to get wrong. The price is a B-tree per entry instead of a pure
+//! append, which is irrelevant next to the `fsync` every append must pay anyway.
+//!
+//! # On-disk format
+//!
+//! ```text
+//! {dir}/spool.redb            one redb database, opened by one process at a time
+//!
+//! table "events"  u64 -> bytes
+//!   key    sequence number, assigned by the writer in arrival order, never reused
+//!          (redb orders u64 keys numerically, so iteration order = arrival order)
+//!   value  version 1, big-endian integers:
+//!            u8   version = 1
+//!            u64  enqueued_at_ms   (Unix epoch milliseconds)
+//!            u32  attempts         (failed publishes so far; fixed offset 9)
+//!            5 x (u32 len, UTF-8)  id, source, event_type, time, routing_key
+//!            u32 len, bytes        body (the serialized CloudEvent)
+//!
+//! table "meta"    &str -> u64
+//!   "format"      1; a spool with a higher number was written by a newer hookgate
+//!   "next_seq"    the next sequence number to hand out
+//! ```
+//!
+//! # Group commit
+//!
+//! One writer thread owns every write. [`Spool::append`], [`Spool::remove`] and
+//! [`Spool::bump_attempts`] send a request over a channel and wait for its
+//! answer. The writer takes everything queued (up to [`MAX_BATCH_ENTRIES`]
+//! requests or [`MAX_BATCH_BYTES`] of appended values), applies it in one write
+//! transaction, commits, and only then answers every waiter. N concurrent
+//! appends thus cost about one `fsync`, not N.
+//!
+//! A batch that appends commits with [`Durability::Immediate`]: the appends'
+//! callers are told "safe" only after the `fsync`. A batch of only removals
+//! and attempt counts commits with [`Durability::None`] (written, not synced)
+//! and is made durable by the next append's commit, or by an `fsync`-only
+//! commit at most [`FLUSH_INTERVAL`] later, or when the writer stops. A drain
+//! removing one confirmed event at a time therefore does not pay an `fsync`
+//! per event. Losing such a removal in a crash only means the event is
+//! published again, which consumers tolerate (see below); losing an append
+//! would lose the event, so appends never take this shortcut.
+//!
+//! # What a crash can and cannot do
+//!
+//! - An append whose future returned `Ok` was `fsync`ed and survives a process
+//!   crash or power loss (as far as the disk honours `fsync`).
+//! - An append that had not returned may or may not be there; its caller has
+//!   not answered the vendor, who will retry.
+//! - A removal (or attempt count) from the last [`FLUSH_INTERVAL`] may be
+//!   undone: the event is published again, a duplicate with the same id, which
+//!   consumers de-duplicate by id.
+//! - On open after a crash redb verifies and repairs the file; its time grows
+//!   with the file, which the bound keeps small.
+//!
+//! # The bound
+//!
+//! `max_bytes` bounds the sum, over stored entries, of key size (8) plus encoded
+//! value size: what the events need, not the file size (redb adds page and
+//! tree overhead and keeps freed pages for reuse). An append that would push
+//! the sum past the bound fails with [`SpoolError::Full`] and stores nothing;
+//! the caller then answers the vendor with an error so the vendor retries.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
+use tokio::sync::{oneshot, Notify};
+
+use crate::publish::Outgoing;
+
+/// The events, keyed by sequence number.
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Format version and the sequence counter.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The database file inside the spool directory.
+pub const FILE_NAME: &str = "spool.redb";
+/// The spool layout this code reads and writes.
+const FORMAT: u64 = 1;
+/// Encoding version of one stored value.
+const VALUE_VERSION: u8 = 1;
+/// Bytes before the first length-prefixed field: version, enqueued_at_ms, attempts.
+const VALUE_HEADER: usize = 1 + 8 + 4;
+/// Offset of `attempts` inside a value.
+const ATTEMPTS_OFFSET: usize = 1 + 8;
+/// Size accounted for each key.
+const KEY_SIZE: u64 = 8;
+
+/// Most requests one write transaction takes, so one waiter's latency stays bounded.
+pub const MAX_BATCH_ENTRIES: usize = 256;
+/// Most appended bytes one write transaction takes (a single larger entry still goes alone).
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Longest a removal or attempt count stays written but not `fsync`ed.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// redb's page cache: the spool is read front to back, a small cache is plenty.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Why the spool could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// Storing the entry would exceed the configured bound; nothing was stored,
+    /// so the caller must not answer the vendor 200.
+    #[error("spool is full (max_bytes = {max_bytes})")]
+    Full {
+        /// The configured bound.
+        max_bytes: u64,
+    },
+    /// The disk or database failed; the message names the spool directory.
+    #[error("{0}")]
+    Io(String),
+    /// Stored data cannot be decoded (written by a newer hookgate, or damaged);
+    /// the message names the spool directory and, for an entry, its sequence number.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+/// One stored event as the drain task sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpooledEvent {
+    /// Sequence number: the handle for [`Spool::remove`] and [`Spool::bump_attempts`].
+    pub seq: u64,
+    /// The event exactly as the request path would have published it.
+    pub outgoing: Outgoing,
+    /// When it was spooled (Unix epoch milliseconds), for age metrics.
+    pub enqueued_at_ms: u64,
+    /// Failed publish attempts so far, for backoff and metrics.
+    pub attempts: u32,
+}
+
+/// What the spool holds right now; cheap to read, for metrics and readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SpoolStats {
+    /// Stored entries.
+    pub events: u64,
+    /// Sum of key and encoded value sizes: the quantity `max_bytes` bounds.
+    pub bytes: u64,
+}
+
+/// A crash-safe, bounded FIFO of [`Outgoing`] events on local disk.
+///
+/// A cheap handle: clone it for the request path and the drain task. The
+/// writer thread stops, after making every removal durable, when the last
+/// handle is dropped; see [`Spool::close`] to do that off the async runtime.
+#[derive(Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+/// Owns the writer thread: dropping it closes the channel and joins the thread.
+struct Inner {
+    state: Arc<State>,
+    requests: Option<mpsc::Sender<Request>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the handles and the writer thread share.
+struct State {
+    dir: PathBuf,
+    db: Database,
+    max_bytes: u64,
+    events: AtomicU64,
+    bytes: AtomicU64,
+    /// Durable (fsynced) commits made by the writer thread.
+    commits: AtomicU64,
+    appended: Notify,
+}
+
+enum Request {
+    Append {
+        value: Vec<u8>,
+        reply: oneshot::Sender<Result<u64, SpoolError>>,
+    },
+    Remove {
+        seq: u64,
+        reply: oneshot::Sender<Result<(), SpoolError>>,
+    },
+    Bump {
+        seq: u64,
+        reply: oneshot::Sender<Result<(), SpoolError>>,
+    },
+}
+
+impl Request {
+    fn appended_bytes(&self) -> usize {
+        match self {
+            Request::Append { value, .. } => value.len(),
+            _ => 0,
+        }
+    }
+}
+
+impl Spool {
+    /// Opens (creating the directory and `spool.redb` if needed) and counts what
+    /// is already there, so the bound and the stats hold across restarts.
+    ///
+    /// Blocking: call it at start-up or from `spawn_blocking`. After a crash
+    /// this includes redb's repair of the file.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
+        let io = |what: &str, e: &dyn std::fmt::Display| {
+            SpoolError::Io(format!("spool {}: {what}: {e}", dir.display()))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| io("cannot create the directory", &e))?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(dir.join(FILE_NAME))
+            .map_err(|e| io(&format!("cannot open {FILE_NAME}"), &e))?;
+
+        // Create the tables and check the format in one durable transaction.
+        let mut next_seq = 1;
+        {
+            let txn = db.begin_write().map_err(|e| io("cannot write", &e))?;
+            {
+                let mut meta = txn.open_table(META).map_err(|e| io("cannot write", &e))?;
+                let format = meta
+                    .get("format")
+                    .map_err(|e| io("cannot read", &e))?
+                    .map(|v| v.value());
+                match format {
+                    None => {
+                        meta.insert("format", FORMAT)
+                            .map_err(|e| io("cannot write", &e))?;
+                    }
+                    Some(FORMAT) => {}
+                    Some(other) => {
+                        return Err(SpoolError::Corrupt(format!(
+                            "spool {}: format {other} is not supported (this hookgate reads {FORMAT}); \
+                             it was written by a newer version",
+                            dir.display()
+                        )));
+                    }
+                }
+                if let Some(stored) = meta.get("next_seq").map_err(|e| io("cannot read", &e))? {
+                    next_seq = stored.value().max(1);
+                }
+                txn.open_table(EVENTS).map_err(|e| io("cannot write", &e))?;
+            }
+            txn.commit().map_err(|e| io("cannot commit", &e))?;
+        }
+
+        // Count what is there.
+        let (mut events, mut bytes) = (0u64, 0u64);
+        {
+            let txn = db.begin_read().map_err(|e| io("cannot read", &e))?;
+            let table = txn.open_table(EVENTS).map_err(|e| io("cannot read", &e))?;
+            for entry in table.iter().map_err(|e| io("cannot read", &e))? {
+                let (key, value) = entry.map_err(|e| io("cannot read", &e))?;
+                events += 1;
+                bytes += KEY_SIZE + value.value().len() as u64;
+                next_seq = next_seq.max(key.value().saturating_add(1));
+            }
+        }
+
+        let state = Arc::new(State {
+            dir: dir.to_path_buf(),
+            db,
+            max_bytes,
+            events: AtomicU64::new(events),
+            bytes: AtomicU64::new(bytes),
+            commits: AtomicU64::new(0),
+            appended: Notify::new(),
+        });
+        let (requests, rx) = mpsc::channel();
+        let writer = {
+            let state = state.clone();
+            std::thread::Builder::new()
+                .name("hookgate-spool".into())
+                .spawn(move || Writer::new(state, next_seq).run(rx))
+                .map_err(|e| io("cannot start the writer thread", &e))?
+        };
+        tracing::info!(
+            dir = %dir.display(),
+            events,
+            bytes,
+            max_bytes,
+            "Spool opened."
+        );
+        Ok(Spool {
+            inner: Arc::new(Inner {
+                state,
+                requests: Some(requests),
+                writer: Some(writer),
+            }),
+        })
+    }
+
+    /// Durably appends; returns only after the commit is `fsync`ed, so `Ok`
+    /// means the event survives a crash. Concurrent callers share one commit
+    /// (group commit). `Err(Full)` when `stats().bytes` plus this entry would
+    /// exceed `max_bytes`; nothing is stored then.
+    pub async fn append(&self, outgoing: &Outgoing) -> Result<u64, SpoolError> {
+        let value = encode(outgoing, now_ms(), 0).map_err(|e| self.io(&e))?;
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Append { value, reply })?;
+        rx.await.unwrap_or_else(|_| Err(self.stopped()))
+    }
+
+    /// Up to `limit` oldest entries, in arrival order: what the drain task
+    /// publishes next.
+    ///
+    /// Blocking (reads the file); from async code use [`Spool::oldest_async`].
+    /// An undecodable entry fails the call with [`SpoolError::Corrupt`] naming
+    /// its sequence number rather than being skipped silently.
+    pub fn oldest(&self, limit: usize) -> Result<Vec<SpooledEvent>, SpoolError> {
+        let state = &self.inner.state;
+        let txn = state.db.begin_read().map_err(|e| self.io(&e))?;
+        let table = txn.open_table(EVENTS).map_err(|e| self.io(&e))?;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for entry in table.iter().map_err(|e| self.io(&e))?.take(limit) {
+            let (key, value) = entry.map_err(|e| self.io(&e))?;
+            let seq = key.value();
+            let event = decode(seq, value.value()).map_err(|why| {
+                SpoolError::Corrupt(format!("spool {}: entry {seq}: {why}", state.dir.display()))
+            })?;
+            out.push(event);
+        }
+        Ok(out)
+    }
+
+    /// [`Spool::oldest`] on the blocking pool, so the drain task never reads
+    /// the disk on a runtime thread.
+    pub async fn oldest_async(&self, limit: usize) -> Result<Vec<SpooledEvent>, SpoolError> {
+        let spool = self.clone();
+        tokio::task::spawn_blocking(move || spool.oldest(limit))
+            .await
+            .unwrap_or_else(|e| Err(self.io(&e)))
+    }
+
+    /// Removes an entry after the broker confirmed it. Idempotent: removing an
+    /// absent entry (twice, or after a replayed crash) is fine.
+    ///
+    /// Returns once committed, but not necessarily `fsync`ed: a crash within
+    /// [`FLUSH_INTERVAL`] may bring the entry back, and it is published again.
+    pub async fn remove(&self, seq: u64) -> Result<(), SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Remove { seq, reply })?;
+        rx.await.unwrap_or_else(|_| Err(self.stopped()))
+    }
+
+    /// Records a failed publish attempt, for backoff and metrics. A no-op for
+    /// an entry that is gone. Like [`Spool::remove`], not immediately `fsync`ed.
+    pub async fn bump_attempts(&self, seq: u64) -> Result<(), SpoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Bump { seq, reply })?;
+        rx.await.unwrap_or_else(|_| Err(self.stopped()))
+    }
+
+    /// Entries and accounted bytes right now. Cheap (two atomics, updated by
+    /// each commit, recomputed on open), for metrics and for deciding whether
+    /// the drain has work.
+    pub fn stats(&self) -> SpoolStats {
+        let state = &self.inner.state;
+        SpoolStats {
+            events: state.events.load(Ordering::Acquire),
+            bytes: state.bytes.load(Ordering::Acquire),
+        }
+    }
+
+    /// Resolves when an append has been committed, so the drain task can sleep
+    /// until there is work.
+    ///
+    /// Meant for one waiter (the drain task). An append that happens while
+    /// nobody waits is remembered, so the pattern "read `oldest`, found
+    /// nothing, await `notified`" never misses one.
+    pub fn notified(&self) -> impl Future<Output = ()> + '_ {
+        self.inner.state.appended.notified()
+    }
+
+    /// The configured bound.
+    pub fn max_bytes(&self) -> u64 {
+        self.inner.state.max_bytes
+    }
+
+    /// The spool directory, for logs.
+    pub fn dir(&self) -> &Path {
+        &self.inner.state.dir
+    }
+
+    /// Drops this handle; if it was the last one, stops the writer thread
+    /// (making pending removals durable) and closes the file on the blocking
+    /// pool. When this returns after the last handle, the directory can be
+    /// opened again. Dropping the last handle does the same, but blocks the
+    /// current thread for up to one commit.
+    pub async fn close(self) {
+        if let Ok(inner) = Arc::try_unwrap(self.inner) {
+            let _ = tokio::task::spawn_blocking(move || drop(inner)).await;
+        }
+    }
+
+    /// Durable commits made so far (each one `fsync`), for the group-commit test.
+    #[cfg(test)]
+    pub(crate) fn commit_count(&self) -> u64 {
+        self.inner.state.commits.load(Ordering::Acquire)
+    }
+
+    fn send(&self, request: Request) -> Result<(), SpoolError> {
+        self.inner
+            .requests
+            .as_ref()
+            .ok_or_else(|| self.stopped())?
+            .send(request)
+            .map_err(|_| self.stopped())
+    }
+
+    fn io(&self, e: &dyn std::fmt::Display) -> SpoolError {
+        SpoolError::Io(format!("spool {}: {e}", self.inner.state.dir.display()))
+    }
+
+    fn stopped(&self) -> SpoolError {
+        SpoolError::Io(format!(
+            "spool {}: the writer thread has stopped",
+            self.inner.state.dir.display()
+        ))
+    }
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("dir", &self.inner.state.dir)
+            .field("max_bytes", &self.inner.state.max_bytes)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel stops the writer after its current batch.
+        drop(self.requests.take());
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                tracing::error!(dir = %self.state.dir.display(), "Spool writer thread panicked.");
+            }
+        }
+    }
+}
+
+/// The single writer: batches requests into transactions.
+struct Writer {
+    state: Arc<State>,
+    next_seq: u64,
+    /// Since when a non-durable commit is waiting for an `fsync`.
+    dirty_since: Option<Instant>,
+}
+
+/// A request's answer before the commit decides it.
+type Outcome = Result<u64, SpoolError>;
+
+impl Writer {
+    fn new(state: Arc<State>, next_seq: u64) -> Self {
+        Self {
+            state,
+            next_seq,
+            dirty_since: None,
+        }
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Request>) {
+        let mut carry: Option<Request> = None;
+        loop {
+            let first = match carry.take() {
+                Some(request) => request,
+                None => match self.dirty_since {
+                    None => match rx.recv() {
+                        Ok(request) => request,
+                        Err(mpsc::RecvError) => break,
+                    },
+                    Some(since) => {
+                        let left = FLUSH_INTERVAL.saturating_sub(since.elapsed());
+                        match rx.recv_timeout(left) {
+                            Ok(request) => request,
+                            Err(mpsc::RecvTimeoutError::Timeout) => {
+                                self.flush();
+                                continue;
+                            }
+                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        }
+                    }
+                },
+            };
+            let mut batch_bytes = first.appended_bytes();
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH_ENTRIES {
+                match rx.try_recv() {
+                    Ok(request) => {
+                        let size = request.appended_bytes();
+                        if size > 0 && batch_bytes + size > MAX_BATCH_BYTES {
+                            carry = Some(request);
+                            break;
+                        }
+                        batch_bytes += size;
+                        batch.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(batch);
+        }
+        self.flush();
+    }
+
+    /// Applies a batch in one transaction, commits, then answers every waiter.
+    fn commit_batch(&mut self, batch: Vec<Request>) {
+        let has_append = batch.iter().any(|r| matches!(r, Request::Append { .. }));
+        let durable = has_append
+            || self
+                .dirty_since
+                .is_some_and(|since| since.elapsed() >= FLUSH_INTERVAL);
+        let first_seq = self.next_seq;
+        let mut events = self.state.events.load(Ordering::Acquire);
+        let mut bytes = self.state.bytes.load(Ordering::Acquire);
+
+        let result = self.apply(&batch, durable, &mut events, &mut bytes);
+        let outcomes = match result {
+            Ok(outcomes) => {
+                self.state.events.store(events, Ordering::Release);
+                self.state.bytes.store(bytes, Ordering::Release);
+                if durable {
+                    self.state.commits.fetch_add(1, Ordering::AcqRel);
+                    self.dirty_since = None;
+                } else if self.dirty_since.is_none() {
+                    self.dirty_since = Some(Instant::now());
+                }
+                outcomes
+            }
+            Err(e) => {
+                // Nothing of the batch is stored; hand its sequence numbers out again.
+                self.next_seq = first_seq;
+                tracing::error!(dir = %self.state.dir.display(), error = %e, "Spool commit failed.");
+                batch.iter().map(|_| Err(self.io(&e))).collect()
+            }
+        };
+        let appended = has_append
+            && outcomes
+                .iter()
+                .zip(&batch)
+                .any(|(o, r)| matches!(r, Request::Append { .. }) && o.is_ok());
+        for (request, outcome) in batch.into_iter().zip(outcomes) {
+            // A waiter that gave up (dropped its future) is not an error.
+            match request {
+                Request::Append { reply, .. } => {
+                    let _ = reply.send(outcome);
+                }
+                Request::Remove { reply, .. } | Request::Bump { reply, .. } => {
+                    let _ = reply.send(outcome.map(|_| ()));
+                }
+            }
+        }
+        if appended {
+            self.state.appended.notify_one();
+        }
+    }
+
+    /// Writes the batch into one transaction and commits it. `Err` means the
+    /// whole transaction failed; per-request refusals (full, corrupt) are `Ok`
+    /// outcomes of their own.
+    fn apply(
+        &mut self,
+        batch: &[Request],
+        durable: bool,
+        events: &mut u64,
+        bytes: &mut u64,
+    ) -> Result<Vec<Outcome>, redb::Error> {
+        let start = self.next_seq;
+        let mut txn = self.state.db.begin_write()?;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        {
+            let mut table = txn.open_table(EVENTS)?;
+            for request in batch {
+                let outcome = match request {
+                    Request::Append { value, .. } => {
+                        let size = KEY_SIZE + value.len() as u64;
+                        if bytes.saturating_add(size) > self.state.max_bytes {
+                            Err(SpoolError::Full {
+                                max_bytes: self.state.max_bytes,
+                            })
+                        } else {
+                            let seq = self.next_seq;
+                            self.next_seq += 1;
+                            table.insert(seq, value.as_slice())?;
+                            *events += 1;
+                            *bytes += size;
+                            Ok(seq)
+                        }
+                    }
+                    Request::Remove { seq, .. } => {
+                        if let Some(old) = table.remove(*seq)? {
+                            *events = events.saturating_sub(1);
+                            *bytes = bytes.saturating_sub(KEY_SIZE + old.value().len() as u64);
+                        }
+                        Ok(*seq)
+                    }
+                    Request::Bump { seq, .. } => {
+                        let current = table.get(*seq)?.map(|v| v.value().to_vec());
+                        match current {
+                            None => Ok(*seq),
+                            Some(mut value) => match bump(&mut value) {
+                                Ok(()) => {
+                                    table.insert(*seq, value.as_slice())?;
+                                    Ok(*seq)
+                                }
+                                Err(why) => Err(SpoolError::Corrupt(format!(
+                                    "spool {}: entry {seq}: {why}",
+                                    self.state.dir.display()
+                                ))),
+                            },
+                        }
+                    }
+                };
+                outcomes.push(outcome);
+            }
+        }
+        if self.next_seq != start {
+            store_next_seq(&txn, self.next_seq)?;
+        }
+        txn.commit()?;
+        Ok(outcomes)
+    }
+
+    /// Makes pending non-durable commits durable: an `fsync`-only commit.
+    fn flush(&mut self) {
+        if self.dirty_since.is_none() {
+            return;
+        }
+        let result = (|| -> Result<(), redb::Error> {
+            let mut txn = self.state.db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            txn.commit()?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                self.state.commits.fetch_add(1, Ordering::AcqRel);
+                self.dirty_since = None;
+            }
+            Err(e) => {
+                // Keep dirty: the next batch or timeout tries again. The worst case is
+                // replayed removals, i.e. duplicate publishes.
+                self.dirty_since = Some(Instant::now());
+                tracing::error!(dir = %self.state.dir.display(), error = %e, "Spool flush failed.");
+            }
+        }
+    }
+
+    fn io(&self, e: &dyn std::fmt::Display) -> SpoolError {
+        SpoolError::Io(format!("spool {}: {e}", self.state.dir.display()))
+    }
+}
+
+fn store_next_seq(txn: &WriteTransaction, next_seq: u64) -> Result<(), redb::Error> {
+    let mut meta = txn.open_table(META)?;
+    meta.insert("next_seq", next_seq)?;
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Encodes one value (see the module doc for the layout).
+fn encode(outgoing: &Outgoing, enqueued_at_ms: u64, attempts: u32) -> Result<Vec<u8>, String> {
+    let fields: [&[u8]; 6] = [
+        outgoing.id.as_bytes(),
+        outgoing.source.as_bytes(),
+        outgoing.event_type.as_bytes(),
+        outgoing.time.as_bytes(),
+        outgoing.routing_key.as_bytes(),
+        &outgoing.body,
+    ];
+    let size = VALUE_HEADER + fields.iter().map(|f| 4 + f.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.push(VALUE_VERSION);
+    out.extend_from_slice(&enqueued_at_ms.to_be_bytes());
+    out.extend_from_slice(&attempts.to_be_bytes());
+    for field in fields {
+        let len = u32::try_from(field.len())
+            .map_err(|_| format!("a field of {} bytes is too large to spool", field.len()))?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(field);
+    }
+    Ok(out)
+}
+
+/// Decodes one value; the error says what is wrong with it.
+fn decode(seq: u64, value: &[u8]) -> Result<SpooledEvent, String> {
+    let mut reader = Reader { rest: value };
+    let version = reader.take(1)?[0];
+    if version != VALUE_VERSION {
+        return Err(format!(
+            "encoding version {version} is not supported (this hookgate reads {VALUE_VERSION})"
+        ));
+    }
+    let enqueued_at_ms = u64::from_be_bytes(reader.take(8)?.try_into().expect("8 bytes"));
+    let attempts = u32::from_be_bytes(reader.take(4)?.try_into().expect("4 bytes"));
+    let id = reader.text("id")?;
+    let source = reader.text("source")?;
+    let event_type = reader.text("event_type")?;
+    let time = reader.text("time")?;
+    let routing_key = reader.text("routing_key")?;
+    let body = reader.field()?.to_vec();
+    if !reader.rest.is_empty() {
+        return Err(format!("{} trailing bytes", reader.rest.len()));
+    }
+    Ok(SpooledEvent {
+        seq,
+        outgoing: Outgoing {
+            id,
+            source,
+            event_type,
+            time,
+            routing_key,
+            body,
+        },
+        enqueued_at_ms,
+        attempts,
+    })
+}
+
+/// Increments `attempts` in place (it has a fixed offset and width).
+fn bump(value: &mut [u8]) -> Result<(), String> {
+    match value.first() {
+        Some(&VALUE_VERSION) if value.len() >= VALUE_HEADER => {}
+        Some(&VALUE_VERSION) => return Err("truncated".into()),
+        Some(version) => {
+            return Err(format!(
+                "encoding version {version} is not supported (this hookgate reads {VALUE_VERSION})"
+            ))
+        }
+        None => return Err("empty value".into()),
+    }
+    let slot = &mut value[ATTEMPTS_OFFSET..ATTEMPTS_OFFSET + 4];
+    let attempts = u32::from_be_bytes((&*slot).try_into().expect("4 bytes"));
+    slot.copy_from_slice(&attempts.saturating_add(1).to_be_bytes());
+    Ok(())
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.rest.len() < n {
+            return Err("truncated".into());
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn field(&mut self) -> Result<&'a [u8], String> {
+        let len = u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes"));
+        self.take(len as usize)
+    }
+
+    fn text(&mut self, name: &str) -> Result<String, String> {
+        let bytes = self.field()?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| format!("{name} is not UTF-8"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The crash test's child: set to a directory, the helper test appends there and aborts.
+    const CRASH_DIR_ENV: &str = "HOOKGATE_SPOOL_CRASH_DIR";
+    /// Set too: the child waits past `FLUSH_INTERVAL` after its removals before aborting.
+    const CRASH_WAIT_ENV: &str = "HOOKGATE_SPOOL_CRASH_WAIT";
+    const CRASH_APPENDS: usize = 50;
+    const CRASH_REMOVES: u64 = 10;
+
+    fn outgoing(n: usize) -> Outgoing {
+        Outgoing {
+            id: format!("evt_{n:05}"),
+            source: "https://hookgate.test/stripe".into(),
+            event_type: "payment.succeeded".into(),
+            time: "2024-05-01T12:00:00Z".into(),
+            routing_key: "stripe.payment.succeeded".into(),
+            // Not valid UTF-8 on purpose: the body is stored as bytes.
+            body: [
+                b"{\"n\":".as_slice(),
+                n.to_string().as_bytes(),
+                b"}\xff\x00",
+            ]
+            .concat(),
+        }
+    }
+
+    fn entry_size(o: &Outgoing) -> u64 {
+        KEY_SIZE + encode(o, 0, 0).unwrap().len() as u64
+    }
+
+    #[test]
+    fn spool_is_send_sync_clone() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<Spool>();
+    }
+
+    #[test]
+    fn encoding_round_trips_and_rejects_damage() {
+        let o = outgoing(7);
+        let mut value = encode(&o, 1_714_564_800_123, 3).unwrap();
+        let event = decode(42, &value).unwrap();
+        assert_eq!(
+            event,
+            SpooledEvent {
+                seq: 42,
+                outgoing: o.clone(),
+                enqueued_at_ms: 1_714_564_800_123,
+                attempts: 3,
+            }
+        );
+        bump(&mut value).unwrap();
+        assert_eq!(decode(42, &value).unwrap().attempts, 4);
+
+        assert!(decode(1, &value[..value.len() - 1])
+            .unwrap_err()
+            .contains("truncated"));
+        let mut trailing = value.clone();
+        trailing.push(0);
+        assert!(decode(1, &trailing).unwrap_err().contains("trailing"));
+        let mut future = value.clone();
+        future[0] = 2;
+        assert!(decode(1, &future).unwrap_err().contains("version 2"));
+        assert!(bump(&mut future).is_err());
+        assert!(decode(1, &[]).is_err());
+    }
+
+    #[tokio::test]
+    async fn append_survives_reopen_in_order_and_stats_are_recounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let events: Vec<Outgoing> = (0..20).map(outgoing).collect();
+        let expected_bytes: u64 = events.iter().map(entry_size).sum();
+        let seqs = {
+            let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+            assert_eq!(spool.stats(), SpoolStats::default());
+            let mut seqs = Vec::new();
+            for event in &events {
+                seqs.push(spool.append(event).await.unwrap());
+            }
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+            assert_eq!(
+                spool.stats(),
+                SpoolStats {
+                    events: 20,
+                    bytes: expected_bytes
+                }
+            );
+            spool.close().await;
+            seqs
+        };
+
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            spool.stats(),
+            SpoolStats {
+                events: 20,
+                bytes: expected_bytes
+            }
+        );
+        let stored = spool.oldest_async(100).await.unwrap();
+        assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), seqs);
+        assert_eq!(
+            stored
+                .iter()
+                .map(|e| e.outgoing.clone())
+                .collect::<Vec<_>>(),
+            events
+        );
+        assert!(stored
+            .iter()
+            .all(|e| e.attempts == 0 && e.enqueued_at_ms > 0));
+
+        // Sequence numbers are never reused, even once the spool was emptied.
+        for seq in &seqs {
+            spool.remove(*seq).await.unwrap();
+        }
+        assert_eq!(spool.stats(), SpoolStats::default());
+        drop(spool); // the plain drop path also joins the writer
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert!(spool.oldest(10).unwrap().is_empty());
+        let next = spool.append(&outgoing(99)).await.unwrap();
+        assert!(next > *seqs.last().unwrap());
+    }
+
+    #[tokio::test]
+    async fn fifo_and_idempotent_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 24).unwrap();
+        let mut seqs = Vec::new();
+        for n in 0..300 {
+            seqs.push(spool.append(&outgoing(n)).await.unwrap());
+        }
+        let first = spool.oldest(10).unwrap();
+        assert_eq!(first.len(), 10);
+        for (n, event) in first.iter().enumerate() {
+            assert_eq!(event.seq, seqs[n]);
+            assert_eq!(event.outgoing, outgoing(n));
+        }
+        assert_eq!(spool.oldest(1000).unwrap().len(), 300);
+
+        let before = spool.stats();
+        spool.remove(seqs[0]).await.unwrap();
+        spool.remove(seqs[0]).await.unwrap();
+        spool.remove(seqs[5]).await.unwrap();
+        spool.remove(u64::MAX).await.unwrap();
+        assert_eq!(spool.stats().events, before.events - 2);
+        assert_eq!(
+            spool.stats().bytes,
+            before.bytes - entry_size(&outgoing(0)) - entry_size(&outgoing(5))
+        );
+        let now: Vec<u64> = spool.oldest(5).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(now, vec![seqs[1], seqs[2], seqs[3], seqs[4], seqs[6]]);
+
+        spool.bump_attempts(seqs[1]).await.unwrap();
+        spool.bump_attempts(seqs[1]).await.unwrap();
+        spool.bump_attempts(seqs[0]).await.unwrap(); // gone: a no-op
+        let head = &spool.oldest(1).unwrap()[0];
+        assert_eq!((head.seq, head.attempts), (seqs[1], 2));
+        assert_eq!(head.outgoing, outgoing(1));
+        assert_eq!(
+            spool.stats().bytes,
+            before.bytes - 2 * entry_size(&outgoing(0))
+        );
+
+        // Removals and attempts are made durable when the writer stops.
+        spool.close().await;
+        let spool = Spool::open(dir.path(), 1 << 24).unwrap();
+        let head = &spool.oldest(1).unwrap()[0];
+        assert_eq!((head.seq, head.attempts), (seqs[1], 2));
+        assert_eq!(spool.stats().events, 298);
+    }
+
+    #[tokio::test]
+    async fn full_refuses_and_keeps_earlier_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = entry_size(&outgoing(0));
+        let spool = Spool::open(dir.path(), 3 * size + size / 2).unwrap();
+        let mut seqs = Vec::new();
+        for n in 0..3 {
+            seqs.push(spool.append(&outgoing(n)).await.unwrap());
+        }
+        for n in 3..5 {
+            match spool.append(&outgoing(n)).await {
+                Err(SpoolError::Full { max_bytes }) => assert_eq!(max_bytes, 3 * size + size / 2),
+                other => panic!("expected Full, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            spool.stats(),
+            SpoolStats {
+                events: 3,
+                bytes: 3 * size
+            }
+        );
+        let stored = spool.oldest(10).unwrap();
+        assert_eq!(
+            stored
+                .iter()
+                .map(|e| e.outgoing.clone())
+                .collect::<Vec<_>>(),
+            (0..3).map(outgoing).collect::<Vec<_>>()
+        );
+
+        spool.remove(seqs[0]).await.unwrap();
+        let seq = spool.append(&outgoing(5)).await.unwrap();
+        assert!(seq > seqs[2]);
+        assert!(matches!(
+            spool.append(&outgoing(6)).await,
+            Err(SpoolError::Full { .. })
+        ));
+        assert_eq!(spool.stats().events, 3);
+
+        // Bigger than the whole bound: refused without disturbing anything.
+        let mut huge = outgoing(7);
+        huge.body = vec![b'x'; 10 * size as usize];
+        assert!(matches!(
+            spool.append(&huge).await,
+            Err(SpoolError::Full { .. })
+        ));
+        assert_eq!(spool.oldest(10).unwrap().len(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_appends_share_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 26).unwrap();
+        let before = spool.commit_count();
+        let tasks: Vec<_> = (0..200)
+            .map(|n| {
+                let spool = spool.clone();
+                tokio::spawn(async move { spool.append(&outgoing(n)).await })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for task in tasks {
+            seqs.push(task.await.unwrap().unwrap());
+        }
+        let commits = spool.commit_count() - before;
+        eprintln!(
+            "group commit: 200 appends, {commits} commits ({:.3} commits per append)",
+            commits as f64 / 200.0
+        );
+        assert!(commits < 100, "{commits} commits for 200 appends");
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), 200);
+        assert_eq!(spool.stats().events, 200);
+        assert_eq!(spool.oldest(1000).unwrap().len(), 200);
+    }
+
+    #[tokio::test]
+    async fn notified_wakes_on_append_even_if_it_came_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let waiter = {
+            let spool = spool.clone();
+            tokio::spawn(async move { spool.notified().await })
+        };
+        tokio::task::yield_now().await;
+        spool.append(&outgoing(1)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
+
+        // An append nobody waited for is remembered for the next wait.
+        spool.append(&outgoing(2)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), spool.notified())
+            .await
+            .expect("remembered");
+    }
+
+    #[tokio::test]
+    async fn corrupt_entry_is_reported_with_dir_and_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+            spool.append(&outgoing(1)).await.unwrap();
+            spool.close().await;
+        }
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(EVENTS)
+                .unwrap()
+                .insert(1000, [9u8, 1, 2].as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(spool.stats().events, 2);
+        assert_eq!(spool.oldest(1).unwrap().len(), 1);
+        let err = spool.oldest(2).unwrap_err();
+        assert!(matches!(err, SpoolError::Corrupt(_)));
+        let message = err.to_string();
+        assert!(
+            message.contains(&dir.path().display().to_string()),
+            "{message}"
+        );
+        assert!(message.contains("entry 1000"), "{message}");
+        // The drain can drop it and go on.
+        spool.remove(1000).await.unwrap();
+        assert_eq!(spool.oldest(10).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn open_errors_name_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        // A second open of the same file is refused while the first is alive.
+        let err = Spool::open(dir.path(), 1 << 20).unwrap_err();
+        assert!(matches!(err, SpoolError::Io(_)));
+        assert!(
+            err.to_string().contains(&dir.path().display().to_string()),
+            "{err}"
+        );
+        drop(spool);
+
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let err = Spool::open(&file, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("not-a-dir"), "{err}");
+    }
+
+    /// Helper for `crash_keeps_every_acknowledged_append`, run in a child
+    /// process; a no-op when the environment variable is absent.
+    #[test]
+    fn crash_child_appends_then_aborts() {
+        let Some(dir) = std::env::var_os(CRASH_DIR_ENV) else {
+            return;
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let spool = Spool::open(Path::new(&dir), 1 << 24).unwrap();
+            let mut seqs = Vec::new();
+            for n in 0..CRASH_APPENDS / 2 {
+                seqs.push(spool.append(&outgoing(n)).await.unwrap());
+            }
+            let tasks: Vec<_> = (CRASH_APPENDS / 2..CRASH_APPENDS)
+                .map(|n| {
+                    let spool = spool.clone();
+                    tokio::spawn(async move { spool.append(&outgoing(n)).await.unwrap() })
+                })
+                .collect();
+            for task in tasks {
+                seqs.push(task.await.unwrap());
+            }
+            // Not fsynced yet: a crash may undo these.
+            for seq in &seqs[..CRASH_REMOVES as usize] {
+                spool.remove(*seq).await.unwrap();
+            }
+            if std::env::var_os(CRASH_WAIT_ENV).is_some() {
+                tokio::time::sleep(FLUSH_INTERVAL + Duration::from_millis(500)).await;
+            }
+            println!("appended {}", seqs.len());
+            std::process::abort();
+        });
+    }
+
+    /// Runs the crash child on a fresh directory; returns it once the child aborted.
+    fn run_crash_child(wait_for_flush: bool) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command
+            .args([
+                "--exact",
+                "spool::tests::crash_child_appends_then_aborts",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CRASH_DIR_ENV, dir.path())
+            .env_remove(CRASH_WAIT_ENV);
+        if wait_for_flush {
+            command.env(CRASH_WAIT_ENV, "1");
+        }
+        let output = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(!output.status.success(), "the child must abort: {stdout}");
+        assert!(
+            stdout.contains(&format!("appended {CRASH_APPENDS}")),
+            "child did not finish its appends: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        dir
+    }
+
+    #[test]
+    fn crash_after_flush_interval_keeps_removals() {
+        let dir = run_crash_child(true);
+        let spool = Spool::open(dir.path(), 1 << 24).unwrap();
+        let stored = spool.oldest(1000).unwrap();
+        assert_eq!(stored.len(), CRASH_APPENDS - CRASH_REMOVES as usize);
+        assert_eq!(stored[0].outgoing, outgoing(CRASH_REMOVES as usize));
+    }
+
+    #[test]
+    fn crash_keeps_every_acknowledged_append() {
+        let dir = run_crash_child(false);
+        let spool = Spool::open(dir.path(), 1 << 24).unwrap();
+        let stored = spool.oldest(1000).unwrap();
+        // Every acknowledged append is there; removals may have been undone.
+        assert!(stored.len() >= CRASH_APPENDS - CRASH_REMOVES as usize);
+        assert!(stored.len() <= CRASH_APPENDS);
+        let removed_back = stored.len() - (CRASH_APPENDS - CRASH_REMOVES as usize);
+        eprintln!(
+            "after abort: {} entries, {removed_back} of {CRASH_REMOVES} removals undone",
+            stored.len()
+        );
+        let mut ids: Vec<String> = stored.iter().map(|e| e.outgoing.id.clone()).collect();
+        ids.sort();
+        for n in CRASH_REMOVES as usize..CRASH_APPENDS {
+            assert!(ids.binary_search(&outgoing(n).id).is_ok(), "lost {n}");
+        }
+        for event in &stored {
+            let n: usize = event.outgoing.id["evt_".len()..].parse().unwrap();
+            assert_eq!(event.outgoing, outgoing(n), "entry {} differs", event.seq);
+        }
+        assert_eq!(spool.stats().events, stored.len() as u64);
+    }
+}

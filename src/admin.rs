@@ -75,6 +75,7 @@ async fn route(req: Request<Incoming>, control: &Control, token: Option<&Secret>
             if !authorized(&req, token) {
                 return unauthorized();
             }
+            control.refresh_gauges();
             let mut resp = Response::new(Full::new(Bytes::from(control.metrics().render())));
             resp.headers_mut().insert(
                 CONTENT_TYPE,

@@ -189,6 +189,13 @@ impl Control {
     pub fn metrics(&self) -> &Metrics {
         self.pipeline.metrics()
     }
+
+    /// Brings state gauges up to date; called right before a scrape so they
+    /// are exact at the moment they are read.
+    pub fn refresh_gauges(&self) {
+        let connected = self.pipeline.publisher().is_connected();
+        self.metrics().broker_connected.set(i64::from(connected));
+    }
 }
 
 fn acceptor(settings: &Settings) -> Result<Option<tokio_rustls::TlsAcceptor>, tls::TlsError> {

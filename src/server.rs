@@ -295,12 +295,39 @@ fn log(
     source_id: &str,
     started: Instant,
     event_id: Option<&str>,
-    response: HttpResponse,
+    mut response: HttpResponse,
 ) -> HttpResponse {
+    let request_id = next_request_id();
     let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    tracing::info!(source = %source_id, status, event_id = event_id.unwrap_or(""), latency_ms, "Request handled.");
+    tracing::info!(
+        request_id = %request_id,
+        source = %source_id,
+        status,
+        event_id = event_id.unwrap_or(""),
+        latency_ms,
+        "Request handled."
+    );
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
     response
+}
+
+/// A process-unique request id: the start time of the process (so ids from
+/// two runs differ) and a counter (so ids in one run are ordered).
+fn next_request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static EPOCH: OnceLock<u64> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| {
+        SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    });
+    format!("{epoch:x}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ fn check_config_accepts_the_example_and_lists_every_problem_otherwise() {
         .env("HOOKGATE_AMQP_PASSWORD", "p")
         .env("USAEPAY_SIGNATURE_KEY", "k")
         .env("USAEPAY_BASIC_PASSWORD", "b")
+        .env("HOOKGATE_ADMIN_TOKEN", "admin-token-0123456789")
         .output()
         .unwrap();
     assert!(
@@ -108,4 +109,93 @@ auth = { basic = { username = "u", password = "p" } }
         stderr.contains("server.tls_cert") && stderr.contains("/nonexistent/cert.pem"),
         "{stderr}"
     );
+}
+
+#[test]
+fn sigterm_lets_the_in_flight_request_finish_then_exits_cleanly() {
+    use std::io::{BufRead, BufReader};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let cert = crate::support::TestCert::generate();
+    let exchange = crate::support::unique("test-exchange");
+    let text = crate::support::config_text(
+        &cert,
+        &crate::support::amqp_url(),
+        &exchange,
+        "",
+        crate::gateway::USAEPAY_SOURCE,
+    )
+    .replace("[admin]\nlisten = \"127.0.0.1:0\"\n", "");
+    let config = write_config(&text);
+    let mut child = hookgate()
+        .args(["serve", "--config"])
+        .arg(config.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = stderr.lines();
+    let mut listen = None;
+    let mut connected = false;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if entry["message"] == "Gateway listening." {
+            listen = entry["listen"]
+                .as_str()
+                .map(|s| s.parse::<std::net::SocketAddr>().unwrap());
+        }
+        if entry["message"] == "Connected to the broker." {
+            connected = true;
+        }
+        if listen.is_some() && connected {
+            break;
+        }
+    }
+    let addr = listen.expect("the gateway logs its address as JSON");
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let status = runtime.block_on(async {
+        let client = crate::support::Client::new(addr, &cert);
+        let mut stream = client.tls_stream().await.unwrap();
+        let body = crate::gateway::USAEPAY_BODY.as_bytes();
+        let mut head = format!(
+            "POST /webhooks/usaepay-main HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in crate::gateway::signed_usaepay_headers() {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&body[..50]).await.unwrap();
+        stream.flush().await.unwrap();
+
+        let kill = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+        stream.write_all(&body[50..]).await.unwrap();
+        stream.flush().await.unwrap();
+        let mut response = vec![0u8; 1024];
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read(&mut response),
+        )
+        .await
+        .expect("a response before the drain deadline")
+        .unwrap();
+        let text = String::from_utf8_lossy(&response[..n]).to_string();
+        text.split(' ').nth(1).unwrap_or("").to_owned()
+    });
+    assert_eq!(status, "200", "the request in flight at SIGTERM was served");
+
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "clean exit after draining: {exit:?}");
+    let logs = rest.join().unwrap().join("\n");
+    assert!(logs.contains("Broker connection closed."), "{logs}");
 }

@@ -22,3 +22,6 @@ mod cli;
 
 /// Each vendor end to end: its auth method, a refused attempt, no secret on the bus.
 mod vendors;
+
+/// Quotas, the pre-auth IP guard, reload, certificate rotation, metrics, readiness.
+mod ops;

@@ -138,9 +138,51 @@ pub struct Reply {
 pub struct Client {
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
+    /// Local address to connect from (loopback has all of 127.0.0.0/8).
+    from: Option<std::net::IpAddr>,
 }
 
 impl Client {
+    /// A client for a gateway at `addr` serving `cert`.
+    pub fn new(addr: SocketAddr, cert: &TestCert) -> Self {
+        Self {
+            addr,
+            tls: cert.client_config(),
+            from: None,
+        }
+    }
+
+    /// The same client, connecting from another loopback address.
+    pub fn connecting_from(mut self, ip: &str) -> Self {
+        self.from = Some(ip.parse().unwrap());
+        self
+    }
+
+    /// A client that trusts a different certificate.
+    pub fn trusting(mut self, cert: &TestCert) -> Self {
+        self.tls = cert.client_config();
+        self
+    }
+
+    async fn tcp(&self) -> TcpStream {
+        match self.from {
+            None => TcpStream::connect(self.addr).await.unwrap(),
+            Some(ip) => {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(SocketAddr::new(ip, 0)).unwrap();
+                socket.connect(self.addr).await.unwrap()
+            }
+        }
+    }
+
+    /// A raw TLS connection, for tests that write HTTP by hand.
+    pub async fn tls_stream(&self) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let tcp = self.tcp().await;
+        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        connector.connect(name, tcp).await
+    }
+
     pub async fn post(
         &self,
         path: &str,
@@ -157,11 +199,8 @@ impl Client {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Reply {
-        let tcp = TcpStream::connect(self.addr).await.unwrap();
-        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
-        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = connector
-            .connect(name, tcp)
+        let tls = self
+            .tls_stream()
             .await
             .expect("TLS handshake with the gateway");
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
@@ -306,6 +345,18 @@ pub fn config_text(
     extra_server: &str,
     sources: &str,
 ) -> String {
+    config_text_with_admin(cert, amqp, exchange, extra_server, "", sources)
+}
+
+/// As [`config_text`], with extra keys in `[admin]`.
+pub fn config_text_with_admin(
+    cert: &TestCert,
+    amqp: &str,
+    exchange: &str,
+    extra_server: &str,
+    extra_admin: &str,
+    sources: &str,
+) -> String {
     format!(
         r#"
 [server]
@@ -322,6 +373,7 @@ connect_timeout_ms = 1000
 
 [admin]
 listen = "127.0.0.1:0"
+{extra_admin}
 
 {sources}
 "#,
@@ -342,9 +394,25 @@ impl TestGateway {
         amqp: &str,
         wait_for_broker: bool,
     ) -> Self {
+        Self::launch(sources, extra_server, "", amqp, wait_for_broker).await
+    }
+
+    /// Starts with extra `[admin]` keys (e.g. a token).
+    pub async fn start_with_admin(sources: &str, extra_admin: &str) -> Self {
+        Self::launch(sources, "", extra_admin, &amqp_url(), true).await
+    }
+
+    async fn launch(
+        sources: &str,
+        extra_server: &str,
+        extra_admin: &str,
+        amqp: &str,
+        wait_for_broker: bool,
+    ) -> Self {
         let cert = TestCert::generate();
         let exchange = unique("test-exchange");
-        let text = config_text(&cert, amqp, &exchange, extra_server, sources);
+        let text =
+            config_text_with_admin(&cert, amqp, &exchange, extra_server, extra_admin, sources);
         let config_path = cert.dir.path().join("hookgate.toml");
         std::fs::write(&config_path, &text).unwrap();
         let settings =
@@ -378,23 +446,42 @@ impl TestGateway {
         Client {
             addr: self.addr,
             tls: self.cert.client_config(),
+            from: None,
         }
     }
 
     /// Rewrites the config file with other `[[source]]` tables / server keys.
     pub fn rewrite_config(&self, sources: &str, extra_server: &str) {
-        let text = config_text(
-            &self.cert,
-            &self.amqp,
-            &self.exchange,
-            extra_server,
-            sources,
-        );
+        self.rewrite_config_with_cert(&self.cert, sources, extra_server);
+    }
+
+    /// Rewrites the config file, pointing it at another certificate.
+    pub fn rewrite_config_with_cert(&self, cert: &TestCert, sources: &str, extra_server: &str) {
+        let text = config_text(cert, &self.amqp, &self.exchange, extra_server, sources);
         std::fs::write(&self.config_path, text).unwrap();
     }
 
     /// A plain-HTTP request to the admin listener: (status, body text).
     pub async fn admin(&self, method: &str, path: &str) -> (StatusCode, String) {
+        self.admin_request(method, path, None).await
+    }
+
+    /// As [`TestGateway::admin`], with a bearer token.
+    pub async fn admin_with_token(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+    ) -> (StatusCode, String) {
+        self.admin_request(method, path, Some(token)).await
+    }
+
+    async fn admin_request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, String) {
         let tcp = TcpStream::connect(self.admin).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
@@ -403,9 +490,12 @@ impl TestGateway {
         let req = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", "localhost")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
+            .header("host", "localhost");
+        let req = match token {
+            Some(t) => req.header("authorization", format!("Bearer {t}")),
+            None => req,
+        };
+        let req = req.body(Full::new(Bytes::new())).unwrap();
         let resp = sender.send_request(req).await.unwrap();
         let status = resp.status();
         let body = resp.into_body().collect().await.unwrap().to_bytes();

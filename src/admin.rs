@@ -65,7 +65,14 @@ async fn route(req: Request<Incoming>, control: &Control, token: Option<&Secret>
     match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
         (&Method::GET, "/readyz") => match control.readiness() {
-            Ok(()) => json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
+            Ok(()) => match control.spool_stats().filter(|s| s.events > 0) {
+                // Accepting and safe, but still catching up on spooled events.
+                Some(stats) => json(
+                    StatusCode::OK,
+                    serde_json::json!({ "status": "degraded", "spool_events": stats.events, "spool_bytes": stats.bytes }),
+                ),
+                None => json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
+            },
             Err(reasons) => json(
                 StatusCode::SERVICE_UNAVAILABLE,
                 serde_json::json!({ "status": "degraded", "reasons": reasons }),

@@ -75,6 +75,8 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     /// Defaults applied to every source.
     pub defaults: Option<RawDefaults>,
+    /// Local durable store for events the broker has not confirmed; absent = off.
+    pub spool: Option<RawSpool>,
     /// One entry per webhook URL handed to a vendor.
     #[serde(default, rename = "source")]
     pub sources: Vec<RawSource>,
@@ -88,6 +90,16 @@ pub struct RawAdmin {
     pub listen: Option<String>,
     /// Bearer token required for `/metrics` and `/admin/reload` when set.
     pub token: Option<String>,
+}
+
+/// `[spool]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpool {
+    /// Directory holding `spool.redb`.
+    pub dir: String,
+    /// Bound on spooled bytes; beyond it requests get 503.
+    pub max_bytes: Option<u64>,
 }
 
 /// `[defaults]`
@@ -218,9 +230,23 @@ pub struct Settings {
     pub broker: BrokerSettings,
     /// The admin listener, if configured.
     pub admin: Option<AdminSettings>,
+    /// The durable spool, if configured.
+    pub spool: Option<SpoolSettings>,
     /// Sources by id.
     pub sources: Sources,
 }
+
+/// Where unconfirmed events are kept and how much of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolSettings {
+    /// Directory of the spool database.
+    pub dir: PathBuf,
+    /// Bound on spooled bytes.
+    pub max_bytes: u64,
+}
+
+/// Spool bound when the config gives none: 1 GiB holds millions of typical events.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Where the admin endpoints listen and who may use them.
 #[derive(Debug, Clone)]
@@ -478,6 +504,17 @@ impl RawConfig {
         let server = build_server(&mut b, &self.server);
         let broker = build_broker(&mut b, &self.broker);
         let admin = self.admin.as_ref().map(|a| build_admin(&mut b, a));
+        let spool = self.spool.as_ref().map(|raw| {
+            let dir = b.expand_required("spool.dir", &raw.dir);
+            let max_bytes = raw.max_bytes.unwrap_or(DEFAULT_SPOOL_MAX_BYTES);
+            if max_bytes < 64 * 1024 {
+                b.error("spool.max_bytes", "must be at least 65536");
+            }
+            SpoolSettings {
+                dir: PathBuf::from(dir),
+                max_bytes,
+            }
+        });
         let (per_second, burst) = DEFAULT_SOURCE_RATE;
         let fallback = Rate::new(per_second, burst).expect("non-zero default");
         let default_rate = b.rate(
@@ -491,6 +528,7 @@ impl RawConfig {
                 server: server.expect("server settings exist when no error was recorded"),
                 broker,
                 admin: admin.flatten(),
+                spool,
                 sources,
             })
         } else {

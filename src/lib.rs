@@ -23,12 +23,14 @@
 //! metrics.rs     Prometheus series
 //! admin.rs       /healthz, /readyz, /metrics, /admin/reload
 //! spool.rs       durable local store for events the broker has not confirmed
+//! drain.rs       publishes spooled events once the broker confirms again
 //! ```
 
 pub mod admin;
 pub mod auth;
 pub mod canonical;
 pub mod config;
+pub mod drain;
 pub mod metrics;
 pub mod pipeline;
 pub mod publish;
@@ -58,6 +60,9 @@ pub enum StartError {
     /// The certificate or key is unusable.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The spool directory cannot be used.
+    #[error("spool.dir: {0}")]
+    Spool(#[from] spool::SpoolError),
     /// A listen address could not be bound.
     #[error("{key} `{addr}`: cannot bind ({source})")]
     Bind {
@@ -178,6 +183,16 @@ impl Control {
         if !self.pipeline.publisher().is_connected() {
             reasons.push("broker disconnected".to_owned());
         }
+        if let Some(spool) = self.pipeline.spool() {
+            let stats = spool.stats();
+            // Within 1% of the bound counts as full: the next events may not fit.
+            if stats.bytes >= spool.max_bytes() - spool.max_bytes() / 100 {
+                reasons.push(format!(
+                    "spool full ({} events, {} bytes)",
+                    stats.events, stats.bytes
+                ));
+            }
+        }
         if reasons.is_empty() {
             Ok(())
         } else {
@@ -195,6 +210,16 @@ impl Control {
     pub fn refresh_gauges(&self) {
         let connected = self.pipeline.publisher().is_connected();
         self.metrics().broker_connected.set(i64::from(connected));
+        if let Some(spool) = self.pipeline.spool() {
+            let stats = spool.stats();
+            self.metrics().spool_events.set(stats.events as i64);
+            self.metrics().spool_bytes.set(stats.bytes as i64);
+        }
+    }
+
+    /// Events and bytes waiting in the spool, when there is one.
+    pub fn spool_stats(&self) -> Option<spool::SpoolStats> {
+        self.pipeline.spool().map(|s| s.stats())
     }
 }
 
@@ -211,6 +236,8 @@ pub struct Gateway {
     admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    drain_task: Option<tokio::task::JoinHandle<()>>,
+    spool: Option<spool::Spool>,
     control: Arc<Control>,
     publisher_task: PublisherTask,
 }
@@ -258,6 +285,18 @@ impl Gateway {
             };
         let admin_addr = admin_tcp.as_ref().and_then(|l| l.local_addr().ok());
 
+        let spool = match settings.spool.clone() {
+            Some(cfg) => Some(
+                tokio::task::spawn_blocking(move || spool::Spool::open(&cfg.dir, cfg.max_bytes))
+                    .await
+                    .expect("spool open does not panic")?,
+            ),
+            None => None,
+        };
+        if let Some(spool) = &spool {
+            let stats = spool.stats();
+            tracing::info!(dir = %spool.dir().display(), events = stats.events, bytes = stats.bytes, "Spool open.");
+        }
         let metrics = Arc::new(Metrics::new());
         let (publisher, publisher_task) = Publisher::start(settings.broker.clone());
         let fixed = Fixed {
@@ -267,7 +306,12 @@ impl Gateway {
         };
         let source_count = settings.sources.iter().count();
         let runtime = Runtime::new(settings.sources, settings.server.clone(), tls, None);
-        let pipeline = Arc::new(Pipeline::new(runtime, publisher.clone(), metrics.clone()));
+        let pipeline = Arc::new(Pipeline::new(
+            runtime,
+            publisher.clone(),
+            spool.clone(),
+            metrics.clone(),
+        ));
         let control = Arc::new(Control {
             pipeline: pipeline.clone(),
             config_path,
@@ -292,7 +336,16 @@ impl Gateway {
                 stop_rx.clone(),
             )));
         }
-        tasks.push(tokio::spawn(housekeeping(pipeline, stop_rx)));
+        tasks.push(tokio::spawn(housekeeping(pipeline, stop_rx.clone())));
+        let mut drain_task = None;
+        if let Some(spool) = &spool {
+            drain_task = Some(tokio::spawn(drain::run(
+                spool.clone(),
+                publisher.clone(),
+                metrics.clone(),
+                stop_rx,
+            )));
+        }
         tracing::info!(
             listen = %local_addr,
             admin = ?admin_addr,
@@ -305,6 +358,8 @@ impl Gateway {
             admin_addr,
             stop,
             tasks,
+            drain_task,
+            spool,
             control,
             publisher_task,
         })
@@ -337,7 +392,16 @@ impl Gateway {
         for task in self.tasks {
             let _ = task.await;
         }
+        if let Some(task) = self.drain_task {
+            let _ = task.await;
+        }
         self.publisher_task.shutdown().await;
+        // The pipeline (inside control) holds a spool handle too; this closes
+        // the file once the last handle is gone.
+        drop(self.control);
+        if let Some(spool) = self.spool {
+            spool.close().await;
+        }
         tracing::info!("Gateway stopped.");
     }
 }

@@ -65,6 +65,14 @@ pub struct Metrics {
     pub reloads: Family<OutcomeLabel, Counter>,
     /// 1 while the broker connection is up.
     pub broker_connected: Gauge,
+    /// Events written to the spool because the broker did not confirm them.
+    pub spooled: Counter,
+    /// Spooled events published and confirmed by the drain task.
+    pub drained: Counter,
+    /// Events waiting in the spool.
+    pub spool_events: Gauge,
+    /// Bytes waiting in the spool.
+    pub spool_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -127,7 +135,35 @@ impl Metrics {
             "1 while the broker connection is up",
             broker_connected.clone(),
         );
+        let spooled = Counter::default();
+        registry.register(
+            "spooled",
+            "Events written to the local spool because the broker did not confirm them",
+            spooled.clone(),
+        );
+        let drained = Counter::default();
+        registry.register(
+            "drained",
+            "Spooled events later confirmed by the broker",
+            drained.clone(),
+        );
+        let spool_events = Gauge::default();
+        registry.register(
+            "spool_events",
+            "Events waiting in the spool",
+            spool_events.clone(),
+        );
+        let spool_bytes = Gauge::default();
+        registry.register(
+            "spool_bytes",
+            "Bytes waiting in the spool",
+            spool_bytes.clone(),
+        );
         Self {
+            spooled,
+            drained,
+            spool_events,
+            spool_bytes,
             registry,
             requests,
             auth_failures,

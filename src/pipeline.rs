@@ -3,6 +3,7 @@
 //! ```text
 //! lookup source ─▶ per-IP limit ─▶ (handler reads the body) ─▶ authenticate
 //!   ─▶ source quota ─▶ map (or `unmapped`) ─▶ serialize ─▶ publish + confirm
+//!   ─▶ (not confirmed) append to the spool + fsync
 //! ```
 //!
 //! This module knows nothing of HTTP beyond headers and bytes: the handler in
@@ -31,6 +32,7 @@ use crate::config::{ServerSettings, Source, Sources};
 use crate::metrics::{Metrics, OutcomeLabel, SourceLabel, SourceReason};
 use crate::publish::{Outgoing, PublishError, Publisher};
 use crate::ratelimit::{IpLimiter, RetryAfter};
+use crate::spool::{Spool, SpoolError};
 
 /// The reloadable part of the configuration, swapped as a whole.
 pub struct Runtime {
@@ -89,12 +91,14 @@ pub struct Inbound {
 /// What became of a request.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The broker confirmed the event: safe to answer 200.
+    /// The event is safe (confirmed by the broker, or fsynced to the spool): answer 200.
     Accepted {
         /// The canonical event id.
         event_id: String,
         /// The canonical type, for the request log.
         event_type: String,
+        /// Whether it went to the spool rather than straight to the broker.
+        spooled: bool,
     },
     /// The request failed authentication; nothing was published.
     Unauthorized(AuthError),
@@ -105,25 +109,51 @@ pub enum Outcome {
         /// The canonical event id it would have had.
         event_id: String,
         /// Why.
-        error: PublishError,
+        error: NotSafe,
     },
+}
+
+/// Why an event is neither confirmed nor spooled.
+#[derive(Debug, thiserror::Error)]
+pub enum NotSafe {
+    /// No spool is configured and the broker did not confirm.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The broker did not confirm and the spool is at its bound.
+    #[error("broker unavailable and the spool is full")]
+    SpoolFull,
+    /// The broker did not confirm and writing the spool failed.
+    #[error("broker unavailable and the spool write failed: {0}")]
+    SpoolFailed(String),
 }
 
 /// The shared request-processing state.
 pub struct Pipeline {
     runtime: ArcSwap<Runtime>,
     publisher: Publisher,
+    spool: Option<Spool>,
     metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
     /// A pipeline over `runtime`, publishing through `publisher`.
-    pub fn new(runtime: Runtime, publisher: Publisher, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        runtime: Runtime,
+        publisher: Publisher,
+        spool: Option<Spool>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             runtime: ArcSwap::from_pointee(runtime),
             publisher,
+            spool,
             metrics,
         }
+    }
+
+    /// The spool, when configured (readiness, metrics).
+    pub fn spool(&self) -> Option<&Spool> {
+        self.spool.as_ref()
     }
 
     /// The current configuration snapshot; a request keeps it to the end.
@@ -242,10 +272,27 @@ impl Pipeline {
             .confirms
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
-        match published {
-            Ok(()) => Outcome::Accepted {
+        let spooled = match (published, &self.spool) {
+            (Ok(()), _) => Ok(false),
+            (Err(error), None) => Err(NotSafe::Publish(error)),
+            // Not confirmed: safe once fsynced locally; the drain task publishes it later.
+            (Err(_), Some(spool)) => match spool.append(&outgoing).await {
+                Ok(_) => {
+                    self.metrics.spooled.inc();
+                    Ok(true)
+                }
+                Err(SpoolError::Full { .. }) => Err(NotSafe::SpoolFull),
+                Err(error) => {
+                    tracing::error!(error = %error, event_id = %outgoing.id, "Spool write failed; the vendor is asked to retry.");
+                    Err(NotSafe::SpoolFailed(error.to_string()))
+                }
+            },
+        };
+        match spooled {
+            Ok(spooled) => Outcome::Accepted {
                 event_id: outgoing.id,
                 event_type: outgoing.event_type,
+                spooled,
             },
             Err(error) => Outcome::Unavailable {
                 event_id: outgoing.id,

@@ -19,7 +19,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::auth::AuthError;
 use crate::config::ServerSettings;
-use crate::pipeline::{Inbound, Outcome, Pipeline};
+use crate::pipeline::{Inbound, NotSafe, Outcome, Pipeline};
 use crate::ratelimit::RetryAfter;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -248,7 +248,16 @@ fn respond(outcome: Outcome) -> (Option<String>, HttpResponse) {
         }
         Outcome::RateLimited(retry) => (None, too_many(retry)),
         Outcome::Unavailable { event_id, error: e } => {
-            tracing::warn!(event_id = %event_id, reason = %e, "Event not confirmed; asking the vendor to retry.");
+            match e {
+                // An operator must act: the spool is full or failing, and a
+                // vendor that does not retry (Sticky) loses this event.
+                NotSafe::SpoolFull | NotSafe::SpoolFailed(_) => {
+                    tracing::error!(event_id = %event_id, reason = %e, "Event neither confirmed nor spooled; asking the vendor to retry.")
+                }
+                NotSafe::Publish(_) => {
+                    tracing::warn!(event_id = %event_id, reason = %e, "Event not confirmed; asking the vendor to retry.")
+                }
+            }
             let mut resp = error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "event could not be stored; retry later",

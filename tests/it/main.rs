@@ -25,3 +25,6 @@ mod vendors;
 
 /// Quotas, the pre-auth IP guard, reload, certificate rotation, metrics, readiness.
 mod ops;
+
+/// The spool: outages, a full spool, restarts and SIGKILL lose nothing accepted.
+mod durability;

@@ -183,6 +183,48 @@ impl Client {
         connector.connect(name, tcp).await
     }
 
+    /// A POST that reports connection failures instead of panicking: `(status, body id)`.
+    pub async fn try_post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<(u16, String), String> {
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("host", "localhost");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = sender
+            .send_request(req.body(Full::new(body.into())).unwrap())
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((status, body["id"].as_str().unwrap_or_default().to_owned()))
+    }
+
     pub async fn post(
         &self,
         path: &str,
@@ -397,6 +439,11 @@ impl TestGateway {
         Self::launch(sources, extra_server, "", amqp, wait_for_broker).await
     }
 
+    /// Starts on a given exchange (a restart of an earlier gateway).
+    pub async fn start_on_exchange(sources: &str, exchange: &str) -> Self {
+        Self::launch_on(sources, "", "", &amqp_url(), true, exchange.to_owned()).await
+    }
+
     /// Starts with extra `[admin]` keys (e.g. a token).
     pub async fn start_with_admin(sources: &str, extra_admin: &str) -> Self {
         Self::launch(sources, "", extra_admin, &amqp_url(), true).await
@@ -409,8 +456,26 @@ impl TestGateway {
         amqp: &str,
         wait_for_broker: bool,
     ) -> Self {
+        Self::launch_on(
+            sources,
+            extra_server,
+            extra_admin,
+            amqp,
+            wait_for_broker,
+            unique("test-exchange"),
+        )
+        .await
+    }
+
+    async fn launch_on(
+        sources: &str,
+        extra_server: &str,
+        extra_admin: &str,
+        amqp: &str,
+        wait_for_broker: bool,
+        exchange: String,
+    ) -> Self {
         let cert = TestCert::generate();
-        let exchange = unique("test-exchange");
         let text =
             config_text_with_admin(&cert, amqp, &exchange, extra_server, extra_admin, sources);
         let config_path = cert.dir.path().join("hookgate.toml");
@@ -594,5 +659,41 @@ impl TcpProxy {
             }
         };
         self.serve(listener);
+    }
+}
+
+/// The `hookgate` binary run as a separate process, for crash and signal tests.
+pub struct GatewayProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    /// Log lines after start-up, collected until the process exits.
+    pub logs: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl GatewayProcess {
+    /// Starts `hookgate serve --config <path>` and waits for its "Gateway listening." line.
+    pub fn spawn(config_path: &std::path::Path) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["serve", "--config"])
+            .arg(config_path)
+            .env_remove("RUST_LOG")
+            .env_remove("HOOKGATE_LOG_FORMAT")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut addr = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let entry: Value = serde_json::from_str(&line).unwrap_or_default();
+            if entry["message"] == "Gateway listening." {
+                addr = entry["listen"].as_str().map(|s| s.parse().unwrap());
+                break;
+            }
+        }
+        let addr = addr.expect("the gateway logs its address as JSON");
+        let logs = std::thread::spawn(move || lines.map_while(Result::ok).collect());
+        Self { child, addr, logs }
     }
 }

@@ -1,0 +1,296 @@
+//! Nothing accepted is lost: broker outages, a full spool, restarts and a
+//! SIGKILL, with the spool enabled.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use hookgate::auth::{HmacVerifier, SignatureScheme};
+use hookgate::secret::Secret;
+
+use crate::gateway::{BASIC, USAEPAY_BODY, USAEPAY_SOURCE};
+use crate::support::{Broker, Client, TcpProxy, TestGateway};
+
+/// A distinct USAePay event (its own `event_id`) and the headers that sign it.
+pub fn usaepay_event(n: usize) -> (Vec<u8>, String) {
+    let event_id = format!("{n:064x}");
+    let body = USAEPAY_BODY
+        .replace(
+            "c088bc2884a2c3b4043991b04d96ceda7c65043778233dedb26bfd5853705dfd",
+            &event_id,
+        )
+        .into_bytes();
+    let signature = HmacVerifier::new(
+        SignatureScheme::HexBody {
+            header: "x-signature",
+        },
+        vec![Secret::new("example-signature-key")],
+        Duration::from_secs(300),
+    )
+    .sign(0, None, &body);
+    (body, signature)
+}
+
+pub async fn send(client: &Client, n: usize) -> (u16, Option<String>) {
+    let (body, signature) = usaepay_event(n);
+    let reply = client
+        .post(
+            "/webhooks/usaepay-main",
+            &[
+                ("x-signature", signature.as_str()),
+                ("authorization", BASIC),
+            ],
+            body,
+        )
+        .await;
+    (
+        reply.status.as_u16(),
+        reply.body["id"].as_str().map(str::to_owned),
+    )
+}
+
+fn spool_config(dir: &std::path::Path, max_bytes: u64) -> String {
+    format!(
+        "{USAEPAY_SOURCE}\n[spool]\ndir = \"{}\"\nmax_bytes = {max_bytes}\n",
+        dir.display()
+    )
+}
+
+/// Message ids of everything on `queue`, waiting until `expected` arrived (or 20 s).
+async fn collect_ids(broker: &Broker, queue: &str, expected: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ids.len() < expected && tokio::time::Instant::now() < deadline {
+        if let Some(msg) = broker.next(queue, Duration::from_millis(500)).await {
+            ids.push(msg.properties.message_id().as_ref().unwrap().to_string());
+        }
+    }
+    // Anything extra (a duplicate) would show up now.
+    for msg in broker.drain(queue).await {
+        ids.push(msg.properties.message_id().as_ref().unwrap().to_string());
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_sent_during_an_outage_are_accepted_and_all_arrive_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let gw = TestGateway::start_with(
+        &spool_config(dir.path(), 16 << 20),
+        "",
+        &proxy.amqp_url(),
+        true,
+    )
+    .await;
+    let broker = Broker::connect().await;
+    let queue = broker.bind_queue(&gw.exchange, "#").await;
+    let client = gw.client();
+
+    proxy.cut();
+    let mut accepted = HashSet::new();
+    for n in 0..25 {
+        let (status, id) = send(&client, n).await;
+        assert_eq!(
+            status, 200,
+            "request {n} during the outage is accepted into the spool"
+        );
+        accepted.insert(id.unwrap());
+    }
+    assert_eq!(accepted.len(), 25);
+    assert!(gw.metric("hookgate_spooled_total").await >= 25.0);
+    let (status, ready) = gw.admin("GET", "/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+
+    proxy.restore().await;
+    let ids = collect_ids(&broker, &queue, 25).await;
+    assert_eq!(ids.len(), 25, "none lost, none twice: {ids:?}");
+    assert_eq!(ids.iter().cloned().collect::<HashSet<_>>(), accepted);
+    // Spooled events are drained oldest first.
+    assert_eq!(gw.metric("hookgate_drained_total").await, 25.0);
+    assert_eq!(gw.metric("hookgate_spool_events").await, 0.0);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_answers_503_and_loses_nothing_it_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let gw = TestGateway::start_with(
+        &spool_config(dir.path(), 65_536),
+        "",
+        &proxy.amqp_url(),
+        true,
+    )
+    .await;
+    let broker = Broker::connect().await;
+    let queue = broker.bind_queue(&gw.exchange, "#").await;
+    let client = gw.client();
+
+    proxy.cut();
+    let mut accepted = HashSet::new();
+    let mut refused = 0;
+    for n in 0..200 {
+        let (body, signature) = usaepay_event(n);
+        let reply = client
+            .post(
+                "/webhooks/usaepay-main",
+                &[
+                    ("x-signature", signature.as_str()),
+                    ("authorization", BASIC),
+                ],
+                body,
+            )
+            .await;
+        match reply.status.as_u16() {
+            200 => {
+                accepted.insert(reply.body["id"].as_str().unwrap().to_owned());
+            }
+            503 => {
+                assert_eq!(reply.headers["retry-after"], "5");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        accepted.len() > 10 && refused > 0,
+        "{} accepted, {refused} refused",
+        accepted.len()
+    );
+    let (status, ready) = gw.admin("GET", "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(ready.contains("spool full"), "{ready}");
+
+    proxy.restore().await;
+    let ids = collect_ids(&broker, &queue, accepted.len()).await;
+    assert_eq!(
+        ids.iter().cloned().collect::<HashSet<_>>(),
+        accepted,
+        "every 200 arrived"
+    );
+    assert_eq!(ids.len(), accepted.len(), "and only once");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_spool_holds_is_drained_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let first = TestGateway::start_with(
+        &spool_config(dir.path(), 16 << 20),
+        "",
+        &proxy.amqp_url(),
+        true,
+    )
+    .await;
+    let broker = Broker::connect().await;
+    let queue = broker.bind_queue(&first.exchange, "#").await;
+    proxy.cut();
+    let mut accepted = HashSet::new();
+    for n in 0..10 {
+        let (status, id) = send(&first.client(), n).await;
+        assert_eq!(status, 200);
+        accepted.insert(id.unwrap());
+    }
+    let exchange = first.exchange.clone();
+    first.stop().await;
+    assert!(
+        broker.drain(&queue).await.is_empty(),
+        "nothing reached the broker yet"
+    );
+
+    // A new process on the same spool, with the broker reachable.
+    let second =
+        TestGateway::start_on_exchange(&spool_config(dir.path(), 16 << 20), &exchange).await;
+    let ids = collect_ids(&broker, &queue, 10).await;
+    assert_eq!(ids.iter().cloned().collect::<HashSet<_>>(), accepted);
+    assert_eq!(ids.len(), 10);
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_answered_200_survives_a_sigkill() {
+    use crate::support::{config_text, unique, GatewayProcess, TestCert};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cert = TestCert::generate();
+    let exchange = unique("test-exchange");
+    let broker = Broker::connect().await;
+    let queue = broker.bind_queue(&exchange, "#").await;
+    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    proxy.cut();
+
+    let sources = spool_config(dir.path(), 64 << 20);
+    let write = |amqp: &str| {
+        let path = dir.path().join("hookgate.toml");
+        let text = config_text(&cert, amqp, &exchange, "", &sources)
+            .replace("[admin]\nlisten = \"127.0.0.1:0\"\n", "");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+
+    // First run: the broker is unreachable, so every 200 means "fsynced to the spool".
+    let mut first = GatewayProcess::spawn(&write(&proxy.amqp_url()));
+    let client = Arc::new(Client::new(first.addr, &cert));
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let mut senders = Vec::new();
+    for worker in 0..4 {
+        let client = client.clone();
+        let accepted = accepted.clone();
+        senders.push(tokio::spawn(async move {
+            for i in 0..1_000 {
+                let n = worker * 10_000 + i;
+                let (body, signature) = usaepay_event(n);
+                let headers = [
+                    ("x-signature", signature.as_str()),
+                    ("authorization", BASIC),
+                ];
+                let Ok(reply) = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    client.try_post("/webhooks/usaepay-main", &headers, body),
+                )
+                .await
+                else {
+                    return;
+                };
+                match reply {
+                    Ok((200, id)) => accepted.lock().unwrap().push(id),
+                    Ok(_) => {}
+                    Err(_) => return, // the process is gone
+                }
+            }
+        }));
+    }
+    // Let a stream of requests run, then kill -9 in the middle of it.
+    while accepted.lock().unwrap().len() < 40 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    for s in senders {
+        let _ = s.await;
+    }
+    let accepted: HashSet<String> = accepted.lock().unwrap().iter().cloned().collect();
+    assert!(accepted.len() >= 40);
+    assert!(
+        broker.drain(&queue).await.is_empty(),
+        "nothing reached the broker before the crash"
+    );
+
+    // Second run on the same spool, broker reachable: everything answered 200 arrives.
+    let mut second = GatewayProcess::spawn(&write(&crate::support::amqp_url()));
+    let ids: HashSet<String> = collect_ids(&broker, &queue, accepted.len())
+        .await
+        .into_iter()
+        .collect();
+    let missing: Vec<_> = accepted.difference(&ids).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} accepted events lost: {missing:?}",
+        missing.len(),
+        accepted.len()
+    );
+    second.child.kill().unwrap();
+    second.child.wait().unwrap();
+}

@@ -18,6 +18,7 @@
 //! auth/          Basic, HMAC signatures, URL token, IP allowlist (constant-time)
 //! vendors/       one module per vendor behind the `Vendor` trait
 //! canonical.rs   the CloudEvents envelope, `data`, exact amounts, event ids
+//! guard.rs       masks full card numbers before anything is published
 //! publish.rs     lapin connection supervisor, confirm-mode channels
 //! ratelimit.rs   per-source quotas and the per-IP guard (governor)
 //! metrics.rs     Prometheus series
@@ -31,6 +32,7 @@ pub mod auth;
 pub mod canonical;
 pub mod config;
 pub mod drain;
+pub mod guard;
 pub mod metrics;
 pub mod pipeline;
 pub mod publish;

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub reloads: Family<OutcomeLabel, Counter>,
     /// 1 while the broker connection is up.
     pub broker_connected: Gauge,
+    /// Full card numbers masked out of vendor data before publishing, by source.
+    pub pan_masked: Family<SourceLabel, Counter>,
     /// Events written to the spool because the broker did not confirm them.
     pub spooled: Counter,
     /// Spooled events published and confirmed by the drain task.
@@ -135,6 +137,12 @@ impl Metrics {
             "1 while the broker connection is up",
             broker_connected.clone(),
         );
+        let pan_masked = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "pan_masked",
+            "Full card numbers masked out of vendor data before publishing",
+            pan_masked.clone(),
+        );
         let spooled = Counter::default();
         registry.register(
             "spooled",
@@ -160,6 +168,7 @@ impl Metrics {
             spool_bytes.clone(),
         );
         Self {
+            pan_masked,
             spooled,
             drained,
             spool_events,

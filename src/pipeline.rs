@@ -26,13 +26,14 @@ use hyper::HeaderMap;
 use time::OffsetDateTime;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::{client_ip, AuthError, Presented};
+use crate::auth::{client_ip, AuthError, Presented, Verified};
 use crate::canonical::{Event, UNMAPPED};
 use crate::config::{ServerSettings, Source, Sources};
 use crate::metrics::{Metrics, OutcomeLabel, SourceLabel, SourceReason};
 use crate::publish::{Outgoing, PublishError, Publisher};
 use crate::ratelimit::{IpLimiter, RetryAfter};
 use crate::spool::{Spool, SpoolError};
+use crate::vendors::{MapOptions, VendorKind};
 
 /// The reloadable part of the configuration, swapped as a whole.
 pub struct Runtime {
@@ -230,22 +231,22 @@ impl Pipeline {
         }
 
         let received_at = OffsetDateTime::from(inbound.received_at);
-        let vendor = source.vendor.vendor();
-        let event = match vendor.map(&verified, &source.options) {
-            Ok(mapped) => Event::from_mapped(source.vendor, &source.id, mapped, received_at),
-            Err(error) => {
-                tracing::warn!(source = %source.id, reason = %error, "Body not understood; publishing as unmapped.");
-                let raw = vendor.raw_body_for_unmapped(verified.body(), &source.options);
-                Event::unmapped(
-                    source.vendor,
-                    &source.id,
-                    verified.body(),
-                    raw.as_deref(),
-                    error.0,
-                    received_at,
-                )
-            }
-        };
+        let (event, masked) = normalize(
+            source.vendor,
+            &source.id,
+            &source.options,
+            &verified,
+            received_at,
+        );
+        if masked > 0 {
+            tracing::warn!(source = %source.id, event_id = %event.id, masked, "Full card numbers found in the vendor's data; masked before publishing.");
+            self.metrics
+                .pan_masked
+                .get_or_create(&SourceLabel {
+                    source: source.id.clone(),
+                })
+                .inc_by(masked as u64);
+        }
         if event.event_type == UNMAPPED {
             self.metrics
                 .unmapped
@@ -300,4 +301,51 @@ impl Pipeline {
             },
         }
     }
+}
+
+/// Turns a verified body into the event that will be published: the
+/// vendor's mapping (or an `unmapped` event carrying the body and the reason),
+/// then the card-number guard. Pure, so tests and tools run exactly what the
+/// request path runs. Returns the event and how many card numbers were masked.
+pub fn normalize(
+    vendor_kind: VendorKind,
+    source_id: &str,
+    options: &MapOptions,
+    verified: &Verified,
+    received_at: OffsetDateTime,
+) -> (Event, usize) {
+    let vendor = vendor_kind.vendor();
+    let mut event = match vendor.map(verified, options) {
+        Ok(mapped) => Event::from_mapped(vendor_kind, source_id, mapped, received_at),
+        Err(error) => {
+            tracing::warn!(source = %source_id, reason = %error, "Body not understood; publishing as unmapped.");
+            let raw = vendor.raw_body_for_unmapped(verified.body(), options);
+            Event::unmapped(
+                vendor_kind,
+                source_id,
+                verified.body(),
+                raw.as_deref(),
+                error.0,
+                received_at,
+            )
+        }
+    };
+    let masked = mask_card_numbers(&mut event);
+    (event, masked)
+}
+
+/// Applies the PAN guard to everything vendor-controlled in an event: the
+/// parsed vendor data and, for `unmapped` events, the raw body text.
+fn mask_card_numbers(event: &mut Event) -> usize {
+    let mut masked = crate::guard::mask_pans(&mut event.data.facts.vendor_data);
+    if let Some(unmapped) = event.data.facts.unmapped.as_mut() {
+        if unmapped.raw_body_encoding == "utf8" {
+            let (text, n) = crate::guard::mask_text(&unmapped.raw_body);
+            if n > 0 {
+                unmapped.raw_body = text;
+                masked += n;
+            }
+        }
+    }
+    masked
 }

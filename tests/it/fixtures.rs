@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 
 use hookgate::auth::Verified;
-use hookgate::canonical::Event;
 use hookgate::vendors::{AmountUnit, MapOptions, VendorKind};
 use serde_json::Value;
 
@@ -65,7 +64,8 @@ pub fn options_from(expect: &Value) -> MapOptions {
     options
 }
 
-/// Runs a body through the vendor's real mapping, as the pipeline does.
+/// Runs a body through the vendor's real mapping and the card guard, exactly
+/// as the pipeline does.
 pub fn map_fixture(
     vendor: VendorKind,
     source_id: &str,
@@ -74,14 +74,59 @@ pub fn map_fixture(
 ) -> Value {
     let received = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
     let verified = Verified::assume_verified_for_tests(body.to_vec());
-    let event = match vendor.vendor().map(&verified, options) {
-        Ok(mapped) => Event::from_mapped(vendor, source_id, mapped, received),
-        Err(e) => {
-            let raw = vendor.vendor().raw_body_for_unmapped(body, options);
-            Event::unmapped(vendor, source_id, body, raw.as_deref(), e.0, received)
-        }
-    };
+    let (event, _) = hookgate::pipeline::normalize(vendor, source_id, options, &verified, received);
     serde_json::to_value(&event).unwrap()
+}
+
+/// Adds a full test card number next to the vendor's own fields (at the top
+/// level and inside `data`/`v2`/`event_body`), where a careless merchant note would sit.
+fn plant_card_number(body: &[u8]) -> Option<Vec<u8>> {
+    let mut doc: Value = serde_json::from_slice(body).ok()?;
+    let note = Value::from("customer note: card 4111 1111 1111 1111 exp 12/30");
+    doc.as_object_mut()?
+        .insert("hookgate_note".into(), note.clone());
+    for key in ["data", "v2", "event_body"] {
+        if let Some(inner) = doc.get_mut(key).and_then(Value::as_object_mut) {
+            inner.insert("hookgate_note".into(), note.clone());
+            inner.insert("hookgate_pan".into(), Value::from(4_012_888_888_881_881u64));
+        }
+    }
+    serde_json::to_vec(&doc).ok()
+}
+
+#[test]
+fn no_full_card_number_survives_mapping_of_any_fixture() {
+    let mut planted = 0;
+    for vendor in VendorKind::ALL {
+        for (path, expect) in fixtures(vendor) {
+            let original = std::fs::read(&path).unwrap();
+            let mut bodies = vec![original.clone()];
+            if let Some(with_pan) = plant_card_number(&original) {
+                bodies.push(with_pan);
+                planted += 1;
+            }
+            for body in bodies {
+                let event = map_fixture(vendor, "fixture-source", &body, &options_from(&expect));
+                let text = event.to_string();
+                let (_, left) = hookgate::guard::mask_text(&text);
+                assert_eq!(
+                    left,
+                    0,
+                    "{}: a card number is published: {text}",
+                    path.display()
+                );
+                assert!(
+                    !text.contains("4111 1111 1111 1111") && !text.contains("4012888888881881"),
+                    "{}",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(
+        planted > 20,
+        "card numbers were planted in the JSON fixtures ({planted})"
+    );
 }
 
 fn lookup<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {

@@ -23,6 +23,7 @@
 //! ratelimit.rs   per-source quotas and the per-IP guard (governor)
 //! metrics.rs     Prometheus series
 //! admin.rs       /healthz, /readyz, /metrics, /admin/reload
+//! tools.rs       `hookgate sign` and `hookgate spool ...`
 //! spool.rs       durable local store for events the broker has not confirmed
 //! drain.rs       publishes spooled events once the broker confirms again
 //! ```
@@ -41,6 +42,7 @@ pub mod secret;
 pub mod server;
 pub mod spool;
 pub mod tls;
+pub mod tools;
 pub mod vendors;
 
 use std::net::SocketAddr;

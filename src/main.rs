@@ -28,6 +28,133 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print the URL and headers a vendor would send for a body (a curl command to test a deployment).
+    Sign {
+        /// Path to the TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The source to sign for.
+        #[arg(long)]
+        source: String,
+        /// The body to sign; standard input when absent.
+        #[arg(long)]
+        body: Option<PathBuf>,
+    },
+    /// Inspect or operate the local spool (stop the gateway first: one process per spool).
+    Spool {
+        /// Path to the TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: SpoolAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpoolAction {
+    /// Events and bytes waiting.
+    Stats,
+    /// The oldest entries, one per line.
+    List {
+        /// How many to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Publish every spooled event now, with confirms.
+    Replay,
+    /// Delete every spooled event. They are lost.
+    Purge {
+        /// Confirms that the events may be lost.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Loads a config for a command, or prints every problem and exits 2.
+fn load(config: &std::path::Path) -> Result<hookgate::config::Settings, ExitCode> {
+    hookgate::config::load(config).map_err(|errors| {
+        eprintln!("{}: {errors}", config.display());
+        ExitCode::from(2)
+    })
+}
+
+fn report<T>(result: Result<T, hookgate::tools::ToolError>, print: impl FnOnce(T)) -> ExitCode {
+    match result {
+        Ok(value) => {
+            print(value);
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_tool(command: Command) -> ExitCode {
+    match command {
+        Command::Sign {
+            config,
+            source,
+            body,
+        } => {
+            let settings = match load(&config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let (bytes, path) = match &body {
+                Some(path) => match std::fs::read(path) {
+                    Ok(bytes) => (bytes, path.display().to_string()),
+                    Err(e) => {
+                        eprintln!("--body {}: {e}", path.display());
+                        return ExitCode::from(2);
+                    }
+                },
+                None => {
+                    let mut bytes = Vec::new();
+                    if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes) {
+                        eprintln!("stdin: {e}");
+                        return ExitCode::from(2);
+                    }
+                    (bytes, "body.json".to_owned())
+                }
+            };
+            report(
+                hookgate::tools::sign(&settings, &source, &bytes, &path),
+                |out| print!("{out}"),
+            )
+        }
+        Command::Spool { config, action } => {
+            let settings = match load(&config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+            match action {
+                SpoolAction::Stats => report(hookgate::tools::spool_stats(&settings), |out| {
+                    print!("{out}")
+                }),
+                SpoolAction::List { limit } => {
+                    report(hookgate::tools::spool_list(&settings, limit), |out| {
+                        print!("{out}")
+                    })
+                }
+                SpoolAction::Replay => report(
+                    runtime.block_on(hookgate::tools::spool_replay(&settings)),
+                    |n| println!("{n} event(s) published and removed from the spool"),
+                ),
+                SpoolAction::Purge { yes: false } => {
+                    eprintln!("purge deletes every spooled event; run again with --yes to confirm");
+                    ExitCode::from(2)
+                }
+                SpoolAction::Purge { yes: true } => report(
+                    runtime.block_on(hookgate::tools::spool_purge(&settings)),
+                    |n| println!("{n} event(s) deleted"),
+                ),
+            }
+        }
+        Command::Serve { .. } | Command::CheckConfig { .. } => unreachable!("handled in main"),
+    }
 }
 
 fn main() -> ExitCode {
@@ -65,6 +192,7 @@ fn main() -> ExitCode {
             };
             runtime.block_on(serve(settings, config))
         }
+        other => run_tool(other),
     }
 }
 

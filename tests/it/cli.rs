@@ -199,3 +199,158 @@ fn sigterm_lets_the_in_flight_request_finish_then_exits_cleanly() {
     let logs = rest.join().unwrap().join("\n");
     assert!(logs.contains("Broker connection closed."), "{logs}");
 }
+
+#[test]
+fn sign_prints_the_request_a_vendor_would_send() {
+    let cfg = write_config(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:8443"
+[broker]
+url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+{}
+[[source]]
+id = "sticky-main"
+vendor = "stickypay"
+auth = {{ token = "sticky-url-token-0123456789" }}
+"#,
+        crate::gateway::USAEPAY_SOURCE.replace("previous-signature-key", "example-signature-key")
+    ));
+    let body = write_config(crate::gateway::USAEPAY_BODY);
+    let out = hookgate()
+        .args(["sign", "--source", "usaepay-main", "--config"])
+        .arg(cfg.path())
+        .arg("--body")
+        .arg(body.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    // The self-computed vector of vendors.md §5 and the Basic vector.
+    assert!(
+        text.contains(&format!(
+            "x-signature: {}",
+            crate::gateway::USAEPAY_SIGNATURE
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&crate::gateway::BASIC.to_lowercase()),
+        "{text}"
+    );
+    assert!(
+        text.contains("url: http://127.0.0.1:8443/webhooks/usaepay-main"),
+        "{text}"
+    );
+
+    let out = hookgate()
+        .args(["sign", "--source", "sticky-main", "--config"])
+        .arg(cfg.path())
+        .arg("--body")
+        .arg(body.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("/webhooks/sticky-main/sticky-url-token-0123456789"));
+
+    let out = hookgate()
+        .args(["sign", "--source", "nope", "--config"])
+        .arg(cfg.path())
+        .arg("--body")
+        .arg(body.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no source `nope`"));
+}
+
+#[test]
+fn spool_commands_show_replay_and_purge_what_is_spooled() {
+    use hookgate::publish::Outgoing;
+
+    let dir = tempfile::tempdir().unwrap();
+    let exchange = crate::support::unique("test-exchange");
+    let cfg = write_config(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[broker]
+url = "{}"
+exchange = "{exchange}"
+[spool]
+dir = "{}"
+{}
+"#,
+        crate::support::amqp_url(),
+        dir.path().display(),
+        crate::gateway::USAEPAY_SOURCE
+    ));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (broker, queue) = runtime.block_on(async {
+        let broker = crate::support::Broker::connect().await;
+        let queue = broker.bind_queue(&exchange, "#").await;
+        let spool = hookgate::spool::Spool::open(dir.path(), 1 << 20).unwrap();
+        for n in 0..3 {
+            let outgoing = Outgoing {
+                id: format!("00000000-0000-8000-8000-00000000000{n}"),
+                source: "/sources/usaepay-main".into(),
+                event_type: "payment.succeeded".into(),
+                time: "2021-04-07T15:14:26Z".into(),
+                routing_key: "usaepay-main.payment.succeeded".into(),
+                body: format!("{{\"n\":{n}}}").into_bytes(),
+            };
+            spool.append(&outgoing).await.unwrap();
+        }
+        spool.close().await;
+        (broker, queue)
+    });
+
+    let run = |args: &[&str]| {
+        let out = hookgate()
+            .args(["spool", "--config"])
+            .arg(cfg.path())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, stats, _) = run(&["stats"]);
+    assert_eq!(code, Some(0));
+    assert!(stats.contains("3 event(s)"), "{stats}");
+    let (_, list, _) = run(&["list"]);
+    assert_eq!(list.lines().count(), 3);
+    assert!(
+        list.contains("00000000-0000-8000-8000-000000000000\tusaepay-main.payment.succeeded"),
+        "{list}"
+    );
+    let (code, _, err) = run(&["purge"]);
+    assert_eq!(code, Some(2), "purge needs --yes");
+    assert!(err.contains("--yes"));
+
+    let (code, out, err) = run(&["replay"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("3 event(s) published"), "{out}");
+    let ids: Vec<String> = runtime.block_on(async {
+        broker
+            .drain(&queue)
+            .await
+            .iter()
+            .map(|m| m.properties.message_id().as_ref().unwrap().to_string())
+            .collect()
+    });
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert!(
+        ids[0].ends_with('0') && ids[2].ends_with('2'),
+        "oldest first: {ids:?}"
+    );
+    let (_, stats, _) = run(&["stats"]);
+    assert!(stats.contains(": 0 event(s)"), "{stats}");
+}

@@ -113,7 +113,6 @@ auth = { basic = { username = "u", password = "p" } }
 
 #[test]
 fn sigterm_lets_the_in_flight_request_finish_then_exits_cleanly() {
-    use std::io::{BufRead, BufReader};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let cert = crate::support::TestCert::generate();
@@ -127,33 +126,8 @@ fn sigterm_lets_the_in_flight_request_finish_then_exits_cleanly() {
     )
     .replace("[admin]\nlisten = \"127.0.0.1:0\"\n", "");
     let config = write_config(&text);
-    let mut child = hookgate()
-        .args(["serve", "--config"])
-        .arg(config.path())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut lines = stderr.lines();
-    let mut listen = None;
-    let mut connected = false;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if entry["message"] == "Gateway listening." {
-            listen = entry["listen"]
-                .as_str()
-                .map(|s| s.parse::<std::net::SocketAddr>().unwrap());
-        }
-        if entry["message"] == "Connected to the broker." {
-            connected = true;
-        }
-        if listen.is_some() && connected {
-            break;
-        }
-    }
-    let addr = listen.expect("the gateway logs its address as JSON");
-    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let gateway = crate::support::GatewayProcess::spawn(config.path(), true);
+    let (mut child, addr) = (gateway.child, gateway.addr);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let status = runtime.block_on(async {
@@ -196,7 +170,7 @@ fn sigterm_lets_the_in_flight_request_finish_then_exits_cleanly() {
 
     let exit = child.wait().unwrap();
     assert!(exit.success(), "clean exit after draining: {exit:?}");
-    let logs = rest.join().unwrap().join("\n");
+    let logs = gateway.logs.join().unwrap().join("\n");
     assert!(logs.contains("Broker connection closed."), "{logs}");
 }
 

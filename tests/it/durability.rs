@@ -231,7 +231,7 @@ async fn every_event_answered_200_survives_a_sigkill() {
     };
 
     // First run: the broker is unreachable, so every 200 means "fsynced to the spool".
-    let mut first = GatewayProcess::spawn(&write(&proxy.amqp_url()));
+    let mut first = GatewayProcess::spawn(&write(&proxy.amqp_url()), false);
     let client = Arc::new(Client::new(first.addr, &cert));
     let accepted = Arc::new(Mutex::new(Vec::new()));
     let mut senders = Vec::new();
@@ -279,7 +279,7 @@ async fn every_event_answered_200_survives_a_sigkill() {
     );
 
     // Second run on the same spool, broker reachable: everything answered 200 arrives.
-    let mut second = GatewayProcess::spawn(&write(&crate::support::amqp_url()));
+    let mut second = GatewayProcess::spawn(&write(&crate::support::amqp_url()), true);
     let ids: HashSet<String> = collect_ids(&broker, &queue, accepted.len())
         .await
         .into_iter()

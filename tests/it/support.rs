@@ -671,8 +671,9 @@ pub struct GatewayProcess {
 }
 
 impl GatewayProcess {
-    /// Starts `hookgate serve --config <path>` and waits for its "Gateway listening." line.
-    pub fn spawn(config_path: &std::path::Path) -> Self {
+    /// Starts `hookgate serve --config <path>` and waits for its "Gateway
+    /// listening." line (and, with `wait_for_broker`, "Connected to the broker.").
+    pub fn spawn(config_path: &std::path::Path, wait_for_broker: bool) -> Self {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
             .args(["serve", "--config"])
@@ -684,11 +685,17 @@ impl GatewayProcess {
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let mut addr = None;
+        let mut connected = !wait_for_broker;
         for line in lines.by_ref() {
             let line = line.unwrap();
             let entry: Value = serde_json::from_str(&line).unwrap_or_default();
             if entry["message"] == "Gateway listening." {
                 addr = entry["listen"].as_str().map(|s| s.parse().unwrap());
+            }
+            if entry["message"] == "Connected to the broker." {
+                connected = true;
+            }
+            if addr.is_some() && connected {
                 break;
             }
         }

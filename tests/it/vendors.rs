@@ -355,3 +355,128 @@ async fn no_fixture_of_any_vendor_puts_a_secret_on_the_bus() {
     }
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_logs_of_a_run_through_every_fixture_hold_no_secret() {
+    use crate::support::{config_text, unique, Client, GatewayProcess, TestCert};
+
+    let cert = TestCert::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookgate.toml");
+    let text = config_text(
+        &cert,
+        &crate::support::amqp_url(),
+        &unique("test-exchange"),
+        "",
+        &sources(),
+    )
+    .replace("[admin]\nlisten = \"127.0.0.1:0\"\n", "");
+    std::fs::write(&path, text).unwrap();
+    let mut gateway = GatewayProcess::spawn(&path, true);
+    let client = Client::new(gateway.addr, &cert);
+
+    let strictly_auth = basic("strictly", STRICTLY_PASSWORD);
+    let wrong_token = format!("/webhooks/sticky-main/{}", "z".repeat(32));
+    let mut sent = 0;
+    for vendor in VendorKind::ALL {
+        for (path, _) in fixtures(vendor) {
+            let body = std::fs::read(&path).unwrap();
+            let legacy = path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("legacy");
+            let result = match vendor {
+                VendorKind::Usaepay => {
+                    let sig = HmacVerifier::new(
+                        SignatureScheme::HexBody {
+                            header: "x-signature",
+                        },
+                        vec![Secret::new(USAEPAY_KEY)],
+                        Duration::from_secs(300),
+                    )
+                    .sign(0, None, &body);
+                    client
+                        .try_post(
+                            "/webhooks/usaepay-main",
+                            &[("x-signature", sig.as_str()), ("authorization", BASIC)],
+                            body,
+                        )
+                        .await
+                }
+                VendorKind::Strictly => {
+                    client
+                        .try_post(
+                            "/webhooks/strictly-main",
+                            &[("authorization", strictly_auth.as_str())],
+                            body,
+                        )
+                        .await
+                }
+                VendorKind::Nexio if legacy => {
+                    let sig = nexio_signature(&body, now());
+                    client
+                        .try_post(
+                            "/webhooks/nexio-legacy",
+                            &[("nexio-signature", sig.as_str())],
+                            body,
+                        )
+                        .await
+                }
+                VendorKind::Nexio => {
+                    client
+                        .try_post(&format!("/webhooks/nexio-simple/{NEXIO_TOKEN}"), &[], body)
+                        .await
+                }
+                VendorKind::Stickypay => {
+                    client
+                        .try_post(&format!("/webhooks/sticky-main/{STICKY_TOKEN}"), &[], body)
+                        .await
+                }
+            };
+            assert_eq!(result.unwrap().0, 200, "{}", path.display());
+            sent += 1;
+        }
+    }
+    // Refusals are logged too: a wrong token, wrong Basic credentials.
+    client.try_post(&wrong_token, &[], "{}").await.unwrap();
+    let wrong_basic = basic("strictly", "not-the-password");
+    client
+        .try_post(
+            "/webhooks/strictly-main",
+            &[("authorization", wrong_basic.as_str())],
+            "{}",
+        )
+        .await
+        .unwrap();
+
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &gateway.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    gateway.child.wait().unwrap();
+    let logs = gateway.logs.join().unwrap().join("\n");
+    assert!(
+        logs.matches("Request handled.").count() >= sent,
+        "every request was logged"
+    );
+
+    let personal = ["tim@sticky.to", "John Doe", "Zq8!vR2#kLp0-never-publish"];
+    for secret in CONFIGURED_SECRETS
+        .iter()
+        .chain(personal.iter())
+        .copied()
+        .chain(planted_secrets().iter().map(String::as_str))
+    {
+        assert!(!logs.contains(secret), "`{secret}` appears in the logs");
+    }
+    assert!(
+        !logs.contains(&"z".repeat(32)),
+        "a URL token (even a wrong one) appears in the logs"
+    );
+    assert!(
+        !logs.contains("/webhooks/"),
+        "request paths are never logged"
+    );
+}

@@ -40,6 +40,26 @@ enum Command {
         #[arg(long)]
         body: Option<PathBuf>,
     },
+    /// Push a captured webhook body through the pipeline as if the vendor had sent it.
+    Send {
+        /// Path to the TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The source it would have arrived at.
+        #[arg(long)]
+        source: String,
+        /// The body, exactly as the vendor sends it.
+        file: PathBuf,
+    },
+    /// Re-map events parked as `unmapped` (after an upgrade), publishing them with their original ids.
+    Remap {
+        /// Path to the TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The queue holding the parked `unmapped` events.
+        #[arg(long)]
+        from_queue: String,
+    },
     /// Inspect or operate the local spool (stop the gateway first: one process per spool).
     Spool {
         /// Path to the TOML config file.
@@ -152,6 +172,44 @@ fn run_tool(command: Command) -> ExitCode {
                     |n| println!("{n} event(s) deleted"),
                 ),
             }
+        }
+        Command::Send {
+            config,
+            source,
+            file,
+        } => {
+            let settings = match load(&config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let body = match std::fs::read(&file) {
+                Ok(body) => body,
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+            report(
+                runtime.block_on(hookgate::tools::send(&settings, &source, body)),
+                |sent| println!("{} {}", sent.id, sent.event_type),
+            )
+        }
+        Command::Remap { config, from_queue } => {
+            let settings = match load(&config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+            report(
+                runtime.block_on(hookgate::tools::remap(&settings, &from_queue)),
+                |r| {
+                    println!(
+                        "{} remapped, {} still unmapped, {} skipped (left on {from_queue})",
+                        r.remapped, r.still_unmapped, r.skipped
+                    )
+                },
+            )
         }
         Command::Serve { .. } | Command::CheckConfig { .. } => unreachable!("handled in main"),
     }

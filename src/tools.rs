@@ -1,11 +1,14 @@
-//! Operator commands beside `serve`: what `hookgate sign` and `hookgate spool`
-//! do, kept out of `main.rs` so they are testable as library functions.
+//! Operator commands beside `serve`: `hookgate sign`, `spool`, `send` and
+//! `remap`, kept out of `main.rs` so they are testable as library functions.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::auth::Verified;
+use crate::canonical::UNMAPPED;
 use crate::config::{Settings, Source};
-use crate::publish::Publisher;
+use crate::pipeline::normalize;
+use crate::publish::{Outgoing, Publisher};
 use crate::spool::{Spool, SpoolError};
 
 /// Why an operator command failed; the message says what to do.
@@ -172,4 +175,183 @@ pub async fn spool_replay(settings: &Settings) -> Result<u64, ToolError> {
     task.shutdown().await;
     spool.close().await;
     result
+}
+
+/// What `hookgate send` published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The canonical event id.
+    pub id: String,
+    /// The canonical type (`unmapped` if the body was not understood).
+    pub event_type: String,
+}
+
+/// `hookgate send`: pushes a captured body through the mapping and publishes
+/// it with confirms, as if the vendor had sent it to `source_id` (for
+/// recovering events from a vendor's API export). Authentication is skipped:
+/// the operator vouches for the body.
+pub async fn send(settings: &Settings, source_id: &str, body: Vec<u8>) -> Result<Sent, ToolError> {
+    let source = settings
+        .sources
+        .get(source_id)
+        .ok_or_else(|| ToolError::UnknownSource(source_id.to_owned()))?;
+    let verified = Verified::vouched_by_operator(body);
+    let now = time::OffsetDateTime::now_utc();
+    let (event, _) = normalize(source.vendor, &source.id, &source.options, &verified, now);
+    let outgoing = Outgoing::from_event(&event);
+    publish_all(settings, std::slice::from_ref(&outgoing)).await?;
+    Ok(Sent {
+        id: outgoing.id,
+        event_type: outgoing.event_type,
+    })
+}
+
+/// Publishes with confirms through a short-lived publisher.
+async fn publish_all(settings: &Settings, events: &[Outgoing]) -> Result<(), ToolError> {
+    let (publisher, task) = Publisher::start(settings.broker.clone());
+    let result = async {
+        if !publisher.wait_connected(Duration::from_secs(10)).await {
+            return Err(ToolError::Broker("not reachable within 10 s".into()));
+        }
+        for outgoing in events {
+            publisher
+                .publish(outgoing)
+                .await
+                .map_err(|e| ToolError::Broker(format!("event {}: {e}", outgoing.id)))?;
+        }
+        Ok(())
+    }
+    .await;
+    task.shutdown().await;
+    result
+}
+
+/// What `hookgate remap` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemapReport {
+    /// Parked events that now map, published under their original ids.
+    pub remapped: u64,
+    /// Events that still do not map; left on the queue.
+    pub still_unmapped: u64,
+    /// Messages that are not hookgate `unmapped` events or name an unknown source; left on the queue.
+    pub skipped: u64,
+}
+
+/// `hookgate remap`: re-runs the mapping over `unmapped` events parked on
+/// `queue` (each carries its raw body). After an upgrade that teaches
+/// hookgate a new body shape, those become real canonical events, published
+/// with their original ids; each parked message is acknowledged only after
+/// its replacement is confirmed. What still does not map stays on the queue.
+pub async fn remap(settings: &Settings, queue: &str) -> Result<RemapReport, ToolError> {
+    use lapin::options::{BasicAckOptions, BasicGetOptions, BasicRejectOptions};
+
+    let broker = |e: lapin::Error| ToolError::Broker(e.to_string());
+    let connection = lapin::Connection::connect(
+        settings.broker.url.expose(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .map_err(broker)?;
+    let channel = connection.create_channel().await.map_err(broker)?;
+    let (publisher, task) = Publisher::start(settings.broker.clone());
+    if !publisher.wait_connected(Duration::from_secs(10)).await {
+        task.shutdown().await;
+        return Err(ToolError::Broker("not reachable within 10 s".into()));
+    }
+    let mut report = RemapReport::default();
+    let mut kept = Vec::new();
+    let outcome = loop {
+        // Messages taken without auto-ack stay invisible until this channel
+        // acks or rejects them, so each parked event is looked at once per run.
+        let message = match channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+            .await
+        {
+            Ok(Some(message)) => message,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(broker(e)),
+        };
+        let delivery = message.delivery;
+        match remapped_event(settings, &delivery.data) {
+            Remapped::Event(outgoing) => {
+                if let Err(e) = publisher.publish(&outgoing).await {
+                    kept.push(delivery);
+                    break Err(ToolError::Broker(format!("event {}: {e}", outgoing.id)));
+                }
+                delivery
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(broker)?;
+                report.remapped += 1;
+            }
+            Remapped::StillUnmapped => {
+                report.still_unmapped += 1;
+                kept.push(delivery);
+            }
+            Remapped::NotOurs => {
+                report.skipped += 1;
+                kept.push(delivery);
+            }
+        }
+    };
+    for delivery in kept {
+        let _ = delivery.reject(BasicRejectOptions { requeue: true }).await;
+    }
+    task.shutdown().await;
+    let _ = connection.close(200, "remap done".into()).await;
+    outcome.map(|()| report)
+}
+
+enum Remapped {
+    Event(Outgoing),
+    StillUnmapped,
+    NotOurs,
+}
+
+/// The replacement for one parked `unmapped` message, if it now maps.
+fn remapped_event(settings: &Settings, message: &[u8]) -> Remapped {
+    use base64::Engine;
+    let Ok(parked) = serde_json::from_slice::<serde_json::Value>(message) else {
+        return Remapped::NotOurs;
+    };
+    let data = &parked["data"];
+    let (Some(id), Some(source_id), Some(raw), Some(encoding)) = (
+        parked["id"].as_str(),
+        data["source_id"].as_str(),
+        data["unmapped"]["raw_body"].as_str(),
+        data["unmapped"]["raw_body_encoding"].as_str(),
+    ) else {
+        return Remapped::NotOurs;
+    };
+    let Some(source) = settings.sources.get(source_id) else {
+        return Remapped::NotOurs;
+    };
+    let body = match encoding {
+        "utf8" => raw.as_bytes().to_vec(),
+        "base64" => match base64::engine::general_purpose::STANDARD.decode(raw) {
+            Ok(bytes) => bytes,
+            Err(_) => return Remapped::NotOurs,
+        },
+        _ => return Remapped::NotOurs,
+    };
+    let received_at = data["received_at"]
+        .as_str()
+        .and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .unwrap_or_else(time::OffsetDateTime::now_utc);
+    let verified = Verified::vouched_by_operator(body);
+    let (mut event, _) = normalize(
+        source.vendor,
+        &source.id,
+        &source.options,
+        &verified,
+        received_at,
+    );
+    if event.event_type == UNMAPPED {
+        return Remapped::StillUnmapped;
+    }
+    // Consumers that saw the parked event can tell the replacement by its id.
+    event.id = id.to_owned();
+    Remapped::Event(Outgoing::from_event(&event))
 }

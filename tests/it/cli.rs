@@ -328,3 +328,169 @@ dir = "{}"
     let (_, stats, _) = run(&["stats"]);
     assert!(stats.contains(": 0 event(s)"), "{stats}");
 }
+
+fn broker_config(exchange: &str) -> tempfile::NamedTempFile {
+    write_config(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[broker]
+url = "{}"
+exchange = "{exchange}"
+{}
+[[source]]
+id = "sticky-main"
+vendor = "stickypay"
+auth = {{ token = "sticky-url-token-0123456789" }}
+"#,
+        crate::support::amqp_url(),
+        crate::gateway::USAEPAY_SOURCE
+    ))
+}
+
+#[test]
+fn send_publishes_a_captured_body_as_if_the_vendor_had_sent_it() {
+    let exchange = crate::support::unique("test-exchange");
+    let cfg = broker_config(&exchange);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (broker, queue) = runtime.block_on(async {
+        let broker = crate::support::Broker::connect().await;
+        let queue = broker.bind_queue(&exchange, "sticky-main.#").await;
+        (broker, queue)
+    });
+    let fixture = crate::fixtures::fixture_dir(hookgate::vendors::VendorKind::Stickypay)
+        .join("seed-session-cart-pay.json");
+    let out = hookgate()
+        .args(["send", "--source", "sticky-main", "--config"])
+        .arg(cfg.path())
+        .arg(&fixture)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let (id, kind) = stdout.trim().split_once(' ').unwrap();
+    assert_eq!(kind, "payment.succeeded");
+    let msg = runtime
+        .block_on(broker.next(&queue, std::time::Duration::from_secs(5)))
+        .expect("published");
+    assert_eq!(msg.body["id"], id);
+    assert_eq!(msg.body["data"]["amount"]["value"], "3.60");
+}
+
+#[test]
+fn remap_turns_parked_unmapped_events_into_canonical_ones_with_their_original_ids() {
+    use hookgate::canonical::Event;
+    use hookgate::publish::Outgoing;
+    use hookgate::vendors::VendorKind;
+
+    let exchange = crate::support::unique("test-exchange");
+    let cfg = broker_config(&exchange);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let received = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+    // What an older release parked: a body it could not read (now readable), and garbage.
+    let readable = Event::unmapped(
+        VendorKind::Usaepay,
+        "usaepay-main",
+        crate::gateway::USAEPAY_BODY.as_bytes(),
+        Some(crate::gateway::USAEPAY_BODY.as_bytes()),
+        "unknown shape (older release)".into(),
+        received,
+    );
+    let garbage = Event::unmapped(
+        VendorKind::Usaepay,
+        "usaepay-main",
+        b"nope",
+        Some(b"nope"),
+        "not JSON".into(),
+        received,
+    );
+    // Parked on a durable named queue, as `deploy/rabbitmq/definitions.json`'s
+    // `unmapped` queue would hold them (test queues are exclusive to the test's
+    // connection, which the remap process could not open).
+    let named = crate::support::unique("parked");
+    let (broker, payments) = runtime.block_on(async {
+        use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+        use lapin::types::FieldTable;
+        let broker = crate::support::Broker::connect().await;
+        let payments = broker.bind_queue(&exchange, "*.payment.#").await;
+        broker
+            .channel
+            .queue_declare(
+                named.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        broker
+            .channel
+            .queue_bind(
+                named.as_str().into(),
+                exchange.as_str().into(),
+                "*.unmapped".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let settings = hookgate::config::load(cfg.path()).unwrap();
+        let (publisher, task) = hookgate::publish::Publisher::start(settings.broker);
+        assert!(
+            publisher
+                .wait_connected(std::time::Duration::from_secs(10))
+                .await
+        );
+        for event in [&readable, &garbage] {
+            publisher
+                .publish(&Outgoing::from_event(event))
+                .await
+                .unwrap();
+        }
+        task.shutdown().await;
+        (broker, payments)
+    });
+
+    let out = hookgate()
+        .args(["remap", "--from-queue", &named, "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("1 remapped, 1 still unmapped"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    runtime.block_on(async {
+        let remapped = broker
+            .next(&payments, std::time::Duration::from_secs(5))
+            .await
+            .expect("remapped event");
+        assert_eq!(
+            remapped.body["id"],
+            readable.id.as_str(),
+            "published under the parked event's id"
+        );
+        assert_eq!(remapped.body["type"], "payment.succeeded");
+        assert_eq!(remapped.body["data"]["amount"]["minor"], 500);
+        let left = broker.drain(&named).await;
+        assert_eq!(left.len(), 1, "what still does not map stays parked");
+        assert_eq!(left[0].body["id"], garbage.id.as_str());
+        let _ = broker
+            .channel
+            .queue_delete(
+                named.as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await;
+    });
+}

@@ -77,6 +77,8 @@ pub struct RawConfig {
     pub defaults: Option<RawDefaults>,
     /// Local durable store for events the broker has not confirmed; absent = off.
     pub spool: Option<RawSpool>,
+    /// The window of recently accepted event ids (on by default with a spool).
+    pub dedup: Option<RawDedup>,
     /// One entry per webhook URL handed to a vendor.
     #[serde(default, rename = "source")]
     pub sources: Vec<RawSource>,
@@ -100,6 +102,20 @@ pub struct RawSpool {
     pub dir: String,
     /// Bound on spooled bytes; beyond it requests get 503.
     pub max_bytes: Option<u64>,
+}
+
+/// `[dedup]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDedup {
+    /// Off switch; on by default.
+    pub enabled: Option<bool>,
+    /// Directory of `dedup.redb`; defaults to `spool.dir`.
+    pub dir: Option<String>,
+    /// How long an accepted id is remembered.
+    pub window_hours: Option<u64>,
+    /// Most ids remembered (about 100 bytes of memory each).
+    pub max_entries: Option<u64>,
 }
 
 /// `[defaults]`
@@ -232,6 +248,8 @@ pub struct Settings {
     pub admin: Option<AdminSettings>,
     /// The durable spool, if configured.
     pub spool: Option<SpoolSettings>,
+    /// The duplicate-delivery window, if enabled.
+    pub dedup: Option<DedupSettings>,
     /// Sources by id.
     pub sources: Sources,
 }
@@ -244,6 +262,22 @@ pub struct SpoolSettings {
     /// Bound on spooled bytes.
     pub max_bytes: u64,
 }
+
+/// How repeat deliveries of an accepted event are recognised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupSettings {
+    /// Directory of `dedup.redb`.
+    pub dir: PathBuf,
+    /// How long an accepted id is remembered.
+    pub window: Duration,
+    /// Most ids remembered.
+    pub max_entries: u64,
+}
+
+/// 73 hours: longer than USAePay's 72-hour retry horizon, the longest of the vendors'.
+pub const DEFAULT_DEDUP_WINDOW_HOURS: u64 = 73;
+/// One million ids, about 100 MB of memory.
+pub const DEFAULT_DEDUP_MAX_ENTRIES: u64 = 1_000_000;
 
 /// Spool bound when the config gives none: 1 GiB holds millions of typical events.
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1024 * 1024 * 1024;
@@ -515,6 +549,7 @@ impl RawConfig {
                 max_bytes,
             }
         });
+        let dedup = build_dedup(&mut b, self.dedup.as_ref(), spool.as_ref());
         let (per_second, burst) = DEFAULT_SOURCE_RATE;
         let fallback = Rate::new(per_second, burst).expect("non-zero default");
         let default_rate = b.rate(
@@ -528,6 +563,7 @@ impl RawConfig {
                 server: server.expect("server settings exist when no error was recorded"),
                 broker,
                 admin: admin.flatten(),
+                dedup,
                 spool,
                 sources,
             })
@@ -617,6 +653,54 @@ fn build_server(b: &mut Builder, raw: &RawServer) -> Option<ServerSettings> {
         header_timeout,
         body_timeout,
         trusted_proxies,
+    })
+}
+
+fn build_dedup(
+    b: &mut Builder,
+    raw: Option<&RawDedup>,
+    spool: Option<&SpoolSettings>,
+) -> Option<DedupSettings> {
+    if raw.and_then(|r| r.enabled) == Some(false) {
+        return None;
+    }
+    let dir = match raw.and_then(|r| r.dir.as_deref()) {
+        Some(dir) => PathBuf::from(b.expand_required("dedup.dir", dir)),
+        None => match (spool, raw) {
+            (Some(spool), _) => spool.dir.clone(),
+            // No spool and no [dedup]: nothing to keep ids in; off.
+            (None, None) => return None,
+            (None, Some(_)) => {
+                b.error(
+                    "dedup.dir",
+                    "missing: set it, or configure [spool] whose dir is the default",
+                );
+                return None;
+            }
+        },
+    };
+    let hours = raw
+        .and_then(|r| r.window_hours)
+        .unwrap_or(DEFAULT_DEDUP_WINDOW_HOURS);
+    if hours == 0 {
+        b.error(
+            "dedup.window_hours",
+            "must be greater than 0 (or set enabled = false)",
+        );
+    }
+    let max_entries = raw
+        .and_then(|r| r.max_entries)
+        .unwrap_or(DEFAULT_DEDUP_MAX_ENTRIES);
+    if max_entries == 0 {
+        b.error(
+            "dedup.max_entries",
+            "must be greater than 0 (or set enabled = false)",
+        );
+    }
+    Some(DedupSettings {
+        dir,
+        window: Duration::from_secs(hours * 3600),
+        max_entries,
     })
 }
 

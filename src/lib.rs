@@ -26,12 +26,14 @@
 //! tools.rs       `hookgate sign` and `hookgate spool ...`
 //! spool.rs       durable local store for events the broker has not confirmed
 //! drain.rs       publishes spooled events once the broker confirms again
+//! dedup.rs       window of recently accepted ids: repeats are not published twice
 //! ```
 
 pub mod admin;
 pub mod auth;
 pub mod canonical;
 pub mod config;
+pub mod dedup;
 pub mod drain;
 pub mod guard;
 pub mod metrics;
@@ -64,6 +66,9 @@ pub enum StartError {
     /// The certificate or key is unusable.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The dedup window's file cannot be used.
+    #[error("dedup.dir: {0}")]
+    Dedup(#[from] dedup::DedupError),
     /// The spool directory cannot be used.
     #[error("spool.dir: {0}")]
     Spool(#[from] spool::SpoolError),
@@ -242,6 +247,7 @@ pub struct Gateway {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     drain_task: Option<tokio::task::JoinHandle<()>>,
     spool: Option<spool::Spool>,
+    dedup: Option<dedup::DedupWindow>,
     control: Arc<Control>,
     publisher_task: PublisherTask,
 }
@@ -301,6 +307,16 @@ impl Gateway {
             let stats = spool.stats();
             tracing::info!(dir = %spool.dir().display(), events = stats.events, bytes = stats.bytes, "Spool open.");
         }
+        let dedup = match settings.dedup.clone() {
+            Some(cfg) => Some(
+                tokio::task::spawn_blocking(move || {
+                    dedup::DedupWindow::open(&cfg.dir, cfg.window, cfg.max_entries)
+                })
+                .await
+                .expect("dedup open does not panic")?,
+            ),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new());
         let (publisher, publisher_task) = Publisher::start(settings.broker.clone());
         let fixed = Fixed {
@@ -314,6 +330,7 @@ impl Gateway {
             runtime,
             publisher.clone(),
             spool.clone(),
+            dedup.clone(),
             metrics.clone(),
         ));
         let control = Arc::new(Control {
@@ -364,6 +381,7 @@ impl Gateway {
             tasks,
             drain_task,
             spool,
+            dedup,
             control,
             publisher_task,
         })
@@ -406,27 +424,29 @@ impl Gateway {
         if let Some(spool) = self.spool {
             spool.close().await;
         }
+        if let Some(dedup) = self.dedup {
+            dedup.close().await;
+        }
         tracing::info!("Gateway stopped.");
     }
 }
 
-/// Periodic upkeep: forget idle client addresses, mirror broker state into metrics.
+/// Periodic upkeep: forget client addresses whose budget is full again (so
+/// the per-IP table stays bounded by recent traffic) and drop dedup ids older
+/// than the window.
 async fn housekeeping(pipeline: Arc<Pipeline>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut seconds = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.tick().await;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        seconds += 1;
-        let connected = pipeline.publisher().is_connected();
-        pipeline
-            .metrics()
-            .broker_connected
-            .set(i64::from(connected));
-        if seconds % 60 == 0 {
-            pipeline.runtime().per_ip.forget_idle();
+        pipeline.runtime().per_ip.forget_idle();
+        if let Some(dedup) = pipeline.dedup() {
+            if let Err(error) = dedup.expire().await {
+                tracing::warn!(error = %error, "Dedup window expiry failed.");
+            }
         }
     }
 }

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub broker_connected: Gauge,
     /// Full card numbers masked out of vendor data before publishing, by source.
     pub pan_masked: Family<SourceLabel, Counter>,
+    /// Repeat deliveries answered 200 without publishing again, by source.
+    pub dedup_hits: Family<SourceLabel, Counter>,
     /// Events written to the spool because the broker did not confirm them.
     pub spooled: Counter,
     /// Spooled events published and confirmed by the drain task.
@@ -143,6 +145,12 @@ impl Metrics {
             "Full card numbers masked out of vendor data before publishing",
             pan_masked.clone(),
         );
+        let dedup_hits = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "dedup_hits",
+            "Repeat deliveries of an accepted event, answered 200 and not published again",
+            dedup_hits.clone(),
+        );
         let spooled = Counter::default();
         registry.register(
             "spooled",
@@ -168,6 +176,7 @@ impl Metrics {
             spool_bytes.clone(),
         );
         Self {
+            dedup_hits,
             pan_masked,
             spooled,
             drained,

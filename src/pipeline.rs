@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! lookup source ─▶ per-IP limit ─▶ (handler reads the body) ─▶ authenticate
-//!   ─▶ source quota ─▶ map (or `unmapped`) ─▶ serialize ─▶ publish + confirm
-//!   ─▶ (not confirmed) append to the spool + fsync
+//!   ─▶ source quota ─▶ map (or `unmapped`) ─▶ seen recently? (200, not again)
+//!   ─▶ serialize ─▶ publish + confirm
+//!   ─▶ (not confirmed) append to the spool + fsync ─▶ claim the id in the dedup window
 //! ```
 //!
 //! This module knows nothing of HTTP beyond headers and bytes: the handler in
@@ -29,6 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::{client_ip, AuthError, Presented, Verified};
 use crate::canonical::{Event, UNMAPPED};
 use crate::config::{ServerSettings, Source, Sources};
+use crate::dedup::DedupWindow;
 use crate::metrics::{Metrics, OutcomeLabel, SourceLabel, SourceReason};
 use crate::publish::{Outgoing, PublishError, Publisher};
 use crate::ratelimit::{IpLimiter, RetryAfter};
@@ -105,6 +107,12 @@ pub enum Outcome {
     Unauthorized(AuthError),
     /// The source is over its quota; nothing was published.
     RateLimited(RetryAfter),
+    /// A repeat delivery of an event already accepted within the dedup
+    /// window: answered 200 with the original id, not published again.
+    Duplicate {
+        /// The canonical event id (the same as the first delivery's).
+        event_id: String,
+    },
     /// The event could not be made safe; the vendor should retry.
     Unavailable {
         /// The canonical event id it would have had.
@@ -133,6 +141,7 @@ pub struct Pipeline {
     runtime: ArcSwap<Runtime>,
     publisher: Publisher,
     spool: Option<Spool>,
+    dedup: Option<DedupWindow>,
     metrics: Arc<Metrics>,
 }
 
@@ -142,14 +151,21 @@ impl Pipeline {
         runtime: Runtime,
         publisher: Publisher,
         spool: Option<Spool>,
+        dedup: Option<DedupWindow>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             runtime: ArcSwap::from_pointee(runtime),
             publisher,
             spool,
+            dedup,
             metrics,
         }
+    }
+
+    /// The dedup window, when enabled (housekeeping).
+    pub fn dedup(&self) -> Option<&DedupWindow> {
+        self.dedup.as_ref()
     }
 
     /// The spool, when configured (readiness, metrics).
@@ -247,6 +263,15 @@ impl Pipeline {
                 })
                 .inc_by(masked as u64);
         }
+        if self.dedup.as_ref().is_some_and(|d| d.seen(&event.id)) {
+            self.metrics
+                .dedup_hits
+                .get_or_create(&SourceLabel {
+                    source: source.id.clone(),
+                })
+                .inc();
+            return Outcome::Duplicate { event_id: event.id };
+        }
         if event.event_type == UNMAPPED {
             self.metrics
                 .unmapped
@@ -289,6 +314,12 @@ impl Pipeline {
                 }
             },
         };
+        if let (Ok(_), Some(dedup)) = (&spooled, &self.dedup) {
+            // Claimed only once safe, so a 503 never makes the retry look like a duplicate.
+            if let Err(error) = dedup.claim(&outgoing.id).await {
+                tracing::warn!(error = %error, "Dedup window not persisted; a retry may be published twice.");
+            }
+        }
         match spooled {
             Ok(spooled) => Outcome::Accepted {
                 event_id: outgoing.id,

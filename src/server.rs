@@ -247,6 +247,10 @@ fn respond(outcome: Outcome) -> (Option<String>, HttpResponse) {
             (None, resp)
         }
         Outcome::RateLimited(retry) => (None, too_many(retry)),
+        Outcome::Duplicate { event_id } => {
+            let body = serde_json::json!({ "id": event_id, "duplicate": true }).to_string();
+            (Some(event_id), json(StatusCode::OK, body))
+        }
         Outcome::Unavailable { event_id, error: e } => {
             match e {
                 // An operator must act: the spool is full or failing, and a

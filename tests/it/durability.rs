@@ -294,3 +294,53 @@ async fn every_event_answered_200_survives_a_sigkill() {
     second.child.kill().unwrap();
     second.child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_delivery_is_answered_200_and_not_published_again_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = spool_config(dir.path(), 16 << 20);
+    let first = TestGateway::start(&config).await;
+    let broker = Broker::connect().await;
+    let queue = broker.bind_queue(&first.exchange, "#").await;
+
+    let (status, id) = send(&first.client(), 7).await;
+    assert_eq!(status, 200);
+    let (body, signature) = usaepay_event(7);
+    let retry = first
+        .client()
+        .post("/webhooks/usaepay-main", &[("x-signature", signature.as_str()), ("authorization", BASIC)], body)
+        .await;
+    assert_eq!(retry.status, 200);
+    assert_eq!(retry.body["id"].as_str(), id.as_deref(), "the original id");
+    assert_eq!(retry.body["duplicate"], true);
+    assert_eq!(first.metric("hookgate_dedup_hits_total{source=\"usaepay-main\"}").await, 1.0);
+
+    let exchange = first.exchange.clone();
+    first.stop().await;
+    let second = TestGateway::start_on_exchange(&config, &exchange).await;
+    let (status, again) = send(&second.client(), 7).await;
+    assert_eq!((status, again), (200, id), "remembered across a restart");
+    assert_eq!(broker.drain(&queue).await.len(), 1, "published once");
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_failed_is_not_mistaken_for_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    // A dedup window but no spool: an unconfirmed event gets 503.
+    let config = format!("{USAEPAY_SOURCE}\n[dedup]\ndir = \"{}\"\n", dir.path().display());
+    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let gw = TestGateway::start_with(&config, "", &proxy.amqp_url(), true).await;
+    let broker = Broker::connect().await;
+    let queue = broker.bind_queue(&gw.exchange, "#").await;
+
+    proxy.cut();
+    assert_eq!(send(&gw.client(), 9).await.0, 503);
+    proxy.restore().await;
+    assert!(gw.gateway.as_ref().unwrap().publisher().wait_connected(Duration::from_secs(15)).await);
+    let (status, _) = send(&gw.client(), 9).await;
+    assert_eq!(status, 200);
+    let published = broker.drain(&queue).await;
+    assert_eq!(published.len(), 1, "the vendor's retry after a 503 is published");
+    gw.stop().await;
+}

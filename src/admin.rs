@@ -64,20 +64,18 @@ async fn route(req: Request<Incoming>, control: &Control, token: Option<&Secret>
     let path = req.uri().path().to_owned();
     match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
-        (&Method::GET, "/readyz") => match control.readiness() {
-            Ok(()) => match control.spool_stats().filter(|s| s.events > 0) {
-                // Accepting and safe, but still catching up on spooled events.
-                Some(stats) => json(
-                    StatusCode::OK,
-                    serde_json::json!({ "status": "degraded", "spool_events": stats.events, "spool_bytes": stats.bytes }),
-                ),
-                None => json(StatusCode::OK, serde_json::json!({ "status": "ready" })),
-            },
-            Err(reasons) => json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({ "status": "degraded", "reasons": reasons }),
-            ),
-        },
+        (&Method::GET, "/readyz") => {
+            let readiness = control.readiness();
+            let (status, word) = match (readiness.ready, readiness.reasons.is_empty()) {
+                (true, true) => (StatusCode::OK, "ready"),
+                (true, false) => (StatusCode::OK, "degraded"),
+                (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            };
+            json(
+                status,
+                serde_json::json!({ "status": word, "reasons": readiness.reasons }),
+            )
+        }
         (&Method::GET, "/metrics") => {
             if !authorized(&req, token) {
                 return unauthorized();

@@ -124,6 +124,10 @@ pub struct Facts {
     /// Why the body could not be mapped, and the body itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unmapped: Option<Unmapped>,
+    /// Whether a vendor look-up filled this event in (Nexio thin pings);
+    /// absent when none was needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enrichment: Option<Enrichment>,
     /// The vendor's body, parsed, minus known secrets; `null` when unparseable.
     pub vendor_data: Value,
 }
@@ -231,6 +235,38 @@ pub struct Customer {
     /// Postal address, as the vendor wrote it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+}
+
+/// Outcome of enriching an event from the vendor's API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Enrichment {
+    /// `complete` (facts filled from the vendor's record) or `failed`.
+    pub status: &'static str,
+    /// Why it failed; absent when complete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Look-up attempts made.
+    pub attempts: u32,
+}
+
+impl Enrichment {
+    /// The vendor's record filled the event in.
+    pub fn complete(attempts: u32) -> Self {
+        Self {
+            status: "complete",
+            reason: None,
+            attempts,
+        }
+    }
+
+    /// No record could be used; the event carries the ping's facts only.
+    pub fn failed(reason: impl Into<String>, attempts: u32) -> Self {
+        Self {
+            status: "failed",
+            reason: Some(reason.into()),
+            attempts,
+        }
+    }
 }
 
 /// An authenticated body that could not be mapped, kept whole for `remap`.

@@ -23,6 +23,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::auth::{Authenticator, BasicCredentials, HmacVerifier, IpAllowList};
+use crate::enrich::{Enricher, NexioApi};
 use crate::ratelimit::{Rate, SourceLimiter};
 use crate::secret::Secret;
 use crate::vendors::{AmountUnit, MapOptions, VendorKind};
@@ -199,6 +200,50 @@ pub struct RawSource {
     pub include_personal_data: Option<bool>,
     /// This source's quota, checked after authentication.
     pub rate_limit: Option<RawRate>,
+    /// Nexio only: look thin pings up at the vendor's API.
+    pub enrich: Option<RawEnrich>,
+}
+
+/// `[source.enrich]`: the vendor API that fills thin pings in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnrich {
+    /// `https://api.nexiopay.com` (production) or `https://api.nexiopaysandbox.com`.
+    pub base_url: String,
+    /// The API user's name.
+    pub username: String,
+    /// The API user's key.
+    pub api_key: String,
+    /// Bound on one HTTP call.
+    pub timeout_ms: Option<u64>,
+    /// Calls in flight at once.
+    pub max_concurrency: Option<usize>,
+    /// How long a looked-up record is reused.
+    pub cache_ttl_secs: Option<u64>,
+    /// Records kept in the cache.
+    pub cache_capacity: Option<usize>,
+    /// How long the request waits for an inline look-up before deferring it.
+    pub inline_deadline_ms: Option<u64>,
+    /// How long a deferred look-up is retried before the event is published thin.
+    pub retry_period_secs: Option<u64>,
+    /// Path templates with `{id}`, where the vendor docs leave them unconfirmed.
+    pub paths: Option<RawEnrichPaths>,
+}
+
+/// `[source.enrich.paths]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnrichPaths {
+    /// Transaction look-up.
+    pub transaction: Option<String>,
+    /// Payout look-up.
+    pub payout: Option<String>,
+    /// Spendback look-up.
+    pub spendback: Option<String>,
+    /// Decline-recovery look-up.
+    pub recovery: Option<String>,
+    /// Onboarding-application look-up (production only).
+    pub onboarding: Option<String>,
 }
 
 /// `[source.auth]`: every method present must pass.
@@ -359,6 +404,28 @@ pub struct Source {
     pub options: MapOptions,
     /// This source's quota; shared with the previous config on reload when unchanged.
     pub limiter: Arc<SourceLimiter>,
+    /// The vendor-API look-up for thin pings, when configured.
+    pub enrichment: Option<SourceEnrichment>,
+}
+
+/// A source's look-up service and its timing.
+#[derive(Clone)]
+pub struct SourceEnrichment {
+    /// The API client with its cache and concurrency bound.
+    pub enricher: Enricher,
+    /// How long a request waits for the look-up before deferring it.
+    pub inline_deadline: Duration,
+    /// How long a deferred look-up keeps being retried.
+    pub retry_period: Duration,
+}
+
+impl fmt::Debug for SourceEnrichment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceEnrichment")
+            .field("inline_deadline", &self.inline_deadline)
+            .field("retry_period", &self.retry_period)
+            .finish_non_exhaustive()
+    }
 }
 
 /// All sources, looked up by the id in the URL.
@@ -830,6 +897,10 @@ fn build_sources(b: &mut Builder, raw: &[RawSource], default_rate: Rate) -> Sour
             source.rate_limit.as_ref(),
             default_rate,
         );
+        let enrichment = source
+            .enrich
+            .as_ref()
+            .and_then(|raw| build_enrichment(b, &at, raw, vendor));
         if let (Some(vendor), Some(auth)) = (vendor, auth) {
             built.push(Source {
                 id,
@@ -837,10 +908,93 @@ fn build_sources(b: &mut Builder, raw: &[RawSource], default_rate: Rate) -> Sour
                 auth,
                 options,
                 limiter: Arc::new(SourceLimiter::new(rate)),
+                enrichment,
             });
         }
     }
     Sources::from_sources(built)
+}
+
+fn build_enrichment(
+    b: &mut Builder,
+    at: &str,
+    raw: &RawEnrich,
+    vendor: Option<VendorKind>,
+) -> Option<SourceEnrichment> {
+    let at = format!("{at}.enrich");
+    if vendor.is_some_and(|v| v != VendorKind::Nexio) {
+        b.error(
+            &at,
+            "only vendor `nexio` sends thin pings that need a look-up",
+        );
+        return None;
+    }
+    let mut api = NexioApi::new(
+        b.expand_required(&format!("{at}.base_url"), &raw.base_url),
+        b.expand_required(&format!("{at}.username"), &raw.username),
+        Secret::new(b.expand_required(&format!("{at}.api_key"), &raw.api_key)),
+    );
+    api.timeout = b.duration_ms(
+        &format!("{at}.timeout_ms"),
+        raw.timeout_ms,
+        api.timeout.as_millis() as u64,
+    );
+    if let Some(n) = raw.max_concurrency {
+        if n == 0 {
+            b.error(format!("{at}.max_concurrency"), "must be greater than 0");
+        } else {
+            api.max_concurrency = n;
+        }
+    }
+    if let Some(paths) = &raw.paths {
+        let mut set = |value: &Option<String>, key: &str, slot: &mut String| {
+            if let Some(v) = value {
+                *slot = b.expand(&format!("{at}.paths.{key}"), v);
+            }
+        };
+        set(
+            &paths.transaction,
+            "transaction",
+            &mut api.paths.transaction,
+        );
+        set(&paths.payout, "payout", &mut api.paths.payout);
+        set(&paths.spendback, "spendback", &mut api.paths.spendback);
+        set(&paths.recovery, "recovery", &mut api.paths.recovery);
+        set(&paths.onboarding, "onboarding", &mut api.paths.onboarding);
+    }
+    if let Err(problem) = api.validate() {
+        // validate() names the field first: `base_url: ...`.
+        b.error(
+            format!("{at}.{}", problem.split(':').next().unwrap_or("")),
+            problem.clone(),
+        );
+        return None;
+    }
+    let ttl = Duration::from_secs(
+        raw.cache_ttl_secs
+            .unwrap_or(crate::enrich::DEFAULT_CACHE_TTL.as_secs()),
+    );
+    let capacity = raw
+        .cache_capacity
+        .unwrap_or(crate::enrich::DEFAULT_CACHE_CAPACITY);
+    let inline_deadline = b.duration_ms(
+        &format!("{at}.inline_deadline_ms"),
+        raw.inline_deadline_ms,
+        crate::enrich::INLINE_DEADLINE.as_millis() as u64,
+    );
+    let retry_period = match raw.retry_period_secs {
+        Some(0) => {
+            b.error(format!("{at}.retry_period_secs"), "must be greater than 0");
+            crate::enrich::RETRY_PERIOD
+        }
+        Some(secs) => Duration::from_secs(secs),
+        None => crate::enrich::RETRY_PERIOD,
+    };
+    Some(SourceEnrichment {
+        enricher: Enricher::new(api, ttl, capacity),
+        inline_deadline,
+        retry_period,
+    })
 }
 
 fn build_options(

@@ -25,7 +25,8 @@
 //! admin.rs       /healthz, /readyz, /metrics, /admin/reload
 //! tools.rs       `hookgate sign` and `hookgate spool ...`
 //! spool.rs       durable local store for events the broker has not confirmed
-//! drain.rs       publishes spooled events once the broker confirms again
+//! drain.rs       background publishing: the spool's drain, deferred look-ups
+//! enrich/        vendor API look-ups that fill thin pings in (Nexio)
 //! dedup.rs       window of recently accepted ids: repeats are not published twice
 //! ```
 
@@ -35,6 +36,7 @@ pub mod canonical;
 pub mod config;
 pub mod dedup;
 pub mod drain;
+pub mod enrich;
 pub mod guard;
 pub mod metrics;
 pub mod pipeline;
@@ -116,6 +118,15 @@ struct Fixed {
     admin: Option<AdminSettings>,
 }
 
+/// The answer of `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// Whether the instance can make every accepted event safe now.
+    pub ready: bool,
+    /// What blocks it or what is degraded; empty when all is well.
+    pub reasons: Vec<String>,
+}
+
 /// Operations shared by the admin API and signal handlers.
 pub struct Control {
     pipeline: Arc<Pipeline>,
@@ -186,26 +197,39 @@ impl Control {
         }
     }
 
-    /// `Ok` when the gateway can accept and confirm events; otherwise why not.
-    pub fn readiness(&self) -> Result<(), Vec<String>> {
-        let mut reasons = Vec::new();
-        if !self.pipeline.publisher().is_connected() {
-            reasons.push("broker disconnected".to_owned());
+    /// Whether this instance should receive traffic, and what is degraded.
+    ///
+    /// Ready means every accepted event can be made safe right now. With a
+    /// spool that has room, a broker outage only degrades (events are spooled),
+    /// so the instance stays in the load balancer: taking it out would turn
+    /// the outage into refused connections, which Sticky never retries.
+    pub fn readiness(&self) -> Readiness {
+        let mut degraded = Vec::new();
+        let mut blocking = Vec::new();
+        let broker_up = self.pipeline.publisher().is_connected();
+        match (broker_up, self.pipeline.spool()) {
+            (true, _) => {}
+            (false, Some(_)) => degraded.push("broker disconnected; events are spooled".to_owned()),
+            (false, None) => blocking.push("broker disconnected".to_owned()),
         }
         if let Some(spool) = self.pipeline.spool() {
             let stats = spool.stats();
             // Within 1% of the bound counts as full: the next events may not fit.
             if stats.bytes >= spool.max_bytes() - spool.max_bytes() / 100 {
-                reasons.push(format!(
+                blocking.push(format!(
                     "spool full ({} events, {} bytes)",
                     stats.events, stats.bytes
                 ));
+            } else if stats.events > 0 {
+                degraded.push(format!(
+                    "{} spooled events waiting for the broker",
+                    stats.events
+                ));
             }
         }
-        if reasons.is_empty() {
-            Ok(())
-        } else {
-            Err(reasons)
+        Readiness {
+            ready: blocking.is_empty(),
+            reasons: blocking.into_iter().chain(degraded).collect(),
         }
     }
 
@@ -225,11 +249,35 @@ impl Control {
             self.metrics().spool_bytes.set(stats.bytes as i64);
         }
     }
+}
 
-    /// Events and bytes waiting in the spool, when there is one.
-    pub fn spool_stats(&self) -> Option<spool::SpoolStats> {
-        self.pipeline.spool().map(|s| s.stats())
+/// Opens the on-disk stores the config asks for, off the async threads (redb
+/// recovery after a crash reads the file).
+async fn open_stores(settings: &Settings) -> Result<pipeline::Stores, StartError> {
+    let mut stores = pipeline::Stores::default();
+    if let Some(cfg) = settings.spool.clone() {
+        let (spool, pending) = tokio::task::spawn_blocking(move || {
+            let spool = spool::Spool::open(&cfg.dir, cfg.max_bytes)?;
+            // Thin events waiting for a background look-up live beside the spool.
+            let pending = spool::Spool::open(&cfg.dir.join("pending-enrichment"), cfg.max_bytes)?;
+            Ok::<_, spool::SpoolError>((spool, pending))
+        })
+        .await
+        .expect("spool open does not panic")?;
+        let stats = spool.stats();
+        tracing::info!(dir = %spool.dir().display(), events = stats.events, bytes = stats.bytes, pending = pending.stats().events, "Spool open.");
+        stores.spool = Some(spool);
+        stores.pending = Some(pending);
     }
+    if let Some(cfg) = settings.dedup.clone() {
+        let dedup = tokio::task::spawn_blocking(move || {
+            dedup::DedupWindow::open(&cfg.dir, cfg.window, cfg.max_entries)
+        })
+        .await
+        .expect("dedup open does not panic")?;
+        stores.dedup = Some(dedup);
+    }
+    Ok(stores)
 }
 
 fn acceptor(settings: &Settings) -> Result<Option<tokio_rustls::TlsAcceptor>, tls::TlsError> {
@@ -246,7 +294,9 @@ pub struct Gateway {
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     drain_task: Option<tokio::task::JoinHandle<()>>,
+    enrich_task: Option<tokio::task::JoinHandle<()>>,
     spool: Option<spool::Spool>,
+    pending: Option<spool::Spool>,
     dedup: Option<dedup::DedupWindow>,
     control: Arc<Control>,
     publisher_task: PublisherTask,
@@ -295,28 +345,7 @@ impl Gateway {
             };
         let admin_addr = admin_tcp.as_ref().and_then(|l| l.local_addr().ok());
 
-        let spool = match settings.spool.clone() {
-            Some(cfg) => Some(
-                tokio::task::spawn_blocking(move || spool::Spool::open(&cfg.dir, cfg.max_bytes))
-                    .await
-                    .expect("spool open does not panic")?,
-            ),
-            None => None,
-        };
-        if let Some(spool) = &spool {
-            let stats = spool.stats();
-            tracing::info!(dir = %spool.dir().display(), events = stats.events, bytes = stats.bytes, "Spool open.");
-        }
-        let dedup = match settings.dedup.clone() {
-            Some(cfg) => Some(
-                tokio::task::spawn_blocking(move || {
-                    dedup::DedupWindow::open(&cfg.dir, cfg.window, cfg.max_entries)
-                })
-                .await
-                .expect("dedup open does not panic")?,
-            ),
-            None => None,
-        };
+        let stores = open_stores(&settings).await?;
         let metrics = Arc::new(Metrics::new());
         let (publisher, publisher_task) = Publisher::start(settings.broker.clone());
         let fixed = Fixed {
@@ -326,11 +355,13 @@ impl Gateway {
         };
         let source_count = settings.sources.iter().count();
         let runtime = Runtime::new(settings.sources, settings.server.clone(), tls, None);
+        let spool = stores.spool.clone();
+        let pending = stores.pending.clone();
+        let dedup = stores.dedup.clone();
         let pipeline = Arc::new(Pipeline::new(
             runtime,
             publisher.clone(),
-            spool.clone(),
-            dedup.clone(),
+            stores,
             metrics.clone(),
         ));
         let control = Arc::new(Control {
@@ -357,14 +388,24 @@ impl Gateway {
                 stop_rx.clone(),
             )));
         }
-        tasks.push(tokio::spawn(housekeeping(pipeline, stop_rx.clone())));
+        tasks.push(tokio::spawn(housekeeping(
+            pipeline.clone(),
+            stop_rx.clone(),
+        )));
         let mut drain_task = None;
         if let Some(spool) = &spool {
             drain_task = Some(tokio::spawn(drain::run(
                 spool.clone(),
                 publisher.clone(),
                 metrics.clone(),
-                stop_rx,
+                stop_rx.clone(),
+            )));
+        }
+        let mut enrich_task = None;
+        if pending.is_some() {
+            enrich_task = Some(tokio::spawn(drain::enrichment(
+                pipeline.clone(),
+                stop_rx.clone(),
             )));
         }
         tracing::info!(
@@ -380,7 +421,9 @@ impl Gateway {
             stop,
             tasks,
             drain_task,
+            enrich_task,
             spool,
+            pending,
             dedup,
             control,
             publisher_task,
@@ -414,15 +457,15 @@ impl Gateway {
         for task in self.tasks {
             let _ = task.await;
         }
-        if let Some(task) = self.drain_task {
+        for task in [self.drain_task, self.enrich_task].into_iter().flatten() {
             let _ = task.await;
         }
         self.publisher_task.shutdown().await;
         // The pipeline (inside control) holds a spool handle too; this closes
         // the file once the last handle is gone.
         drop(self.control);
-        if let Some(spool) = self.spool {
-            spool.close().await;
+        for store in [self.spool, self.pending].into_iter().flatten() {
+            store.close().await;
         }
         if let Some(dedup) = self.dedup {
             dedup.close().await;

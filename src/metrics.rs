@@ -67,6 +67,8 @@ pub struct Metrics {
     pub broker_connected: Gauge,
     /// Full card numbers masked out of vendor data before publishing, by source.
     pub pan_masked: Family<SourceLabel, Counter>,
+    /// Vendor look-ups for thin pings: complete, failed, deferred (to the background).
+    pub enrichment: Family<OutcomeLabel, Counter>,
     /// Repeat deliveries answered 200 without publishing again, by source.
     pub dedup_hits: Family<SourceLabel, Counter>,
     /// Events written to the spool because the broker did not confirm them.
@@ -145,6 +147,12 @@ impl Metrics {
             "Full card numbers masked out of vendor data before publishing",
             pan_masked.clone(),
         );
+        let enrichment = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "enrichment",
+            "Vendor look-ups of thin pings: complete, failed, deferred",
+            enrichment.clone(),
+        );
         let dedup_hits = Family::<SourceLabel, Counter>::default();
         registry.register(
             "dedup_hits",
@@ -176,6 +184,7 @@ impl Metrics {
             spool_bytes.clone(),
         );
         Self {
+            enrichment,
             dedup_hits,
             pan_masked,
             spooled,

@@ -28,14 +28,18 @@ use time::OffsetDateTime;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{client_ip, AuthError, Presented, Verified};
-use crate::canonical::{Event, UNMAPPED};
-use crate::config::{ServerSettings, Source, Sources};
+use crate::canonical::{body_identity, event_id, Enrichment, Event, Mapped, UNMAPPED};
+use crate::config::{ServerSettings, Source, SourceEnrichment, Sources};
 use crate::dedup::DedupWindow;
+use crate::enrich::{apply_nexio_with, Lookup, LookupError};
 use crate::metrics::{Metrics, OutcomeLabel, SourceLabel, SourceReason};
 use crate::publish::{Outgoing, PublishError, Publisher};
 use crate::ratelimit::{IpLimiter, RetryAfter};
 use crate::spool::{Spool, SpoolError};
-use crate::vendors::{MapOptions, VendorKind};
+use crate::vendors::{MapOptions, MappingError, VendorKind};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde_json::Value;
 
 /// The reloadable part of the configuration, swapped as a whole.
 pub struct Runtime {
@@ -136,11 +140,24 @@ pub enum NotSafe {
     SpoolFailed(String),
 }
 
+/// The on-disk stores the pipeline writes to; all optional, all opened at start.
+#[derive(Default)]
+pub struct Stores {
+    /// Events the broker did not confirm.
+    pub spool: Option<Spool>,
+    /// Thin events whose look-up continues in the background.
+    pub pending: Option<Spool>,
+    /// Recently accepted ids.
+    pub dedup: Option<DedupWindow>,
+}
+
 /// The shared request-processing state.
 pub struct Pipeline {
     runtime: ArcSwap<Runtime>,
     publisher: Publisher,
     spool: Option<Spool>,
+    /// Thin events waiting for a background look-up (next to the spool).
+    pending: Option<Spool>,
     dedup: Option<DedupWindow>,
     metrics: Arc<Metrics>,
 }
@@ -150,17 +167,22 @@ impl Pipeline {
     pub fn new(
         runtime: Runtime,
         publisher: Publisher,
-        spool: Option<Spool>,
-        dedup: Option<DedupWindow>,
+        stores: Stores,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             runtime: ArcSwap::from_pointee(runtime),
             publisher,
-            spool,
-            dedup,
+            spool: stores.spool,
+            pending: stores.pending,
+            dedup: stores.dedup,
             metrics,
         }
+    }
+
+    /// The pending-enrichment store, when there is a spool (the worker drains it).
+    pub fn pending(&self) -> Option<&Spool> {
+        self.pending.as_ref()
     }
 
     /// The dedup window, when enabled (housekeeping).
@@ -247,43 +269,125 @@ impl Pipeline {
         }
 
         let received_at = OffsetDateTime::from(inbound.received_at);
-        let (event, masked) = normalize(
+        let mut mapped = source.vendor.vendor().map(&verified, &source.options);
+
+        // The id is known before any look-up, so repeats cost no API call.
+        let event_id = match &mapped {
+            Ok(m) => event_id(source.vendor, &source.id, &m.vendor_event_id),
+            Err(_) => event_id(source.vendor, &source.id, &body_identity(verified.body())),
+        };
+        if self.dedup.as_ref().is_some_and(|d| d.seen(&event_id)) {
+            self.count(&self.metrics.dedup_hits, &source.id);
+            return Outcome::Duplicate { event_id };
+        }
+
+        let deferred = match (&mut mapped, &source.enrichment) {
+            (Ok(m), Some(enrichment)) => self.enrich_inline(source, enrichment, m).await,
+            _ => false,
+        };
+
+        let (event, masked) = to_event(
             source.vendor,
             &source.id,
             &source.options,
             &verified,
+            mapped,
             received_at,
         );
         if masked > 0 {
             tracing::warn!(source = %source.id, event_id = %event.id, masked, "Full card numbers found in the vendor's data; masked before publishing.");
-            self.metrics
-                .pan_masked
-                .get_or_create(&SourceLabel {
-                    source: source.id.clone(),
-                })
-                .inc_by(masked as u64);
-        }
-        if self.dedup.as_ref().is_some_and(|d| d.seen(&event.id)) {
-            self.metrics
-                .dedup_hits
-                .get_or_create(&SourceLabel {
-                    source: source.id.clone(),
-                })
-                .inc();
-            return Outcome::Duplicate { event_id: event.id };
+            self.count_by(&self.metrics.pan_masked, &source.id, masked as u64);
         }
         if event.event_type == UNMAPPED {
-            self.metrics
-                .unmapped
-                .get_or_create(&SourceLabel {
-                    source: source.id.clone(),
-                })
-                .inc();
+            self.count(&self.metrics.unmapped, &source.id);
         }
 
         let outgoing = Outgoing::from_event(&event);
+        let safe = match (&self.pending, deferred) {
+            // Safe once fsynced; the enrichment worker publishes it when the look-up settles.
+            (Some(pending), true) => append(pending, &outgoing).await,
+            _ => self.deliver(&outgoing).await,
+        };
+        if let (Ok(_), Some(dedup)) = (&safe, &self.dedup) {
+            // Claimed only once safe, so a 503 never makes the retry look like a duplicate.
+            if let Err(error) = dedup.claim(&outgoing.id).await {
+                tracing::warn!(error = %error, "Dedup window not persisted; a retry may be published twice.");
+            }
+        }
+        match safe {
+            Ok(spooled) => Outcome::Accepted {
+                event_id: outgoing.id,
+                event_type: outgoing.event_type,
+                spooled,
+            },
+            Err(error) => Outcome::Unavailable {
+                event_id: outgoing.id,
+                error,
+            },
+        }
+    }
+
+    /// Tries the vendor look-up within the source's inline deadline and fills
+    /// the facts in. Returns `true` when the look-up should continue in the
+    /// background (not found yet, or slow) and a pending store exists.
+    async fn enrich_inline(
+        &self,
+        source: &Source,
+        enrichment: &SourceEnrichment,
+        mapped: &mut Mapped,
+    ) -> bool {
+        let Some(lookup) = Lookup::for_nexio(mapped) else {
+            return false;
+        };
+        let answer = tokio::time::timeout(
+            enrichment.inline_deadline,
+            enrichment.enricher.lookup(&lookup),
+        )
+        .await;
+        let outcome = match answer {
+            Ok(Ok(found)) => {
+                settle(
+                    mapped,
+                    &lookup,
+                    Ok(found),
+                    source.options.include_personal_data,
+                    1,
+                );
+                "complete"
+            }
+            Ok(Err(LookupError::Permanent(reason))) => {
+                settle(mapped, &lookup, Err(reason), false, 1);
+                "failed"
+            }
+            _ if self.pending.is_some() => "deferred",
+            Ok(Err(error)) => {
+                settle(
+                    mapped,
+                    &lookup,
+                    Err(format!("{error}; no [spool] to retry it in the background")),
+                    false,
+                    1,
+                );
+                "failed"
+            }
+            Err(_) => {
+                let reason = "no answer within the inline deadline; no [spool] to retry it in the background";
+                settle(mapped, &lookup, Err(reason.to_owned()), false, 1);
+                "failed"
+            }
+        };
+        self.metrics
+            .enrichment
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        outcome == "deferred"
+    }
+
+    /// Publishes with confirms, or (not confirmed) appends to the spool.
+    /// `Ok(true)` means spooled. Shared by requests and the enrichment worker.
+    pub async fn deliver(&self, outgoing: &Outgoing) -> Result<bool, NotSafe> {
         let started = Instant::now();
-        let published = self.publisher.publish(&outgoing).await;
+        let published = self.publisher.publish(outgoing).await;
         self.metrics
             .publish_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -298,46 +402,65 @@ impl Pipeline {
             .confirms
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
-        let spooled = match (published, &self.spool) {
+        match (published, &self.spool) {
             (Ok(()), _) => Ok(false),
             (Err(error), None) => Err(NotSafe::Publish(error)),
             // Not confirmed: safe once fsynced locally; the drain task publishes it later.
-            (Err(_), Some(spool)) => match spool.append(&outgoing).await {
-                Ok(_) => {
+            (Err(_), Some(spool)) => {
+                let spooled = append(spool, outgoing).await;
+                if spooled.is_ok() {
                     self.metrics.spooled.inc();
-                    Ok(true)
                 }
-                Err(SpoolError::Full { .. }) => Err(NotSafe::SpoolFull),
-                Err(error) => {
-                    tracing::error!(error = %error, event_id = %outgoing.id, "Spool write failed; the vendor is asked to retry.");
-                    Err(NotSafe::SpoolFailed(error.to_string()))
-                }
-            },
-        };
-        if let (Ok(_), Some(dedup)) = (&spooled, &self.dedup) {
-            // Claimed only once safe, so a 503 never makes the retry look like a duplicate.
-            if let Err(error) = dedup.claim(&outgoing.id).await {
-                tracing::warn!(error = %error, "Dedup window not persisted; a retry may be published twice.");
+                spooled
             }
         }
-        match spooled {
-            Ok(spooled) => Outcome::Accepted {
-                event_id: outgoing.id,
-                event_type: outgoing.event_type,
-                spooled,
-            },
-            Err(error) => Outcome::Unavailable {
-                event_id: outgoing.id,
-                error,
-            },
+    }
+
+    fn count(&self, family: &Family<SourceLabel, Counter>, source: &str) {
+        self.count_by(family, source, 1);
+    }
+
+    fn count_by(&self, family: &Family<SourceLabel, Counter>, source: &str, n: u64) {
+        family
+            .get_or_create(&SourceLabel {
+                source: source.to_owned(),
+            })
+            .inc_by(n);
+    }
+}
+
+/// Appends to a spool (the main one or the pending-enrichment one).
+async fn append(spool: &Spool, outgoing: &Outgoing) -> Result<bool, NotSafe> {
+    match spool.append(outgoing).await {
+        Ok(_) => Ok(true),
+        Err(SpoolError::Full { .. }) => Err(NotSafe::SpoolFull),
+        Err(error) => {
+            tracing::error!(error = %error, event_id = %outgoing.id, "Spool write failed; the vendor is asked to retry.");
+            Err(NotSafe::SpoolFailed(error.to_string()))
         }
     }
 }
 
-/// Turns a verified body into the event that will be published: the
-/// vendor's mapping (or an `unmapped` event carrying the body and the reason),
-/// then the card-number guard. Pure, so tests and tools run exactly what the
-/// request path runs. Returns the event and how many card numbers were masked.
+/// Records the result of a look-up in the event: the record's facts and
+/// `complete`, or the reason and `failed` (the ping's facts stay).
+pub fn settle(
+    mapped: &mut Mapped,
+    lookup: &Lookup,
+    found: Result<Value, String>,
+    include_personal_data: bool,
+    attempts: u32,
+) {
+    let applied = found
+        .and_then(|record| apply_nexio_with(mapped, lookup.kind, &record, include_personal_data));
+    mapped.facts.enrichment = Some(match applied {
+        Ok(()) => Enrichment::complete(attempts),
+        Err(reason) => Enrichment::failed(reason, attempts),
+    });
+}
+
+/// Maps a verified body and builds the event that will be published; pure,
+/// so tests and tools run exactly what the request path runs. Returns the
+/// event and how many card numbers were masked.
 pub fn normalize(
     vendor_kind: VendorKind,
     source_id: &str,
@@ -345,8 +468,29 @@ pub fn normalize(
     verified: &Verified,
     received_at: OffsetDateTime,
 ) -> (Event, usize) {
+    let mapped = vendor_kind.vendor().map(verified, options);
+    to_event(
+        vendor_kind,
+        source_id,
+        options,
+        verified,
+        mapped,
+        received_at,
+    )
+}
+
+/// The event for a mapping result: the mapped event, or an `unmapped` one
+/// carrying the (redacted) body and the reason; then the card-number guard.
+pub fn to_event(
+    vendor_kind: VendorKind,
+    source_id: &str,
+    options: &MapOptions,
+    verified: &Verified,
+    mapped: Result<Mapped, MappingError>,
+    received_at: OffsetDateTime,
+) -> (Event, usize) {
     let vendor = vendor_kind.vendor();
-    let mut event = match vendor.map(verified, options) {
+    let mut event = match mapped {
         Ok(mapped) => Event::from_mapped(vendor_kind, source_id, mapped, received_at),
         Err(error) => {
             tracing::warn!(source = %source_id, reason = %error, "Body not understood; publishing as unmapped.");

@@ -28,3 +28,11 @@ mod ops;
 
 /// The spool: outages, a full spool, restarts and SIGKILL lose nothing accepted.
 mod durability;
+
+/// Deployment files and the AsyncAPI contract, checked against the real broker and gateway.
+mod deploy;
+
+/// Hostile clients: oversized, slow, malformed and replayed requests, old TLS, connection floods.
+
+/// Thin Nexio pings filled in from a fake vendor API.
+mod enrich;

@@ -704,3 +704,101 @@ impl GatewayProcess {
         Self { child, addr, logs }
     }
 }
+
+/// Scripted answers per path, in order.
+type Script = Arc<Mutex<std::collections::HashMap<String, std::collections::VecDeque<(u16, String)>>>>;
+
+/// A fake Nexio API: a real HTTP server answering look-ups from a script
+/// (per path, a queue of `(status, body)`; 404 once the queue is empty), and
+/// refusing any request without the expected Basic credentials.
+pub struct FakeVendorApi {
+    pub addr: SocketAddr,
+    script: Script,
+    hits: Arc<Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl FakeVendorApi {
+    /// Starts the server; `authorization` is the exact header value it requires.
+    pub async fn start(authorization: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let script: Script = Arc::default();
+        let hits: Arc<Mutex<Vec<String>>> = Arc::default();
+        let expected = authorization.to_owned();
+        let (s, h) = (script.clone(), hits.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (script, hits, expected) = (s.clone(), h.clone(), expected.clone());
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let path = req.uri().path().to_owned();
+                            let authorized = req
+                                .headers()
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok())
+                                == Some(&expected);
+                            hits.lock().unwrap().push(path.clone());
+                            let (status, body) = if !authorized {
+                                (401, "{\"error\":\"unauthorized\"}".to_owned())
+                            } else {
+                                script
+                                    .lock()
+                                    .unwrap()
+                                    .get_mut(&path)
+                                    .and_then(|q| q.pop_front())
+                                    .unwrap_or((404, "{\"error\":\"not found\"}".to_owned()))
+                            };
+                            async move {
+                                let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
+                                *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+                                Ok::<_, std::convert::Infallible>(resp)
+                            }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            script,
+            hits,
+            task,
+        }
+    }
+
+    /// Queues answers for a path, in order.
+    pub fn answer(&self, path: &str, replies: &[(u16, &str)]) {
+        let mut script = self.script.lock().unwrap();
+        let queue = script.entry(path.to_owned()).or_default();
+        for (status, body) in replies {
+            queue.push_back((*status, (*body).to_owned()));
+        }
+    }
+
+    /// How many requests reached `path`.
+    pub fn hits(&self, path: &str) -> usize {
+        self.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| *p == path)
+            .count()
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for FakeVendorApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,512 @@
+//! The HTTP(S) client for Nexio's lookup API, and its per-source settings.
+//!
+//! One `GET` per look-up, over a fresh hyper 1 HTTP/1.1 connection (TLS by
+//! tokio-rustls with the ring provider and the Mozilla roots from
+//! `webpki-roots`; ALPN offers only `http/1.1`). There is no connection pool:
+//! look-ups are one per Nexio ping and mostly answered from the cache, so a
+//! pool would add state for little gain.
+//!
+//! `http://` base URLs are accepted too, for the tests' fake API and for an
+//! internal egress proxy that terminates TLS towards Nexio. Anything sent
+//! over plain HTTP carries the API key in the clear, so use it only on a
+//! trusted network.
+//!
+//! Every call is bounded: one overall timeout covers DNS, connect, the TLS
+//! handshake, the request and reading the body; the body is capped at
+//! [`MAX_BODY_BYTES`]. The API key is only ever inside a sensitive
+//! `Authorization` header value and a [`Secret`]; it is never formatted.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, HOST, USER_AGENT};
+use hyper::{Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use super::{LookupError, LookupKind};
+use crate::secret::Secret;
+
+/// Nexio's sandbox API (vendors.md §3.5, [NEX-BASE]).
+pub const SANDBOX_BASE_URL: &str = "https://api.nexiopaysandbox.com";
+
+/// Nexio's production API (vendors.md §3.5, [NEX-BASE]); onboarding look-ups
+/// work only here.
+pub const PRODUCTION_BASE_URL: &str = "https://api.nexiopay.com";
+
+/// Largest response body read; Nexio records are a few KiB, so anything
+/// bigger is not what we asked for and is refused rather than buffered.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Default per-call timeout: long enough for a slow API, short enough that a
+/// hung connection does not hold a concurrency permit for long.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default number of calls in flight per source, so a burst of pings cannot
+/// turn into a burst against the vendor's API.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+
+/// The longest object id put in a path; Nexio's ids are numbers or ≤ 32-char
+/// hex strings, so anything longer is not an id.
+const MAX_ID_LEN: usize = 128;
+
+/// Per-source settings of the Nexio lookup API, as built from the config.
+///
+/// Paths are templates because vendors.md could only confirm some of them
+/// (§3.5): when Nexio's real path differs, the operator fixes it in the config
+/// instead of waiting for a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NexioApi {
+    /// `https://api.nexiopaysandbox.com`, `https://api.nexiopay.com`, or an
+    /// `http://` internal proxy; a path prefix (`http://proxy/nexio`) is kept.
+    pub base_url: String,
+    /// The API user's name (Dashboard → Settings → User Management).
+    pub username: String,
+    /// The API user's key; sent only as HTTP Basic, never logged.
+    pub api_key: Secret,
+    /// Path templates per kind of object.
+    pub paths: NexioPaths,
+    /// Bound on one HTTP call, from connect to the last body byte.
+    pub timeout: Duration,
+    /// Calls in flight at once for this source.
+    pub max_concurrency: usize,
+}
+
+impl NexioApi {
+    /// Settings with the documented defaults for everything but the
+    /// endpoint and the credentials.
+    pub fn new(base_url: impl Into<String>, username: impl Into<String>, api_key: Secret) -> Self {
+        Self {
+            base_url: base_url.into(),
+            username: username.into(),
+            api_key,
+            paths: NexioPaths::default(),
+            timeout: DEFAULT_TIMEOUT,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+        }
+    }
+
+    /// Checks what can be checked before the first call, so that config
+    /// loading can name the bad key instead of every look-up failing later.
+    /// Each message starts with the field it is about.
+    pub fn validate(&self) -> Result<(), String> {
+        Target::parse(&self.base_url)?;
+        if self.username.is_empty() || self.username.contains(':') {
+            return Err("username: must be non-empty and must not contain `:` (HTTP Basic)".into());
+        }
+        if self.api_key.expose().is_empty() {
+            return Err("api_key: must not be empty".into());
+        }
+        for kind in LookupKind::ALL {
+            let template = self.paths.template(kind);
+            if !template.starts_with('/') || !template.contains("{id}") {
+                return Err(format!(
+                    "paths.{}: `{template}` must start with `/` and contain `{{id}}`",
+                    kind.config_key()
+                ));
+            }
+            if template.contains(['?', '#', ' ']) {
+                return Err(format!(
+                    "paths.{}: `{template}` must be a plain path (no `?`, `#` or spaces)",
+                    kind.config_key()
+                ));
+            }
+        }
+        if self.timeout.is_zero() {
+            return Err("timeout: must be greater than zero".into());
+        }
+        if self.max_concurrency == 0 {
+            return Err("max_concurrency: must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Path templates (with `{id}`) of the by-id look-ups, one per kind.
+///
+/// Defaults are vendors.md §3.5. Only the list endpoints are confirmed there;
+/// the by-id transaction, payout, spendback and recovery paths are ASSUMED
+/// from them, and the onboarding path is UNKNOWN (Nexio documents the
+/// endpoint, "View application by onboarding ID", but not its path), so its
+/// default is a guess that operators must check against Nexio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NexioPaths {
+    /// `TRANSACTION` pings (`transactionId`): ASSUMED `/transaction/v3/{id}`.
+    pub transaction: String,
+    /// `PAYOUT` pings (`payoutId`): ASSUMED `/payout/v3/{id}`.
+    pub payout: String,
+    /// `SPENDBACK` pings (`spendbackId`): ASSUMED `/payout/v3/spendback/{id}`.
+    pub spendback: String,
+    /// `DECLINE_RECOVERY` pings (`retryId`): ASSUMED `/recovery/v3/{id}`.
+    pub recovery: String,
+    /// `PROCESSOR_ONBOARDING` pings (`onboardingId`): path UNKNOWN, default
+    /// ASSUMED `/partner/v3/onboarding/{id}`; production only.
+    pub onboarding: String,
+}
+
+impl Default for NexioPaths {
+    fn default() -> Self {
+        Self {
+            transaction: "/transaction/v3/{id}".into(),
+            payout: "/payout/v3/{id}".into(),
+            spendback: "/payout/v3/spendback/{id}".into(),
+            recovery: "/recovery/v3/{id}".into(),
+            onboarding: "/partner/v3/onboarding/{id}".into(),
+        }
+    }
+}
+
+impl NexioPaths {
+    /// The template used for `kind`.
+    pub fn template(&self, kind: LookupKind) -> &str {
+        match kind {
+            LookupKind::Transaction => &self.transaction,
+            LookupKind::Payout => &self.payout,
+            LookupKind::Spendback => &self.spendback,
+            LookupKind::DeclineRecovery => &self.recovery,
+            LookupKind::Onboarding => &self.onboarding,
+        }
+    }
+}
+
+/// Where requests go: parsed once from `base_url`.
+#[derive(Debug, Clone)]
+struct Target {
+    https: bool,
+    /// Host for DNS and SNI, without IPv6 brackets.
+    host: String,
+    port: u16,
+    /// The `Host` header: the authority as configured.
+    authority: String,
+    /// Path prefix without a trailing slash (usually empty).
+    prefix: String,
+}
+
+impl Target {
+    fn parse(base_url: &str) -> Result<Self, String> {
+        let uri: Uri = base_url
+            .parse()
+            .map_err(|e| format!("base_url: `{base_url}` is not a URL ({e})"))?;
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => {
+                return Err(format!(
+                "base_url: `{base_url}` must start with https:// (or http:// for a trusted proxy)"
+            ))
+            }
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("base_url: `{base_url}` has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(
+                "base_url: must not carry credentials; use username and api_key".to_owned(),
+            );
+        }
+        if uri.query().is_some() {
+            return Err(format!("base_url: `{base_url}` must not have a query"));
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        if host.is_empty() {
+            return Err(format!("base_url: `{base_url}` has no host"));
+        }
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        Ok(Self {
+            https,
+            host,
+            port,
+            authority: authority.as_str().to_owned(),
+            prefix: uri.path().trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+/// A configured client: target, credentials and TLS, built once per source.
+pub(crate) struct HttpClient {
+    /// `Err` holds the configuration problem, reported by every call.
+    target: Result<Target, String>,
+    paths: NexioPaths,
+    authorization: HeaderValue,
+    tls: tokio_rustls::TlsConnector,
+    timeout: Duration,
+}
+
+impl HttpClient {
+    /// A client trusting the Mozilla root store.
+    pub(crate) fn new(api: &NexioApi) -> Self {
+        let roots = RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        Self::with_roots(api, roots)
+    }
+
+    /// A client trusting `roots` only (tests use a self-signed CA).
+    pub(crate) fn with_roots(api: &NexioApi, roots: RootCertStore) -> Self {
+        let target = api.validate().and_then(|()| Target::parse(&api.base_url));
+        let credentials = format!("{}:{}", api.username, api.api_key.expose());
+        let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+        let mut authorization = HeaderValue::from_str(&format!("Basic {encoded}"))
+            .expect("base64 is a valid header value");
+        authorization.set_sensitive(true);
+        Self {
+            target,
+            paths: api.paths.clone(),
+            authorization,
+            tls: tokio_rustls::TlsConnector::from(tls_config(roots)),
+            timeout: api.timeout,
+        }
+    }
+
+    /// `GET`s one object and classifies the answer; the whole call is bounded
+    /// by the configured timeout.
+    pub(crate) async fn get(
+        &self,
+        kind: LookupKind,
+        id: &str,
+    ) -> Result<serde_json::Value, LookupError> {
+        let target = self
+            .target
+            .as_ref()
+            .map_err(|e| LookupError::Permanent(format!("Nexio API settings are invalid: {e}")))?;
+        let path = format!(
+            "{}{}",
+            target.prefix,
+            self.paths
+                .template(kind)
+                .replace("{id}", &path_segment(id)?)
+        );
+        let started = Instant::now();
+        let answer = tokio::time::timeout(self.timeout, self.exchange(target, &path)).await;
+        let (status, body) = match answer {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(LookupError::Transient(format!(
+                    "GET {path}: no complete answer within {} ms",
+                    self.timeout.as_millis()
+                )))
+            }
+        };
+        tracing::debug!(
+            kind = kind.name(),
+            path = %path,
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Nexio look-up answered."
+        );
+        classify(&path, status, &body)
+    }
+
+    async fn exchange(
+        &self,
+        target: &Target,
+        path: &str,
+    ) -> Result<(StatusCode, Bytes), LookupError> {
+        let tcp = TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(|e| {
+                LookupError::Transient(format!("cannot connect to {}: {e}", target.authority))
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let request = Request::get(path)
+            .header(HOST, target.authority.as_str())
+            .header(AUTHORIZATION, self.authorization.clone())
+            .header(ACCEPT, "application/json")
+            .header(USER_AGENT, concat!("hookgate/", env!("CARGO_PKG_VERSION")))
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| LookupError::Permanent(format!("GET {path}: bad request: {e}")))?;
+        if target.https {
+            let name = ServerName::try_from(target.host.clone()).map_err(|e| {
+                LookupError::Permanent(format!("`{}` is not a TLS server name: {e}", target.host))
+            })?;
+            let tls = self.tls.connect(name, tcp).await.map_err(|e| {
+                LookupError::Transient(format!(
+                    "TLS handshake with {} failed: {e}",
+                    target.authority
+                ))
+            })?;
+            send(tls, request).await
+        } else {
+            send(tcp, request).await
+        }
+    }
+}
+
+/// The TLS client settings: TLS 1.2+, ring, `http/1.1` only.
+fn tls_config(roots: RootCertStore) -> Arc<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// Aborts the connection task when the call ends (answered, failed or timed out).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One HTTP/1.1 exchange on an open connection, reading at most
+/// [`MAX_BODY_BYTES`] of body.
+async fn send<I>(io: I, request: Request<Empty<Bytes>>) -> Result<(StatusCode, Bytes), LookupError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let transient = |e: hyper::Error| LookupError::Transient(format!("HTTP exchange failed: {e}"));
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(transient)?;
+    let _driver = AbortOnDrop(tokio::spawn(async move {
+        let _ = connection.await;
+    }));
+    let response = sender.send_request(request).await.map_err(transient)?;
+    let status = response.status();
+    let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                LookupError::Permanent(format!("response body larger than {MAX_BODY_BYTES} bytes"))
+            } else {
+                LookupError::Transient(format!("reading the response body failed: {e}"))
+            }
+        })?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// Status → outcome: 404 is "not visible yet" (Nexio: up to a minute after
+/// the ping), 408/429/5xx are worth retrying, other 4xx and 3xx are not.
+fn classify(path: &str, status: StatusCode, body: &[u8]) -> Result<serde_json::Value, LookupError> {
+    if status.is_success() {
+        return super::json::parse_exact(body).map_err(|e| {
+            LookupError::Permanent(format!("GET {path}: {status}: body is not JSON: {e}"))
+        });
+    }
+    let what = format!("GET {path}: {status}{}", excerpt(body));
+    match status.as_u16() {
+        404 => Err(LookupError::NotFound),
+        408 | 429 | 500..=599 => Err(LookupError::Transient(what)),
+        _ => Err(LookupError::Permanent(what)),
+    }
+}
+
+/// The start of an error body, printable and short, for the error message.
+fn excerpt(body: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(&body[..body.len().min(200)])
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let text = text.trim();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
+    }
+}
+
+/// An object id as one path segment: unreserved characters as they are,
+/// everything else percent-encoded, so an id can never add path segments or
+/// a query. `.`/`..` and over-long ids are refused.
+fn path_segment(id: &str) -> Result<String, LookupError> {
+    if id.is_empty() || id == "." || id == ".." || id.len() > MAX_ID_LEN {
+        return Err(LookupError::Permanent(format!(
+            "`{}` is not a usable object id",
+            id.chars().take(40).collect::<String>()
+        )));
+    }
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(base: &str) -> NexioApi {
+        NexioApi::new(base, "user@example.com", Secret::new("k"))
+    }
+
+    #[test]
+    fn base_urls_are_checked_up_front() {
+        assert!(api(SANDBOX_BASE_URL).validate().is_ok());
+        assert!(api(PRODUCTION_BASE_URL).validate().is_ok());
+        assert!(api("http://127.0.0.1:8080/nexio/").validate().is_ok());
+        for bad in [
+            "ftp://api.nexiopay.com",
+            "api.nexiopay.com",
+            "https://user:pw@api.nexiopay.com",
+            "https://api.nexiopay.com/?x=1",
+            "",
+        ] {
+            let error = api(bad).validate().unwrap_err();
+            assert!(error.starts_with("base_url:"), "{bad}: {error}");
+        }
+        let t = Target::parse("http://[::1]:9/nexio/").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.prefix.as_str(), t.https),
+            ("::1", 9, "/nexio", false)
+        );
+        let t = Target::parse(PRODUCTION_BASE_URL).unwrap();
+        assert_eq!((t.port, t.prefix.as_str(), t.https), (443, "", true));
+    }
+
+    #[test]
+    fn other_settings_are_checked_and_named() {
+        let mut a = api(SANDBOX_BASE_URL);
+        a.username = "a:b".into();
+        assert!(a.validate().unwrap_err().starts_with("username:"));
+        let mut a = api(SANDBOX_BASE_URL);
+        a.paths.onboarding = "/partner/v3/onboarding".into();
+        assert!(a.validate().unwrap_err().starts_with("paths.onboarding:"));
+        let mut a = api(SANDBOX_BASE_URL);
+        a.max_concurrency = 0;
+        assert!(a.validate().unwrap_err().starts_with("max_concurrency:"));
+        let a = NexioApi::new(SANDBOX_BASE_URL, "u", Secret::new(""));
+        assert!(a.validate().unwrap_err().starts_with("api_key:"));
+    }
+
+    #[test]
+    fn ids_cannot_escape_their_path_segment() {
+        assert_eq!(path_segment("211302211").unwrap(), "211302211");
+        assert_eq!(
+            path_segment("16c3d4c3673f3b5193e56a651df0d3e4").unwrap(),
+            "16c3d4c3673f3b5193e56a651df0d3e4"
+        );
+        assert_eq!(path_segment("a/../b?c#d").unwrap(), "a%2F..%2Fb%3Fc%23d");
+        assert!(path_segment("..").is_err());
+        assert!(path_segment("").is_err());
+        assert!(path_segment(&"9".repeat(200)).is_err());
+    }
+
+    #[test]
+    fn the_debug_form_of_the_settings_hides_the_key() {
+        let a = NexioApi::new(SANDBOX_BASE_URL, "u", Secret::new("very-secret-key"));
+        let text = format!("{a:?}");
+        assert!(!text.contains("very-secret-key"), "{text}");
+    }
+}

@@ -1,0 +1,356 @@
+//! Enrichment: filling in thin vendor pings from the vendor's own API.
+//!
+//! **Why.** Nexio's simplified webhooks are *thin pings*: `{eventType,
+//! <status codes>, <object id>}` and nothing else — no amount, card, merchant
+//! or time (vendors.md §3.3). Consumers want those facts, and only Nexio's
+//! lookup API has them (§3.5), so the gateway asks it, with the source's API
+//! user over HTTP Basic.
+//!
+//! **Why it must not hold up the vendor's 200.** Nexio documents that a new
+//! transaction "may take up to a minute" to become visible to the lookup API,
+//! so a look-up right after the ping often answers 404
+//! ([`LookupError::NotFound`]). Meanwhile Nexio resends a webhook it
+//! considers failed only twice, a minute apart (three attempts in about two
+//! minutes). Waiting a minute for the API before answering would burn those
+//! attempts. So the pipeline tries inline for a short deadline (about 1 s),
+//! and if that does not succeed it makes the ping durable, answers 200, and
+//! retries in the background on the [`next_delay`] schedule for up to
+//! [`RETRY_PERIOD`] ([`Enricher::lookup_with_retry`]).
+//!
+//! **Coalescing.** One object draws several pings (one per status change,
+//! plus Nexio's resends), and the inline attempt and the background retry of
+//! the same ping overlap. Concurrent look-ups of the same `(kind, id)` share
+//! one HTTP call: the first caller starts it as a detached task and every
+//! caller, the first included, waits for its answer. Because the call is
+//! detached, a caller that gives up (the 1 s inline deadline) does not cancel
+//! it: the answer still lands in the cache for the background retry.
+//!
+//! **Cache.** Successful answers are kept for a short TTL in a size-bounded
+//! LRU (`cache.rs`), so resends and repeated pings do not call the API again.
+//! Failures (including 404) are never cached: the object may appear any
+//! second. A cached record may be older than the ping; [`apply_nexio`] keeps
+//! the ping's status for exactly that reason.
+//!
+//! **Bounds.** Per source: at most `max_concurrency` calls in flight (a
+//! semaphore), each call bounded by one `timeout` covering connect, TLS
+//! handshake, request and body, bodies capped at 1 MiB ([`client`]).
+//!
+//! Layout: [`client`] (settings, HTTP/TLS), `cache.rs`, [`json`] (exact
+//! decimals), [`nexio`] (what to look up, how a record fills the facts).
+
+mod cache;
+pub mod client;
+pub mod json;
+pub mod nexio;
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::{oneshot, Semaphore};
+
+pub use client::{
+    NexioApi, NexioPaths, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, MAX_BODY_BYTES,
+    PRODUCTION_BASE_URL, SANDBOX_BASE_URL,
+};
+pub use json::parse_exact;
+pub use nexio::{apply_nexio, apply_nexio_with, LOOKUP_KEY};
+
+use cache::TtlCache;
+use client::HttpClient;
+
+/// How long background enrichment keeps trying: Nexio's lag is "up to a
+/// minute", so ten minutes is generous without holding events for long.
+pub const RETRY_PERIOD: Duration = Duration::from_secs(10 * 60);
+
+/// The inline attempt's suggested deadline: short enough that the vendor's
+/// 200 is not noticeably delayed, long enough for a warm API to answer.
+pub const INLINE_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Default cache TTL: covers Nexio's resends (2 minutes) without serving a
+/// record much staler than the pings that follow it.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(120);
+
+/// Default number of cached records per source (a few KiB each).
+pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+
+/// What a look-up is about; each kind has its own API path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LookupKind {
+    /// A `TRANSACTION` ping's `transactionId`.
+    Transaction,
+    /// A `PAYOUT` ping's `payoutId`.
+    Payout,
+    /// A `SPENDBACK` ping's `spendbackId`.
+    Spendback,
+    /// A `DECLINE_RECOVERY` ping's `retryId`.
+    DeclineRecovery,
+    /// A `PROCESSOR_ONBOARDING` ping's `onboardingId` (production API only).
+    Onboarding,
+}
+
+impl LookupKind {
+    /// Every kind, for validation and tests.
+    pub const ALL: [LookupKind; 5] = [
+        Self::Transaction,
+        Self::Payout,
+        Self::Spendback,
+        Self::DeclineRecovery,
+        Self::Onboarding,
+    ];
+
+    /// Name for logs and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Transaction => "transaction",
+            Self::Payout => "payout",
+            Self::Spendback => "spendback",
+            Self::DeclineRecovery => "decline_recovery",
+            Self::Onboarding => "onboarding",
+        }
+    }
+
+    /// The key of this kind's path under `paths` in the config.
+    pub fn config_key(self) -> &'static str {
+        match self {
+            Self::DeclineRecovery => "recovery",
+            other => other.name(),
+        }
+    }
+}
+
+/// One object to look up: built from a mapped event by [`Lookup::for_nexio`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lookup {
+    /// Which API path to use.
+    pub kind: LookupKind,
+    /// The vendor's object id, as text.
+    pub id: String,
+}
+
+/// Why a look-up produced no record; the variant tells the caller whether
+/// trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// 404: normal right after a ping (Nexio lags up to a minute); retry.
+    #[error("not found (yet)")]
+    NotFound,
+    /// 5xx, 408, 429, timeout, connection or TLS failure; retry.
+    #[error("temporary failure: {0}")]
+    Transient(String),
+    /// 401/403/other 4xx, bad JSON, oversized body, bad settings: retrying
+    /// will not help until someone fixes something.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+}
+
+impl LookupError {
+    /// Whether [`Enricher::lookup_with_retry`] tries again after this error.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Permanent(_))
+    }
+}
+
+/// Delay before background attempt number `attempt + 1` (after attempt
+/// `attempt`, counting from 0): 1 s, 2 s, 4 s, … capped at 30 s. Exponential
+/// so that an object that appears within seconds is found quickly, capped so
+/// that one that takes the full minute is not found much later than that.
+pub fn next_delay(attempt: u32) -> Duration {
+    const CAP: Duration = Duration::from_secs(30);
+    Duration::from_secs(1u64.checked_shl(attempt).unwrap_or(u64::MAX)).min(CAP)
+}
+
+type Key = (LookupKind, String);
+type Answer = Result<Value, LookupError>;
+
+/// The lookup service of one source: settings, HTTP client, cache, in-flight
+/// table and concurrency bound. Cheap to clone (one `Arc`); keep one per
+/// source, because credentials, cache and limits are per source.
+#[derive(Clone)]
+pub struct Enricher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: HttpClient,
+    permits: Semaphore,
+    cache: Mutex<TtlCache<Key, Value>>,
+    /// Callers waiting for the one call in flight per key.
+    inflight: Mutex<HashMap<Key, Vec<oneshot::Sender<Answer>>>>,
+}
+
+impl Enricher {
+    /// A service for one source. Settings are not checked here (call
+    /// [`NexioApi::validate`] when loading the config); invalid settings make
+    /// every look-up a [`LookupError::Permanent`] naming the problem.
+    pub fn new(api: NexioApi, cache_ttl: Duration, cache_capacity: usize) -> Self {
+        let client = HttpClient::new(&api);
+        Self::with_client(client, &api, cache_ttl, cache_capacity)
+    }
+
+    fn with_client(
+        client: HttpClient,
+        api: &NexioApi,
+        cache_ttl: Duration,
+        cache_capacity: usize,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                permits: Semaphore::new(api.max_concurrency.max(1)),
+                cache: Mutex::new(TtlCache::new(cache_ttl, cache_capacity)),
+                inflight: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// One look-up: the cache first, then the API (bounded concurrency,
+    /// per-call timeout). Concurrent look-ups of the same `(kind, id)` share
+    /// one HTTP call, which runs to completion even if every caller stops
+    /// waiting (so wrap this in `tokio::time::timeout` freely). Returned
+    /// records come from [`parse_exact`]: decimals are strings.
+    ///
+    /// Must be called within a Tokio runtime.
+    pub async fn lookup(&self, lookup: &Lookup) -> Result<Value, LookupError> {
+        let key = (lookup.kind, lookup.id.clone());
+        if let Some(hit) = self.cached(&key) {
+            return Ok(hit);
+        }
+        let (tx, rx) = oneshot::channel();
+        let lead = {
+            let mut inflight = lock(&self.inner.inflight);
+            // Checked again under the in-flight lock: a call that completes
+            // fills the cache and clears its entry under this same lock.
+            if let Some(hit) = self.cached(&key) {
+                return Ok(hit);
+            }
+            match inflight.entry(key.clone()) {
+                Entry::Occupied(mut waiting) => {
+                    waiting.get_mut().push(tx);
+                    false
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(vec![tx]);
+                    true
+                }
+            }
+        };
+        if lead {
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                let guard = Completion {
+                    inner: &inner,
+                    key: Some(key),
+                };
+                let answer = inner.fetch(guard.key()).await;
+                guard.complete(answer);
+            });
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(LookupError::Transient(
+                "the look-up task ended without an answer".to_owned(),
+            ))
+        })
+    }
+
+    /// Background enrichment: [`Self::lookup`] again after each retryable
+    /// failure, waiting [`next_delay`] between attempts, until it succeeds,
+    /// fails permanently, or the next wait would end after `period` (use
+    /// [`RETRY_PERIOD`]). Returns the last answer.
+    pub async fn lookup_with_retry(&self, lookup: &Lookup, period: Duration) -> Answer {
+        self.retry_with(lookup, period, next_delay).await
+    }
+
+    async fn retry_with(
+        &self,
+        lookup: &Lookup,
+        period: Duration,
+        delay: impl Fn(u32) -> Duration,
+    ) -> Answer {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            let answer = self.lookup(lookup).await;
+            match &answer {
+                Err(error) if error.is_retryable() => {
+                    let wait = delay(attempt);
+                    if started.elapsed() + wait > period {
+                        return answer;
+                    }
+                    tracing::debug!(kind = lookup.kind.name(), id = %lookup.id, attempt, error = %error,
+                        wait_ms = wait.as_millis() as u64, "Look-up not answered yet; retrying.");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                _ => return answer,
+            }
+        }
+    }
+
+    fn cached(&self, key: &Key) -> Option<Value> {
+        lock(&self.inner.cache).get(key, Instant::now())
+    }
+}
+
+impl Inner {
+    /// The HTTP call, under a concurrency permit.
+    async fn fetch(&self, key: &Key) -> Answer {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| LookupError::Transient("look-ups are shut down".to_owned()))?;
+        self.client.get(key.0, &key.1).await
+    }
+}
+
+/// Finishes an in-flight call: caches a success, then hands the answer to
+/// every waiter. If the task dies first (panic, runtime shutdown), dropping
+/// this removes the entry, so the waiters see an error instead of hanging and
+/// the next look-up starts afresh.
+struct Completion<'a> {
+    inner: &'a Inner,
+    key: Option<Key>,
+}
+
+impl Completion<'_> {
+    fn key(&self) -> &Key {
+        self.key.as_ref().expect("present until completed")
+    }
+
+    fn complete(mut self, answer: Answer) {
+        let key = self.key.take().expect("completed once");
+        let waiters = {
+            let mut inflight = lock(&self.inner.inflight);
+            if let Ok(record) = &answer {
+                lock(&self.inner.cache).insert(key.clone(), record.clone(), Instant::now());
+            }
+            inflight.remove(&key).unwrap_or_default()
+        };
+        for waiter in waiters {
+            // A waiter that stopped waiting is fine to skip.
+            let _ = waiter.send(answer.clone());
+        }
+    }
+}
+
+impl Drop for Completion<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            lock(&self.inner.inflight).remove(&key);
+        }
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: the guarded maps stay consistent
+/// because no code panics while holding them.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests;

@@ -33,6 +33,7 @@ mod durability;
 mod deploy;
 
 /// Hostile clients: oversized, slow, malformed and replayed requests, old TLS, connection floods.
+mod attacks;
 
 /// Thin Nexio pings filled in from a fake vendor API.
 mod enrich;

@@ -30,6 +30,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
@@ -89,6 +90,7 @@ impl Listener {
             let runtime = pipeline.runtime();
             let tls = runtime.tls.clone();
             let handshake_timeout = runtime.server.handshake_timeout;
+            let header_timeout = self.settings.header_timeout;
             let service = hyper::service::service_fn(move |req| {
                 let pipeline = pipeline.clone();
                 async move { Ok::<_, Infallible>(handle(req, peer, &pipeline).await) }
@@ -115,11 +117,17 @@ impl Listener {
                                 return;
                             }
                         };
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        let Some(io) = first_bytes(stream, header_timeout).await else {
+                            return;
+                        };
+                        let conn = builder.serve_connection(TokioIo::new(io), service);
                         let _ = watcher.watch(conn.into_owned()).await;
                     }
                     None => {
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        let Some(io) = first_bytes(stream, header_timeout).await else {
+                            return;
+                        };
+                        let conn = builder.serve_connection(TokioIo::new(io), service);
                         let _ = watcher.watch(conn.into_owned()).await;
                     }
                 }
@@ -135,6 +143,92 @@ impl Listener {
                 "Connections still open after the drain deadline; closing them."
             );
         }
+    }
+}
+
+/// Waits for the client's first bytes, at most `deadline`. hyper's own
+/// header timeout starts only once it reads a request head, and protocol
+/// detection (HTTP/1 or HTTP/2) would otherwise wait forever on a client that
+/// connects and stays silent: each such client would hold a connection slot.
+async fn first_bytes<IO>(mut io: IO, deadline: std::time::Duration) -> Option<Prefixed<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 8 * 1024];
+    match tokio::time::timeout(deadline, io.read(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => {
+            buf.truncate(n);
+            Some(Prefixed {
+                prefix: buf,
+                at: 0,
+                io,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A stream whose first bytes were already read: replays them, then reads on.
+struct Prefixed<IO> {
+    prefix: Vec<u8>,
+    at: usize,
+    io: IO,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.at < self.prefix.len() {
+            let n = buf.remaining().min(self.prefix.len() - self.at);
+            let at = self.at;
+            buf.put_slice(&self.prefix[at..at + n]);
+            self.at += n;
+            if self.at == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.at = 0;
+            }
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }
 

@@ -52,54 +52,9 @@ use crate::canonical::{Amount, Mapped, Merchant, PaymentMethod, Status, UNKNOWN}
 /// The key under `vendor_data` that holds the (redacted) looked-up record.
 pub const LOOKUP_KEY: &str = "lookup";
 
-/// `transactionStatus` (third-party enum, vendors.md §3.6; same table as the
-/// mapping in `vendors/nexio.rs`) with our canonical type for each.
-const TRANSACTION_STATUSES: &[(i64, &str, &str)] = &[
-    (3, "authOnlyPending", "payment.authorized"),
-    (9, "authorizedPending", "payment.authorized"),
-    (10, "pending", "payment.succeeded"),
-    (11, "authOnly", "payment.authorized"),
-    (20, "settled", "payment.settled"),
-    (30, "declined", "payment.failed"),
-    (32, "fraudReject", "payment.failed"),
-    (39, "voidPending", "payment.updated"),
-    (40, "voided", "payment.voided"),
-    (50, "error", "payment.failed"),
-];
-
-/// `payoutStatus` (official) with the canonical type.
-const PAYOUT_STATUSES: &[(i64, &str, &str)] = &[
-    (
-        10,
-        "pendingProviderAction",
-        "payout.pending_provider_action",
-    ),
-    (
-        11,
-        "pendingMerchantAction",
-        "payout.pending_merchant_action",
-    ),
-    (
-        12,
-        "pendingRecipientAction",
-        "payout.pending_recipient_action",
-    ),
-    (20, "completed", "payout.completed"),
-    (30, "expired", "payout.expired"),
-    (40, "canceled", "payout.canceled"),
-    (50, "returned", "payout.returned"),
-    (90, "failed", "payout.failed"),
-];
-
-/// `spendbackStatus` (official) with the canonical type.
-const SPENDBACK_STATUSES: &[(i64, &str, &str)] = &[
-    (10, "pending", "spendback.pending"),
-    (20, "completed", "spendback.completed"),
-    (30, "review", "spendback.review"),
-    (40, "expired", "spendback.expired"),
-    (50, "canceled", "spendback.canceled"),
-    (90, "failed", "spendback.failed"),
-];
+// The transaction, payout and spendback code tables are the mapping's own,
+// so a ping and a looked-up record can never disagree on a code's name.
+use crate::vendors::nexio::{PAYOUT_STATUSES, SPENDBACK_STATUSES, TRANSACTION_STATUSES};
 
 /// `recoveryStatus`: only 30 ("retry attempt scheduled") has a documented
 /// meaning; Nexio's own name for it was not captured, so this is ours.

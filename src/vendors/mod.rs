@@ -10,7 +10,7 @@
 //! must learn about it. A runtime registry would buy nothing for four vendors
 //! known at compile time.
 
-mod nexio;
+pub(crate) mod nexio;
 mod stickypay;
 mod strictly;
 mod usaepay;

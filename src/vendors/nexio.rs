@@ -64,8 +64,8 @@ use crate::canonical::{Amount, Facts, Merchant, ObjectRef, PaymentMethod, Status
 pub struct Nexio;
 
 /// `transactionStatus` codes (third-party C# enum, see the module doc) with
-/// our canonical type for each.
-const TRANSACTION_STATUSES: &[(i64, &str, &str)] = &[
+/// our canonical type for each; also read by the look-up in `crate::enrich`.
+pub(crate) const TRANSACTION_STATUSES: &[(i64, &str, &str)] = &[
     (3, "authOnlyPending", "payment.authorized"),
     (9, "authorizedPending", "payment.authorized"),
     (10, "pending", "payment.succeeded"),
@@ -78,26 +78,38 @@ const TRANSACTION_STATUSES: &[(i64, &str, &str)] = &[
     (50, "error", "payment.failed"),
 ];
 
-/// `payoutStatus` codes (official) with the suffix of `payout.<suffix>`.
-const PAYOUT_STATUSES: &[(i64, &str, &str)] = &[
-    (10, "pendingProviderAction", "pending_provider_action"),
-    (11, "pendingMerchantAction", "pending_merchant_action"),
-    (12, "pendingRecipientAction", "pending_recipient_action"),
-    (20, "completed", "completed"),
-    (30, "expired", "expired"),
-    (40, "canceled", "canceled"),
-    (50, "returned", "returned"),
-    (90, "failed", "failed"),
+/// `payoutStatus` codes (official) with the canonical type for each.
+pub(crate) const PAYOUT_STATUSES: &[(i64, &str, &str)] = &[
+    (
+        10,
+        "pendingProviderAction",
+        "payout.pending_provider_action",
+    ),
+    (
+        11,
+        "pendingMerchantAction",
+        "payout.pending_merchant_action",
+    ),
+    (
+        12,
+        "pendingRecipientAction",
+        "payout.pending_recipient_action",
+    ),
+    (20, "completed", "payout.completed"),
+    (30, "expired", "payout.expired"),
+    (40, "canceled", "payout.canceled"),
+    (50, "returned", "payout.returned"),
+    (90, "failed", "payout.failed"),
 ];
 
 /// `spendbackStatus` codes (official) with the suffix of `spendback.<suffix>`.
-const SPENDBACK_STATUSES: &[(i64, &str, &str)] = &[
-    (10, "pending", "pending"),
-    (20, "completed", "completed"),
-    (30, "review", "review"),
-    (40, "expired", "expired"),
-    (50, "canceled", "canceled"),
-    (90, "failed", "failed"),
+pub(crate) const SPENDBACK_STATUSES: &[(i64, &str, &str)] = &[
+    (10, "pending", "spendback.pending"),
+    (20, "completed", "spendback.completed"),
+    (30, "review", "spendback.review"),
+    (40, "expired", "spendback.expired"),
+    (50, "canceled", "spendback.canceled"),
+    (90, "failed", "spendback.failed"),
 ];
 
 /// The part of a legacy body read with its exact number literals.
@@ -369,11 +381,10 @@ fn coded_event(
 
 /// `<noun>.<snake_case status>` for a documented code, else `<noun>.updated`.
 fn family_type(noun: &str, status: Option<&Status>, table: &[(i64, &str, &str)]) -> String {
-    let suffix = status
+    status
         .and_then(|s| s.code)
         .and_then(|c| table.iter().find(|row| row.0 == c))
-        .map_or("updated", |row| row.2);
-    format!("{noun}.{suffix}")
+        .map_or_else(|| format!("{noun}.updated"), |row| row.2.to_owned())
 }
 
 /// A status from a code (number or digit string) or a documented name.

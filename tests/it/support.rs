@@ -439,6 +439,11 @@ impl TestGateway {
         Self::launch(sources, extra_server, "", amqp, wait_for_broker).await
     }
 
+    /// Starts with extra `[server]` keys, on the test broker.
+    pub async fn start_with_server(sources: &str, extra_server: &str) -> Self {
+        Self::start_with(sources, extra_server, &amqp_url(), true).await
+    }
+
     /// Starts on a given exchange (a restart of an earlier gateway).
     pub async fn start_on_exchange(sources: &str, exchange: &str) -> Self {
         Self::launch_on(sources, "", "", &amqp_url(), true, exchange.to_owned()).await
@@ -706,7 +711,8 @@ impl GatewayProcess {
 }
 
 /// Scripted answers per path, in order.
-type Script = Arc<Mutex<std::collections::HashMap<String, std::collections::VecDeque<(u16, String)>>>>;
+type Script =
+    Arc<Mutex<std::collections::HashMap<String, std::collections::VecDeque<(u16, String)>>>>;
 
 /// A fake Nexio API: a real HTTP server answering look-ups from a script
 /// (per path, a queue of `(status, body)`; 404 once the queue is empty), and

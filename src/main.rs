@@ -60,6 +60,11 @@ enum Command {
         #[arg(long)]
         from_queue: String,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
     /// Inspect or operate the local spool (stop the gateway first: one process per spool).
     Spool {
         /// Path to the TOML config file.
@@ -210,6 +215,16 @@ fn run_tool(command: Command) -> ExitCode {
                     )
                 },
             )
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "hookgate",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
         }
         Command::Serve { .. } | Command::CheckConfig { .. } => unreachable!("handled in main"),
     }

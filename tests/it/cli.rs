@@ -494,3 +494,16 @@ fn remap_turns_parked_unmapped_events_into_canonical_ones_with_their_original_id
             .await;
     });
 }
+
+#[test]
+fn completions_cover_every_subcommand() {
+    let out = hookgate().args(["completions", "bash"]).output().unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    for sub in ["serve", "check-config", "sign", "send", "remap", "spool"] {
+        assert!(
+            script.contains(sub),
+            "{sub} missing from the bash completions"
+        );
+    }
+}

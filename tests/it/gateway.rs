@@ -287,13 +287,7 @@ async fn a_rotated_key_is_accepted_and_retries_share_one_message_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_cap_get_413_before_being_read() {
-    let gw = TestGateway::start_with(
-        USAEPAY_SOURCE,
-        "max_body_bytes = 1024",
-        &crate::support::amqp_url(),
-        true,
-    )
-    .await;
+    let gw = TestGateway::start_with_server(USAEPAY_SOURCE, "max_body_bytes = 1024").await;
     let big = vec![b' '; 4096];
     let reply = gw
         .client()

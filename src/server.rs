@@ -146,26 +146,40 @@ impl Listener {
     }
 }
 
-/// Waits for the client's first bytes, at most `deadline`. hyper's own
-/// header timeout starts only once it reads a request head, and protocol
-/// detection (HTTP/1 or HTTP/2) would otherwise wait forever on a client that
-/// connects and stays silent: each such client would hold a connection slot.
+/// Waits for the client's first bytes, at most `deadline`, and for the whole
+/// HTTP/2 preface when they begin like one. hyper's own header timeout starts
+/// only once it reads a request head, and protocol detection (HTTP/1 or
+/// HTTP/2) would otherwise wait forever on a client that connects and stays
+/// silent, or sends part of a preface: each such client would hold a
+/// connection slot.
 async fn first_bytes<IO>(mut io: IO, deadline: std::time::Duration) -> Option<Prefixed<IO>>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; 8 * 1024];
-    match tokio::time::timeout(deadline, io.read(&mut buf)).await {
-        Ok(Ok(n)) if n > 0 => {
-            buf.truncate(n);
-            Some(Prefixed {
-                prefix: buf,
-                at: 0,
-                io,
-            })
+    const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = Vec::with_capacity(8 * 1024);
+    let read_enough = async {
+        let mut chunk = [0u8; 8 * 1024];
+        loop {
+            let n = io.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+            buf.extend_from_slice(&chunk[..n]);
+            // Keep reading while what came could still be a partial HTTP/2
+            // preface: version detection would wait for the rest with no deadline.
+            let partial_preface = buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf);
+            if !partial_preface {
+                return Some(());
+            }
         }
-        _ => None,
-    }
+    };
+    tokio::time::timeout(deadline, read_enough)
+        .await
+        .ok()
+        .flatten()?;
+    Some(Prefixed {
+        prefix: buf,
+        at: 0,
+        io,
+    })
 }
 
 /// A stream whose first bytes were already read: replays them, then reads on.

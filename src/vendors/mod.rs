@@ -133,8 +133,47 @@ impl MappingError {
     }
 }
 
+/// Deepest nesting of arrays and objects a mapped body may have. Vendor
+/// bodies nest a handful of levels; the published event adds two more around
+/// `vendor_data`, and consumers parse with limits like serde_json's 128, so a
+/// body deeper than this is published as `unmapped` (its raw text is a string,
+/// readable at any depth) instead of as an event no consumer could parse.
+pub(crate) const MAX_BODY_DEPTH: usize = 64;
+
+/// Refuses bodies nested deeper than [`MAX_BODY_DEPTH`], by a byte scan that
+/// skips string contents (so it costs no allocation and no recursion).
+pub(crate) fn check_depth(body: &[u8]) -> Result<(), MappingError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_BODY_DEPTH {
+                    return Err(MappingError::new(format!(
+                        "body nests deeper than {MAX_BODY_DEPTH} levels"
+                    )));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Parses a body into a vendor's wire struct; the error names the field and position.
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, MappingError> {
+    check_depth(body)?;
     serde_json::from_slice(body)
         .map_err(|e| MappingError::new(format!("body is not the expected JSON: {e}")))
 }
@@ -162,6 +201,17 @@ pub(crate) fn from_unix_seconds(secs: i64) -> Option<OffsetDateTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn depth_is_counted_outside_strings_only() {
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert!(check_depth(deep.as_bytes()).is_err());
+        let fine = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        assert!(check_depth(fine.as_bytes()).is_ok());
+        let brackets_in_a_string =
+            format!("{{\"a\": \"{}\\\" {}\"}}", "[".repeat(100), "{".repeat(100));
+        assert!(check_depth(brackets_in_a_string.as_bytes()).is_ok());
+    }
 
     #[test]
     fn names_round_trip_for_every_vendor() {

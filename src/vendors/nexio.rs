@@ -124,6 +124,23 @@ struct LegacyAmount {
 }
 
 impl Vendor for Nexio {
+    /// API credentials are removed from unmapped bodies too (a look-up
+    /// response pasted into a webhook, say); a body that mentions them but
+    /// cannot be parsed is withheld.
+    fn raw_body_for_unmapped<'a>(
+        &self,
+        body: &'a [u8],
+        _options: &MapOptions,
+    ) -> Option<std::borrow::Cow<'a, [u8]>> {
+        let mentions = body.windows(18).any(|w| w == b"apiUserCredentials");
+        if !mentions {
+            return Some(std::borrow::Cow::Borrowed(body));
+        }
+        let mut value: Value = serde_json::from_slice(body).ok()?;
+        redact(&mut value);
+        serde_json::to_vec(&value).ok().map(std::borrow::Cow::Owned)
+    }
+
     fn signature_scheme(&self) -> Option<SignatureScheme> {
         Some(SignatureScheme::TimestampedHex {
             header: "nexio-signature",

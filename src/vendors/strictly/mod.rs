@@ -170,6 +170,26 @@ impl Action {
 }
 
 impl Vendor for Strictly {
+    /// The `server` block (delivery URL and Basic credentials) is removed
+    /// from unmapped bodies too; a body that cannot be read and still
+    /// mentions `server` is withheld rather than risk publishing them.
+    fn raw_body_for_unmapped<'a>(
+        &self,
+        body: &'a [u8],
+        _options: &MapOptions,
+    ) -> Option<Cow<'a, [u8]>> {
+        match read(body) {
+            Ok((_, mut value)) => {
+                if let Some(map) = value.as_object_mut() {
+                    map.remove("server");
+                }
+                serde_json::to_vec(&value).ok().map(Cow::Owned)
+            }
+            Err(_) if contains(body, b"server") => None,
+            Err(_) => Some(Cow::Borrowed(body)),
+        }
+    }
+
     fn map(&self, body: &Verified, options: &MapOptions) -> Result<Mapped, MappingError> {
         let (text, mut vendor_data) = read(body.body())?;
         let record: Record = serde_json::from_str(&text)
@@ -265,6 +285,7 @@ impl Vendor for Strictly {
 /// Strict JSON first; MongoDB shell notation only when that fails. Returns the
 /// JSON text (for the wire structs) and its parsed value (for `vendor_data`).
 fn read(body: &[u8]) -> Result<(Cow<'_, str>, Value), MappingError> {
+    super::check_depth(body)?;
     let strict = match serde_json::from_slice::<Value>(body) {
         Ok(value) => {
             let text = std::str::from_utf8(body)
@@ -435,6 +456,11 @@ fn payment_method(data: &Data) -> Option<PaymentMethod> {
             .and_then(|m| text(&m.last4))
             .filter(|l| l.len() == 4 && l.bytes().all(|b| b.is_ascii_digit())),
     })
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[cfg(test)]

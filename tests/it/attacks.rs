@@ -1,0 +1,761 @@
+//! Hostile clients against the running gateway (real TLS, real RabbitMQ).
+//!
+//! Every case asserts the documented outcome *and* that the gateway then
+//! still answers a legitimate signed request with 200: an attack that gets
+//! the status right but wedges the listener is still a failure.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hookgate::auth::{HmacVerifier, SignatureScheme};
+use hookgate::secret::Secret;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::gateway::{signed_usaepay_headers, BASIC, USAEPAY_BODY, USAEPAY_SOURCE};
+use crate::support::{amqp_url, schema_validator, Broker, TestGateway};
+
+const USAEPAY_KEY: &str = "example-signature-key";
+const OTHER_KEY: &str = "other-source-signature-key";
+const NEXIO_SECRET: &str = "attack-nexio-webhook-secret";
+const STICKY_TOKEN: &str = "sticky-attack-token-0123456789abcdef";
+
+/// The USAePay source from `gateway.rs`, plus a second USAePay source with its
+/// own key, a Nexio legacy (signed) source and a Sticky (token) source.
+fn sources() -> String {
+    format!(
+        r#"{USAEPAY_SOURCE}
+[[source]]
+id = "usaepay-other"
+vendor = "usaepay"
+[source.auth]
+hmac = {{ keys = ["{OTHER_KEY}"] }}
+basic = {{ username = "webhook-user", password = "webhook-pass" }}
+
+[[source]]
+id = "nexio-legacy"
+vendor = "nexio"
+auth = {{ hmac = {{ keys = ["{NEXIO_SECRET}"], tolerance_secs = 300 }} }}
+
+[[source]]
+id = "sticky-main"
+vendor = "stickypay"
+auth = {{ token = "{STICKY_TOKEN}" }}
+"#
+    )
+}
+
+async fn start(extra_server: &str) -> TestGateway {
+    TestGateway::start_with(&sources(), extra_server, &amqp_url(), true).await
+}
+
+fn usaepay_signature(key: &str, body: &[u8]) -> String {
+    HmacVerifier::new(
+        SignatureScheme::HexBody {
+            header: "x-signature",
+        },
+        vec![Secret::new(key)],
+        Duration::from_secs(300),
+    )
+    .sign(0, None, body)
+}
+
+fn nexio_signature(key: &str, body: &[u8], at: u64) -> String {
+    HmacVerifier::new(
+        SignatureScheme::TimestampedHex {
+            header: "nexio-signature",
+        },
+        vec![Secret::new(key)],
+        Duration::from_secs(300),
+    )
+    .sign(0, Some(at), body)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A legitimate, signed USAePay request still gets 200.
+async fn assert_still_serves(gw: &TestGateway, after: &str) {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        gw.client().try_post(
+            "/webhooks/usaepay-main",
+            &signed_usaepay_headers(),
+            USAEPAY_BODY,
+        ),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("after {after}: no answer to a legitimate request in 10 s"));
+    assert_eq!(
+        reply.map(|(status, _)| status),
+        Ok(200),
+        "after {after}: a legitimate signed request must still be accepted"
+    );
+}
+
+/// What a raw client hears back.
+#[derive(Debug, PartialEq)]
+enum Heard {
+    /// A complete HTTP response head with this status.
+    Status(u16),
+    /// The server closed the connection (EOF or reset) without a response.
+    Closed,
+    /// Nothing within the wait.
+    Silent,
+}
+
+/// Reads one response head (or the close) within `wait`.
+async fn hear<S: AsyncRead + Unpin>(stream: &mut S, wait: Duration) -> Heard {
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                return head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse::<u16>().ok());
+            }
+        }
+    };
+    match tokio::time::timeout(wait, read).await {
+        Ok(Some(status)) => Heard::Status(status),
+        Ok(None) => Heard::Closed,
+        Err(_) => Heard::Silent,
+    }
+}
+
+/// Whether the server closes the connection within `wait` (reading and
+/// discarding anything it still sends).
+async fn closes_within<S: AsyncRead + Unpin>(stream: &mut S, wait: Duration) -> bool {
+    let drain = async {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(wait, drain).await.is_ok()
+}
+
+fn signed_head(path: &str, extra: &str) -> String {
+    let sig = usaepay_signature(USAEPAY_KEY, USAEPAY_BODY.as_bytes());
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {BASIC}\r\nX-Signature: {sig}\r\n{extra}\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_413_declared_or_chunked() {
+    let gw = start("max_body_bytes = 1024").await;
+    let client = gw.client();
+
+    // Declared: a 100 MB Content-Length is refused before a byte of body is sent.
+    let mut tls = client.tls_stream().await.unwrap();
+    let head = signed_head("/webhooks/usaepay-main", "Content-Length: 100000000\r\n");
+    tls.write_all(head.as_bytes()).await.unwrap();
+    assert_eq!(
+        hear(&mut tls, Duration::from_secs(5)).await,
+        Heard::Status(413)
+    );
+    assert_still_serves(&gw, "a declared oversized body").await;
+
+    // Undeclared: chunked, 4 KiB in 1 KiB chunks, never a Content-Length.
+    let mut tls = client.tls_stream().await.unwrap();
+    let head = signed_head("/webhooks/usaepay-main", "Transfer-Encoding: chunked\r\n");
+    tls.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..4 {
+        let chunk = format!("400\r\n{}\r\n", " ".repeat(1024));
+        // The server may answer and close before every chunk is written.
+        if tls.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = tls.write_all(b"0\r\n\r\n").await;
+    assert_eq!(
+        hear(&mut tls, Duration::from_secs(5)).await,
+        Heard::Status(413)
+    );
+    assert_still_serves(&gw, "a chunked oversized body").await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_or_numerous_headers_are_refused_and_the_gateway_survives() {
+    let gw = start("").await;
+    let client = gw.client();
+
+    // One 100 KiB header: over the 64 KiB head buffer.
+    let mut tls = client.tls_stream().await.unwrap();
+    let head = signed_head(
+        "/webhooks/usaepay-main",
+        &format!(
+            "X-Filler: {}\r\nContent-Length: 2\r\n",
+            "a".repeat(100 * 1024)
+        ),
+    );
+    let _ = tls.write_all(head.as_bytes()).await;
+    let heard = hear(&mut tls, Duration::from_secs(5)).await;
+    assert!(
+        matches!(heard, Heard::Status(431) | Heard::Closed),
+        "huge header: {heard:?}"
+    );
+    assert_still_serves(&gw, "a 100 KiB header").await;
+
+    // 500 small headers: over hyper's header count limit.
+    let mut tls = client.tls_stream().await.unwrap();
+    let many: String = (0..500).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let head = signed_head(
+        "/webhooks/usaepay-main",
+        &format!("{many}Content-Length: 2\r\n"),
+    );
+    let _ = tls.write_all(head.as_bytes()).await;
+    let heard = hear(&mut tls, Duration::from_secs(5)).await;
+    assert!(
+        matches!(heard, Heard::Status(431) | Heard::Closed),
+        "many headers: {heard:?}"
+    );
+    assert_still_serves(&gw, "500 headers").await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_heads_are_cut_off_and_slow_bodies_get_408() {
+    let gw = start("header_timeout_ms = 500\nbody_timeout_ms = 500").await;
+    let client = gw.client();
+
+    // Slowloris: a partial head, then one byte every 100 ms. The deadline
+    // covers the whole head, so trickling does not extend it.
+    let mut tls = client.tls_stream().await.unwrap();
+    tls.write_all(b"POST /webhooks/usaepay-main HTTP/1.1\r\nHost: local")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut cut_off = false;
+    while started.elapsed() < Duration::from_secs(4) {
+        if tls.write_all(b"h").await.is_err() {
+            cut_off = true;
+            break;
+        }
+        if let Ok(heard) =
+            tokio::time::timeout(Duration::from_millis(100), hear(&mut tls, Duration::MAX)).await
+        {
+            assert!(
+                matches!(heard, Heard::Closed | Heard::Status(408)),
+                "slow head: {heard:?}"
+            );
+            cut_off = true;
+            break;
+        }
+    }
+    assert!(cut_off, "a trickled head was not cut off within 4 s");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "cut off before the header timeout: {:?}",
+        started.elapsed()
+    );
+    assert_still_serves(&gw, "a slowloris head").await;
+
+    // A slow body: the head promises 100 bytes, 10 arrive.
+    let mut tls = client.tls_stream().await.unwrap();
+    let head = signed_head("/webhooks/usaepay-main", "Content-Length: 100\r\n");
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&USAEPAY_BODY.as_bytes()[..10]).await.unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        hear(&mut tls, Duration::from_secs(5)).await,
+        Heard::Status(408)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert_still_serves(&gw, "a slow body").await;
+    gw.stop().await;
+}
+
+/// A client that completes the TLS handshake and then sends nothing, or only
+/// the start of something (one byte, or most of the HTTP/2 preface, which
+/// keeps HTTP/1-vs-2 detection waiting), holds a connection slot;
+/// `server.header_timeout_ms` must reclaim it like any other slow head (the
+/// README: "request head deadline (slowloris)").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_after_the_tls_handshake_is_cut_off() {
+    let gw = start("header_timeout_ms = 500").await;
+    for (what, opening) in [
+        ("nothing", &b""[..]),
+        ("one byte", &b"P"[..]),
+        (
+            "23 of the 24 bytes of the HTTP/2 preface",
+            &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r"[..],
+        ),
+    ] {
+        let mut tls = gw.client().tls_stream().await.unwrap();
+        tls.write_all(opening).await.unwrap();
+        tls.flush().await.unwrap();
+        assert!(
+            closes_within(&mut tls, Duration::from_secs(3)).await,
+            "a TLS client that sent {what} is still connected 3 s past a 500 ms header timeout"
+        );
+    }
+    assert_still_serves(&gw, "silent TLS clients").await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_does_not_stall_others() {
+    let gw = start("").await;
+    // Pipeline cheap requests (unknown source: 404 before any auth work) and
+    // never read a response: once the socket buffers fill, the gateway must
+    // stop reading from this client rather than buffer its answers without bound.
+    let tls = gw.client().tls_stream().await.unwrap();
+    let (reader, mut writer) = tokio::io::split(tls);
+    let written = Arc::new(AtomicU64::new(0));
+    let counter = written.clone();
+    let flood = tokio::spawn(async move {
+        let one = b"POST /webhooks/nope HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n";
+        let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 256).collect();
+        while counter.load(Ordering::Relaxed) < 256 * 1024 * 1024 {
+            if writer.write_all(&batch).await.is_err() {
+                return;
+            }
+            counter.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+    });
+    // Wait until the writer is blocked (no progress for 500 ms).
+    let mut last = 0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = written.load(Ordering::Relaxed);
+        if now == last && now > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway kept reading {now} bytes of requests whose answers nobody reads"
+        );
+        last = now;
+    }
+    assert!(
+        !flood.is_finished(),
+        "the flood writer is blocked, not done"
+    );
+    assert!(last < 256 * 1024 * 1024);
+    assert_still_serves(&gw, "a client that stopped reading").await;
+    // Hang up (otherwise shutdown waits the whole drain timeout for it).
+    flood.abort();
+    let _ = flood.await;
+    drop(reader);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_but_authenticated_bodies_are_published_not_crashed_on() {
+    let gw = start("").await;
+    let broker = Broker::connect().await;
+    let queue = broker.bind_queue(&gw.exchange, "usaepay-main.#").await;
+    let client = gw.client();
+
+    let sale = |id: &str, extra: &str| {
+        format!(
+            r#"{{"type":"event","event_triggered":"2021-04-07 15:14:26","event_type":"transaction.sale.success","event_body":{{"merchant":{{"merch_key":"m"}},"object":{{"type":"transaction","key":"k-{id}","amount_detail":{{"amount":"5.00"}}{extra}}}}},"event_id":"{id}"}}"#
+        )
+        .into_bytes()
+    };
+    let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    let unique = crate::support::unique("attack");
+    let mut invalid_utf8 = sale(&format!("{unique}-utf8"), "");
+    invalid_utf8.splice(10..10, [0xff, 0xfe]);
+    let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
+        (
+            "nested 10 000 deep (over the parser's limit)",
+            sale(&format!("{unique}-deep"), &format!(r#","x":{}"#, nested(10_000))),
+            &["unmapped"],
+        ),
+        (
+            "nested 100 deep",
+            sale(&format!("{unique}-100"), &format!(r#","x":{}"#, nested(100))),
+            &["payment.succeeded", "unmapped"],
+        ),
+        ("invalid UTF-8", invalid_utf8, &["unmapped"]),
+        (
+            "duplicate keys",
+            format!(
+                r#"{{"type":"event","event_type":"transaction.sale.success","event_id":"{unique}-dup1","event_body":{{"object":{{"type":"transaction","key":"k1","amount_detail":{{"amount":"1.00"}}}}}},"event_id":"{unique}-dup2","event_body":{{"object":{{"type":"transaction","key":"k2","amount_detail":{{"amount":"2.00"}}}}}}}}"#
+            )
+            .into_bytes(),
+            &["payment.succeeded", "unmapped"],
+        ),
+        (
+            "a refnum over u64",
+            sale(&format!("{unique}-u64"), r#","refnum":18446744073709551616"#),
+            &["payment.succeeded", "unmapped"],
+        ),
+        (
+            "an amount over i64 minor units",
+            sale(&format!("{unique}-i64"), "")
+                .iter()
+                .map(|&b| b as char)
+                .collect::<String>()
+                .replace(r#""amount":"5.00""#, r#""amount":"92233720368547758.08""#)
+                .into_bytes(),
+            &["unmapped"],
+        ),
+        (
+            "an amount as a float literal beyond f64",
+            sale(&format!("{unique}-f64"), "")
+                .iter()
+                .map(|&b| b as char)
+                .collect::<String>()
+                .replace(r#""amount":"5.00""#, r#""amount":1e400"#)
+                .into_bytes(),
+            &["unmapped"],
+        ),
+    ];
+    let validator = schema_validator();
+    for (what, body, types) in cases {
+        let sig = usaepay_signature(USAEPAY_KEY, &body);
+        let headers = [
+            ("authorization", BASIC),
+            ("x-signature", sig.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let reply = client.post("/webhooks/usaepay-main", &headers, body).await;
+        assert_eq!(reply.status, 200, "{what}: {:?}", reply.body);
+        let msg = broker
+            .next(&queue, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("{what}: nothing published"));
+        let kind = msg.properties.kind().as_ref().map(|s| s.to_string());
+        assert!(
+            types.iter().any(|t| kind.as_deref() == Some(*t)),
+            "{what}: published as {kind:?}, expected one of {types:?}"
+        );
+        let event: Value = serde_json::from_slice(&msg.raw)
+            .unwrap_or_else(|e| panic!("{what}: consumers cannot parse the event: {e}"));
+        let errors: Vec<String> = validator
+            .iter_errors(&event)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{what}: {errors:?}");
+        if what == "invalid UTF-8" {
+            assert_eq!(event["data"]["unmapped"]["raw_body_encoding"], "base64");
+        }
+        if what == "duplicate keys" && kind.as_deref() == Some("payment.succeeded") {
+            // One reading (the last occurrence), not a mix of both.
+            assert_eq!(
+                event["data"]["vendor_event_id"],
+                format!("{unique}-dup2").as_str()
+            );
+            assert_eq!(event["data"]["object"]["id"], "k2");
+            assert_eq!(event["data"]["amount"]["minor"], 200);
+        }
+    }
+    assert_still_serves(&gw, "hostile bodies").await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_and_cross_source_signatures_get_401() {
+    let gw = start("").await;
+    let broker = Broker::connect().await;
+    let queue = broker.bind_queue(&gw.exchange, "#").await;
+    let client = gw.client();
+    let nexio_body =
+        br#"{"eventType":"TRANSACTION_AUTHORIZED","data":{"id":"replay-1","merchantId":"100039"}}"#;
+
+    // A genuine Nexio legacy capture replayed 10 minutes later (tolerance 300 s).
+    let stale = nexio_signature(NEXIO_SECRET, nexio_body, now() - 600);
+    let reply = client
+        .post(
+            "/webhooks/nexio-legacy",
+            &[("nexio-signature", stale.as_str())],
+            &nexio_body[..],
+        )
+        .await;
+    assert_eq!(reply.status, 401, "{:?}", reply.body);
+    // ... or dated 10 minutes ahead.
+    let ahead = nexio_signature(NEXIO_SECRET, nexio_body, now() + 600);
+    let reply = client
+        .post(
+            "/webhooks/nexio-legacy",
+            &[("nexio-signature", ahead.as_str())],
+            &nexio_body[..],
+        )
+        .await;
+    assert_eq!(reply.status, 401, "{:?}", reply.body);
+
+    // Signed with another source's key: that source's URL accepts it, ours does not.
+    let sig = usaepay_signature(OTHER_KEY, USAEPAY_BODY.as_bytes());
+    let headers = [("authorization", BASIC), ("x-signature", sig.as_str())];
+    let reply = client
+        .post("/webhooks/usaepay-main", &headers, USAEPAY_BODY)
+        .await;
+    assert_eq!(reply.status, 401, "{:?}", reply.body);
+    let reply = client
+        .post("/webhooks/usaepay-other", &headers, USAEPAY_BODY)
+        .await;
+    assert_eq!(
+        reply.status, 200,
+        "control: the key is right for its own source"
+    );
+    // A Nexio signature made with a USAePay key.
+    let wrong = nexio_signature(USAEPAY_KEY, nexio_body, now());
+    let reply = client
+        .post(
+            "/webhooks/nexio-legacy",
+            &[("nexio-signature", wrong.as_str())],
+            &nexio_body[..],
+        )
+        .await;
+    assert_eq!(reply.status, 401, "{:?}", reply.body);
+
+    // Only the control request was published.
+    let published = broker.drain(&queue).await;
+    assert_eq!(published.len(), 1, "refused requests publish nothing");
+    assert_eq!(published[0].routing_key, "usaepay-other.payment.succeeded");
+    // A fresh signature is still accepted.
+    let fresh = nexio_signature(NEXIO_SECRET, nexio_body, now());
+    let reply = client
+        .post(
+            "/webhooks/nexio-legacy",
+            &[("nexio-signature", fresh.as_str())],
+            &nexio_body[..],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_still_serves(&gw, "replays").await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_tricks_on_the_source_id_get_404() {
+    let gw = start("").await;
+    let client = gw.client();
+    let sticky_ok = format!("/webhooks/sticky-main/{STICKY_TOKEN}");
+    let mut tricks: Vec<(String, u16)> = [
+        "/webhooks/..",
+        "/webhooks/../webhooks/usaepay-main",
+        "/webhooks/./usaepay-main",
+        "/webhooks/usaepay-main/.",
+        "/webhooks/usaepay-main/..",
+        "/webhooks/..%2Fusaepay-main",
+        "/webhooks/usaepay-main%2F",
+        "/webhooks/usaepay%2Dmain",
+        "/webhooks/usaepay%2dmain",
+        "/webhooks/%75saepay-main",
+        "/webhooks/USAEPAY-MAIN",
+        "/webhooks/Usaepay-main",
+        "/WEBHOOKS/usaepay-main",
+        "/webhooks/usaepay-main/",
+        "/webhooks//usaepay-main",
+        "//webhooks/usaepay-main",
+        "/webhooks/usaepay-main//",
+        "/webhooks/usaepay-main%00",
+        "/webhooks/usaepay-main%20",
+        "/webhooks/usaepay-main;x",
+        "/webhook/usaepay-main",
+        "/webhooks/usaepay-main/extra",
+        "/webhooks/sticky-main",
+    ]
+    .into_iter()
+    .map(|p| (p.to_owned(), 404))
+    .collect();
+    // A token source: the token must be the one extra segment, exactly.
+    tricks.extend([
+        (format!("{sticky_ok}/"), 404),
+        (format!("{sticky_ok}/x"), 404),
+        (format!("/webhooks/sticky-main//{STICKY_TOKEN}"), 404),
+        (format!("/webhooks/Sticky-main/{STICKY_TOKEN}"), 404),
+        // Right shape, wrong token: refused by the token check.
+        (
+            format!("/webhooks/sticky-main/{}", STICKY_TOKEN.to_uppercase()),
+            401,
+        ),
+    ]);
+    for (path, expected) in &tricks {
+        let reply = client
+            .post(path, &signed_usaepay_headers(), USAEPAY_BODY)
+            .await;
+        assert_eq!(reply.status.as_u16(), *expected, "{path}: {:?}", reply.body);
+        assert!(reply.body.get("id").is_none(), "{path}");
+    }
+    // The exact URLs work.
+    let sticky = std::fs::read(
+        crate::fixtures::fixture_dir(hookgate::vendors::VendorKind::Stickypay)
+            .join("seed-session-cart-pay.json"),
+    )
+    .unwrap();
+    assert_eq!(client.post(&sticky_ok, &[], sticky).await.status, 200);
+    assert_still_serves(&gw, "path tricks").await;
+    gw.stop().await;
+}
+
+/// A TLS 1.0 / 1.1 ClientHello with no `supported_versions` extension, as an
+/// old client sends it (rustls cannot build one, so it is written by hand).
+fn legacy_client_hello(version: [u8; 2]) -> Vec<u8> {
+    let mut hello = version.to_vec();
+    hello.extend_from_slice(&[0x42; 32]); // random
+    hello.push(0); // no session id
+    let suites: [u8; 8] = [0x00, 0x2f, 0x00, 0x35, 0x00, 0x0a, 0xc0, 0x13];
+    hello.extend_from_slice(&(suites.len() as u16).to_be_bytes());
+    hello.extend_from_slice(&suites);
+    hello.extend_from_slice(&[1, 0]); // compression: null only
+    let mut handshake = vec![1]; // client_hello
+    handshake.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
+    handshake.extend(hello);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend(handshake);
+    record
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_tls_versions_and_plaintext_are_refused() {
+    let gw = start("").await;
+    for (name, version) in [("TLS 1.0", [3, 1]), ("TLS 1.1", [3, 2])] {
+        let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+        tcp.write_all(&legacy_client_hello(version)).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+        assert!(
+            read.is_ok(),
+            "{name}: the server did not close the connection"
+        );
+        assert_ne!(
+            answer.first(),
+            Some(&0x16),
+            "{name}: the server answered with a handshake record (ServerHello)"
+        );
+        if let Some(&first) = answer.first() {
+            assert_eq!(
+                first, 0x15,
+                "{name}: only an alert may come back: {answer:02x?}"
+            );
+        }
+    }
+
+    // Plain HTTP on the TLS port: no HTTP response, the connection is closed.
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let request = format!(
+        "POST /webhooks/usaepay-main HTTP/1.1\r\nHost: localhost\r\nX-Signature: {}\r\nAuthorization: {BASIC}\r\nContent-Length: {}\r\n\r\n{USAEPAY_BODY}",
+        usaepay_signature(USAEPAY_KEY, USAEPAY_BODY.as_bytes()),
+        USAEPAY_BODY.len()
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "plaintext: the server did not close the connection"
+    );
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "plaintext got an HTTP answer: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_still_serves(&gw, "old TLS and plaintext").await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_capped_by_max_connections() {
+    let gw = start("max_connections = 16").await;
+    // 64 TCP connections that never start TLS: the first 16 hold every
+    // permit (for up to the 10 s handshake timeout), the rest wait in the backlog.
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(TcpStream::connect(gw.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let client = gw.client();
+    let legit = tokio::spawn(async move {
+        client
+            .try_post(
+                "/webhooks/usaepay-main",
+                &signed_usaepay_headers(),
+                USAEPAY_BODY,
+            )
+            .await
+    });
+    // The cap holds: nothing is served while every slot is taken.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !legit.is_finished(),
+        "a request was served while 16 of 16 connection slots were held by idle clients"
+    );
+    // Closing the idle clients frees the slots; the queued request completes.
+    drop(idle);
+    let served = tokio::time::timeout(Duration::from_secs(8), legit)
+        .await
+        .expect("the queued request is served once idle connections close")
+        .unwrap();
+    assert_eq!(served.map(|(s, _)| s), Ok(200));
+    assert_still_serves(&gw, "64 idle connections").await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_rapid_reset_does_not_take_the_gateway_down() {
+    let gw = start("").await;
+    let mut tls = (*gw.cert.client_config()).clone();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    // Open streams and cancel each at once (RST_STREAM), 2000 times.
+    let started = Instant::now();
+    let mut sent = 0;
+    for _ in 0..2000 {
+        if sender.ready().await.is_err() {
+            break; // the server sent GOAWAY: acceptable mitigation
+        }
+        let req = Request::post("https://localhost/webhooks/usaepay-main")
+            .header("x-signature", "0".repeat(64))
+            .body(Full::new(Bytes::from_static(USAEPAY_BODY.as_bytes())))
+            .unwrap();
+        let response = sender.send_request(req);
+        // Poll once so the HEADERS frame goes out, then drop: RST_STREAM(CANCEL).
+        let _ = tokio::time::timeout(Duration::ZERO, response).await;
+        sent += 1;
+    }
+    // h2's rapid-reset guard answers with GOAWAY(ENHANCE_YOUR_CALM) long
+    // before 2000 cancellations.
+    assert!(sent < 2000, "the server accepted {sent} cancelled streams");
+    drop(sender);
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the connection ended")
+        .unwrap();
+    let error = format!("{ended:?}");
+    assert!(
+        error.contains("ENHANCE_YOUR_CALM"),
+        "after {sent} resets in {:?}: {error}",
+        started.elapsed()
+    );
+    assert_still_serves(&gw, "an HTTP/2 rapid-reset flood").await;
+    let (status, _) = gw.admin("GET", "/healthz").await;
+    assert_eq!(status, 200);
+    gw.stop().await;
+}

@@ -4,7 +4,7 @@
 //! pings whose vendor look-up did not settle within the request (see
 //! [`crate::enrich`]).
 //!
-//! Oldest first, one event at a time through the same confirm-mode publisher
+//! Oldest first, a batch of up to 64 in flight at once, through the same confirm-mode publisher
 //! the request path uses, so a drained event is published exactly as it would
 //! have been (same id, routing key and properties). An entry is removed only
 //! after its confirm. While the broker is away the task waits for the
@@ -67,22 +67,40 @@ pub async fn run(
             }
             continue;
         }
+        // The whole batch is in flight at once (as many confirms outstanding
+        // as live requests would have); each entry leaves the spool only
+        // after its own confirm, so order across a failed batch is the
+        // spool's order again on the next pass.
+        let mut in_flight = tokio::task::JoinSet::new();
         for entry in batch {
-            match publisher.publish(&entry.outgoing).await {
+            let publisher = publisher.clone();
+            in_flight.spawn(async move {
+                let result = publisher.publish(&entry.outgoing).await;
+                (entry, result)
+            });
+        }
+        let mut failed = None;
+        while let Some(done) = in_flight.join_next().await {
+            let Ok((entry, result)) = done else { continue };
+            match result {
                 Ok(()) => {
-                    backoff = Duration::from_millis(100);
                     if let Err(error) = spool.remove(entry.seq).await {
                         tracing::warn!(error = %error, seq = entry.seq, "Published but not removed from the spool; it will be published again.");
                     }
                     metrics.drained.inc();
                 }
                 Err(error) => {
-                    tracing::warn!(error = %error, event_id = %entry.outgoing.id, retry_in_ms = backoff.as_millis() as u64, "Spooled event not confirmed; will retry.");
                     let _ = spool.bump_attempts(entry.seq).await;
-                    sleep_or_stop(&mut stop, backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    break;
+                    failed.get_or_insert((entry.outgoing.id, error));
                 }
+            }
+        }
+        match failed {
+            None => backoff = Duration::from_millis(100),
+            Some((event_id, error)) => {
+                tracing::warn!(error = %error, event_id = %event_id, retry_in_ms = backoff.as_millis() as u64, "Spooled event not confirmed; will retry.");
+                sleep_or_stop(&mut stop, backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

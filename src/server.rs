@@ -93,7 +93,7 @@ impl Listener {
             let header_timeout = self.settings.header_timeout;
             let service = hyper::service::service_fn(move |req| {
                 let pipeline = pipeline.clone();
-                async move { Ok::<_, Infallible>(handle(req, peer, &pipeline).await) }
+                async move { Ok::<_, Infallible>(handle(req, peer, pipeline).await) }
             });
             let builder = builder.clone();
             let watcher = graceful.watcher();
@@ -249,7 +249,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
 type HttpResponse = Response<Full<Bytes>>;
 
 /// Routes one request; see the README's status code table.
-async fn handle(req: Request<Incoming>, peer: SocketAddr, pipeline: &Pipeline) -> HttpResponse {
+async fn handle(req: Request<Incoming>, peer: SocketAddr, pipeline: Arc<Pipeline>) -> HttpResponse {
     let started = Instant::now();
     let received_at = SystemTime::now();
     let rt = pipeline.runtime();
@@ -314,7 +314,24 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, pipeline: &Pipeline) -
         body,
         received_at,
     };
-    let outcome = pipeline.process(&source, inbound).await;
+    // Once the body is in, the event's fate no longer depends on the client:
+    // a vendor that hangs up while we wait for the confirm must not cancel
+    // the dedup claim, the metrics or the log line of an event that reached
+    // the broker (its retry would otherwise be published twice).
+    let task = {
+        let (pipeline, source) = (pipeline.clone(), source.clone());
+        tokio::spawn(async move { pipeline.process(&source, inbound).await })
+    };
+    let outcome = match task.await {
+        Ok(outcome) => outcome,
+        Err(panicked) => {
+            tracing::error!(source = %source.id, error = %panicked, "Request processing panicked.");
+            return finish(
+                None,
+                error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+            );
+        }
+    };
     if let Outcome::Unauthorized(reason) = &outcome {
         tracing::info!(source = %source.id, reason = reason.reason(), "Request refused by authentication.");
     }

@@ -105,7 +105,7 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 pub const MAX_BATCH: usize = 1024;
 /// redb's page cache: the file is read once at open and then only appended to
 /// and trimmed at the front, so a small cache is plenty.
-const CACHE_BYTES: usize = 16 * 1024 * 1024;
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
 /// Domain separation for ids that are not UUIDs.
 const HASH_DOMAIN: &[u8] = b"hookgate/dedup-id/v1\0";
 

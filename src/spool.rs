@@ -112,7 +112,7 @@ pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Longest a removal or attempt count stays written but not `fsync`ed.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// redb's page cache: the spool is read front to back, a small cache is plenty.
-const CACHE_BYTES: usize = 32 * 1024 * 1024;
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Why the spool could not do what was asked.
 #[derive(Debug, thiserror::Error)]

@@ -264,8 +264,6 @@ async fn open_stores(settings: &Settings) -> Result<pipeline::Stores, StartError
         })
         .await
         .expect("spool open does not panic")?;
-        let stats = spool.stats();
-        tracing::info!(dir = %spool.dir().display(), events = stats.events, bytes = stats.bytes, pending = pending.stats().events, "Spool open.");
         stores.spool = Some(spool);
         stores.pending = Some(pending);
     }
@@ -410,7 +408,7 @@ impl Gateway {
         }
         tracing::info!(
             listen = %local_addr,
-            admin = ?admin_addr,
+            admin = %admin_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
             tls = fixed.server.tls.is_some(),
             sources = source_count,
             "Gateway listening."

@@ -389,7 +389,7 @@ impl DedupWindow {
     ///
     /// [`DedupWindow::claim`] already does this incrementally and
     /// [`DedupWindow::seen`] checks ages itself, so this exists to release
-    /// memory and disk while no claims arrive. The integrator calls it
+    /// memory and disk while no claims arrive. The gateway calls it
     /// periodically. Cheap when there is nothing to do (no disk access);
     /// one batch of deletes otherwise. `Err` as for [`DedupWindow::claim`].
     pub async fn expire(&self) -> Result<u64, DedupError> {

@@ -82,7 +82,7 @@ mod tests {
 
     #[test]
     fn accepts_the_documented_vector() {
-        // vendors.md §5 vector 3: webhook-user:webhook-pass
+        // docs/vendors.md §5 vector 3: webhook-user:webhook-pass
         assert_eq!(
             creds().verify(&with("Basic d2ViaG9vay11c2VyOndlYmhvb2stcGFzcw==")),
             Ok(())

@@ -214,11 +214,11 @@ fn parse_timestamped(value: &str) -> Result<(&str, Vec<Vec<u8>>), AuthError> {
 mod tests {
     use super::*;
 
-    /// vendors.md §5, vector 1 (self-computed from USAePay's documented algorithm).
+    /// docs/vendors.md §5, vector 1 (self-computed from USAePay's documented algorithm).
     const USAEPAY_BODY: &str = r#"{"type":"event","event_triggered":"2021-04-07 15:14:26","event_type":"transaction.sale.success","event_body":{"merchant":{"merch_key":"7qwnw4j2kmqvrb3"},"object":{"type":"transaction","key":"1nftvzx7xtcggm3","amount_detail":{"amount":"5.00"},"authcode":"538228"}},"event_id":"c088bc2884a2c3b4043991b04d96ceda7c65043778233dedb26bfd5853705dfd"}"#;
     const USAEPAY_SIG: &str = "7d8e06674339e407b817d9ceb283342b0d6d38e730dea28b05232db532f92896";
 
-    /// vendors.md §5, vector 2 (Nexio legacy).
+    /// docs/vendors.md §5, vector 2 (Nexio legacy).
     const NEXIO_BODY: &str =
         r#"{"eventType":"TRANSACTION_AUTHORIZED","data":{"id":"example","merchantId":"100039"}}"#;
     const NEXIO_HEADER: &str =

@@ -33,10 +33,10 @@ use tokio::net::TcpStream;
 use super::{LookupError, LookupKind};
 use crate::secret::Secret;
 
-/// Nexio's sandbox API (vendors.md §3.5, [NEX-BASE]).
+/// Nexio's sandbox API (docs/vendors.md §3.5, [NEX-BASE]).
 pub const SANDBOX_BASE_URL: &str = "https://api.nexiopaysandbox.com";
 
-/// Nexio's production API (vendors.md §3.5, [NEX-BASE]); onboarding look-ups
+/// Nexio's production API (docs/vendors.md §3.5, [NEX-BASE]); onboarding look-ups
 /// work only here.
 pub const PRODUCTION_BASE_URL: &str = "https://api.nexiopay.com";
 
@@ -58,7 +58,7 @@ const MAX_ID_LEN: usize = 128;
 
 /// Per-source settings of the Nexio lookup API, as built from the config.
 ///
-/// Paths are templates because vendors.md could only confirm some of them
+/// Paths are templates because docs/vendors.md could only confirm some of them
 /// (§3.5): when Nexio's real path differs, the operator fixes it in the config
 /// instead of waiting for a release.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +130,7 @@ impl NexioApi {
 
 /// Path templates (with `{id}`) of the by-id look-ups, one per kind.
 ///
-/// Defaults are vendors.md §3.5. Only the list endpoints are confirmed there;
+/// Defaults are docs/vendors.md §3.5. Only the list endpoints are confirmed there;
 /// the by-id transaction, payout, spendback and recovery paths are ASSUMED
 /// from them, and the onboarding path is UNKNOWN (Nexio documents the
 /// endpoint, "View application by onboarding ID", but not its path), so its

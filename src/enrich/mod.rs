@@ -2,7 +2,7 @@
 //!
 //! **Why.** Nexio's simplified webhooks are *thin pings*: `{eventType,
 //! <status codes>, <object id>}` and nothing else — no amount, card, merchant
-//! or time (vendors.md §3.3). Consumers want those facts, and only Nexio's
+//! or time (docs/vendors.md §3.3). Consumers want those facts, and only Nexio's
 //! lookup API has them (§3.5), so the gateway asks it, with the source's API
 //! user over HTTP Basic.
 //!

@@ -7,7 +7,7 @@
 //! bodies (`{eventType, data: {...}}`) already hold the record, and unknown or
 //! unmapped bodies have no object id to look up.
 //!
-//! **What is taken from the record** (field names: vendors.md §3.5; where the
+//! **What is taken from the record** (field names: docs/vendors.md §3.5; where the
 //! stored docs had no example, ASSUMED as marked):
 //!
 //! | kind | amount | occurred_at | status (only if the ping had none) |
@@ -61,7 +61,7 @@ use crate::vendors::nexio::{PAYOUT_STATUSES, SPENDBACK_STATUSES, TRANSACTION_STA
 const RECOVERY_STATUSES: &[(i64, &str, &str)] =
     &[(30, "retryAttemptScheduled", "decline_recovery.updated")];
 
-/// `cardType` (official, vendors.md §3.6) → our lowercase brand.
+/// `cardType` (official, docs/vendors.md §3.6) → our lowercase brand.
 const CARD_TYPES: &[(i64, &str)] = &[
     (10, "visa"),
     (20, "mastercard"),

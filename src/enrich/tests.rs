@@ -1,6 +1,6 @@
 //! The enricher against a real (fake) Nexio API on 127.0.0.1.
 //!
-//! Record bodies are built from the fields vendors.md §3.5 documents; each
+//! Record bodies are built from the fields docs/vendors.md §3.5 documents; each
 //! fixture marks which fields are documented and which are ASSUMED.
 
 use std::convert::Infallible;
@@ -27,7 +27,7 @@ const KEY: &str = "test-api-key";
 const EXPECTED_AUTH: &str = "Basic YXBpLXVzZXJAZXhhbXBsZS5jb206dGVzdC1hcGkta2V5";
 
 /// A transaction record as the transaction service might return it.
-/// Documented (vendors.md §3.5, legacy `data` example and the 3P list model):
+/// Documented (docs/vendors.md §3.5, legacy `data` example and the 3P list model):
 /// `id`, `merchantId`, `transactionDate`, `amount`, `currency`, `authCode`,
 /// `transactionType`, `data.{amount,currency,settlementCurrency,customer}`,
 /// numeric `transactionStatus`. ASSUMED: `cardType` at the top level (the code
@@ -49,7 +49,7 @@ const TRANSACTION: &str = r#"{
            "customer": {"firstName": "Pat", "lastName": "Payer", "email": "pat@example.com"}}
 }"#;
 
-/// An onboarding application. Documented (vendors.md §3.5, "View application
+/// An onboarding application. Documented (docs/vendors.md §3.5, "View application
 /// by onboarding ID" response parameters): every field below, including the
 /// `apiUserCredentials.{apiKey,userName,merchantIds,accountId}` secret.
 const ONBOARDING: &str = r#"{
@@ -69,7 +69,7 @@ const ONBOARDING: &str = r#"{
                          "merchantIds": ["100077"], "accountId": "acc-9"}
 }"#;
 
-/// A spendback. Documented (vendors.md §3.5): every field below.
+/// A spendback. Documented (docs/vendors.md §3.5): every field below.
 const SPENDBACK: &str = r#"{
   "id": 2437652, "spendbackRef": "dfbb8efc-6e85-4973-8f2e-69baf8624ae6", "recipientId": 5,
   "recipientRef": "r-5", "payoutAccountId": 9, "providerId": 1, "providerType": "interchecks",
@@ -185,7 +185,7 @@ fn lookup(kind: LookupKind, id: &str) -> Lookup {
     }
 }
 
-/// The mapped TRANSACTION ping of vendors.md §3.3, as the Nexio mapping makes it.
+/// The mapped TRANSACTION ping of docs/vendors.md §3.3, as the Nexio mapping makes it.
 fn transaction_ping() -> Mapped {
     Mapped {
         event_type: "payment.succeeded".into(),

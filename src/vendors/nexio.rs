@@ -37,7 +37,7 @@
 //! `occurred_at` is left empty and the pipeline uses the receipt time (at most
 //! ~2 minutes late for a retried ping). Legacy bodies give `data.transactionDate`.
 //!
-//! **Code tables** (vendors.md §3.6). `payoutStatus` and `spendbackStatus`
+//! **Code tables** (docs/vendors.md §3.6). `payoutStatus` and `spendbackStatus`
 //! come from Nexio's official "constant payouts values" page.
 //! `transactionStatus`: Nexio's official table was not captured, so the
 //! names come from a **third-party** C# `TransactionStatus` enum, corroborated
@@ -541,7 +541,7 @@ mod tests {
 
     #[test]
     fn the_legacy_vector_fixture_verifies_with_this_vendors_scheme() {
-        // Self-computed vector (vendors.md §5), not a vendor-published one.
+        // Self-computed vector (docs/vendors.md §5), not a vendor-published one.
         let body = include_bytes!("../../tests/fixtures/nexio/legacy-signed-vector.json");
         assert_eq!(body.len(), 84);
         let verifier = crate::auth::HmacVerifier::new(

@@ -204,7 +204,7 @@ auth = {{ token = "sticky-url-token-0123456789" }}
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
-    // The self-computed vector of vendors.md §5 and the Basic vector.
+    // The self-computed vector of docs/vendors.md §5 and the Basic vector.
     assert!(
         text.contains(&format!(
             "x-signature: {}",

@@ -1,5 +1,5 @@
 //! Thin Nexio pings filled in from a fake Nexio API (a real HTTP server
-//! answering with the fields vendors.md §3.5 documents).
+//! answering with the fields docs/vendors.md §3.5 documents).
 
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ const TOKEN: &str = "nexio-url-token-0123456789abcdef";
 const API_AUTH: &str = "Basic YXBpLXVzZXI6YXBpLWtleS0xMjM=";
 const TRANSACTION_PATH: &str = "/transaction/v3/211302211";
 
-/// Documented transaction fields (vendors.md §3.5 legacy `data` and the
+/// Documented transaction fields (docs/vendors.md §3.5 legacy `data` and the
 /// view-transaction list shape); `cardType` 10 = Visa from the official table.
 /// `card.lastFour` is assumed (the by-id response body was never published).
 const TRANSACTION: &str = r#"{"id": 211302211, "merchantId": "100039", "transactionDate": "2019-12-23T20:50:23.060Z",

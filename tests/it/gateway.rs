@@ -8,12 +8,12 @@ use serde_json::Value;
 
 use crate::support::{schema_validator, Broker, TestGateway};
 
-/// vendors.md §5 vector 1: body, key and signature (self-computed from
+/// docs/vendors.md §5 vector 1: body, key and signature (self-computed from
 /// USAePay's documented algorithm).
 pub const USAEPAY_BODY: &str = r#"{"type":"event","event_triggered":"2021-04-07 15:14:26","event_type":"transaction.sale.success","event_body":{"merchant":{"merch_key":"7qwnw4j2kmqvrb3"},"object":{"type":"transaction","key":"1nftvzx7xtcggm3","amount_detail":{"amount":"5.00"},"authcode":"538228"}},"event_id":"c088bc2884a2c3b4043991b04d96ceda7c65043778233dedb26bfd5853705dfd"}"#;
 pub const USAEPAY_SIGNATURE: &str =
     "7d8e06674339e407b817d9ceb283342b0d6d38e730dea28b05232db532f92896";
-/// vendors.md §5 vector 3: `webhook-user:webhook-pass`.
+/// docs/vendors.md §5 vector 3: `webhook-user:webhook-pass`.
 pub const BASIC: &str = "Basic d2ViaG9vay11c2VyOndlYmhvb2stcGFzcw==";
 
 /// A USAePay source with both methods; the signing key is the second of two

@@ -19,7 +19,9 @@
 //! instead of making the vendor wait.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use std::time::Duration;
 
 use lapin::options::{
@@ -93,7 +95,8 @@ struct Link {
 
 struct Inner {
     settings: BrokerSettings,
-    link: RwLock<Option<Arc<Link>>>,
+    /// The current link; swapped without a lock so publishes never contend.
+    link: ArcSwapOption<Link>,
     /// Wakes the supervisor when a publish saw the link fail.
     broken: Notify,
     next_channel: AtomicUsize,
@@ -128,7 +131,7 @@ impl Publisher {
         let (connected, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             settings,
-            link: RwLock::new(None),
+            link: ArcSwapOption::empty(),
             broken: Notify::new(),
             next_channel: AtomicUsize::new(0),
             connected,
@@ -155,9 +158,7 @@ impl Publisher {
         let link = self
             .inner
             .link
-            .read()
-            .expect("link lock is never poisoned")
-            .clone()
+            .load_full()
             .ok_or(PublishError::Unavailable)?;
         let n = self.inner.next_channel.fetch_add(1, Ordering::Relaxed);
         let channel = &link.channels[n % link.channels.len()];
@@ -201,18 +202,18 @@ impl Publisher {
     }
 
     fn mark_broken(&self, failed: &Arc<Link>) {
-        let mut current = self
-            .inner
-            .link
-            .write()
-            .expect("link lock is never poisoned");
-        if current.as_ref().is_some_and(|l| Arc::ptr_eq(l, failed)) {
-            *current = None;
+        if clear_if_current(&self.inner.link, failed) {
             self.inner.connected.send_replace(false);
         }
-        drop(current);
         self.inner.broken.notify_one();
     }
+}
+
+/// Empties `slot` if it still holds `link` (a newer link is left alone);
+/// returns whether it did.
+fn clear_if_current(slot: &ArcSwapOption<Link>, link: &Arc<Link>) -> bool {
+    let previous = slot.compare_and_swap(link, None);
+    previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, link))
 }
 
 /// AMQP properties: persistent, identified, and carrying the CloudEvents
@@ -270,7 +271,7 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             continue;
         };
         backoff = Duration::from_millis(100);
-        *inner.link.write().expect("link lock is never poisoned") = Some(link.clone());
+        inner.link.store(Some(link.clone()));
         inner.connected.send_replace(true);
         tracing::info!(exchange = %inner.settings.exchange, channels = link.channels.len(), "Connected to the broker.");
 
@@ -283,8 +284,7 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             }
             let still_current = inner
                 .link
-                .read()
-                .expect("link lock is never poisoned")
+                .load()
                 .as_ref()
                 .is_some_and(|l| Arc::ptr_eq(l, &link));
             let healthy = still_current
@@ -294,12 +294,7 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                 break;
             }
         }
-        {
-            let mut current = inner.link.write().expect("link lock is never poisoned");
-            if current.as_ref().is_some_and(|l| Arc::ptr_eq(l, &link)) {
-                *current = None;
-            }
-        }
+        clear_if_current(&inner.link, &link);
         inner.connected.send_replace(false);
         if *stop.borrow() {
             // Wait for in-flight confirms, then close politely.

@@ -64,7 +64,7 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
             return None;
         }
         let stamp = self.bump();
-        let entry = self.entries.get_mut(key).expect("present: checked above");
+        let entry = self.entries.get_mut(key)?;
         entry.stamp = stamp;
         let value = entry.value.clone();
         self.order.push_back((key.clone(), stamp));

@@ -242,7 +242,8 @@ impl Enricher {
             tokio::spawn(async move {
                 let guard = Completion {
                     inner: &inner,
-                    key: Some(key),
+                    key,
+                    done: false,
                 };
                 let answer = inner.fetch(guard.key()).await;
                 guard.complete(answer);
@@ -312,22 +313,25 @@ impl Inner {
 /// the next look-up starts afresh.
 struct Completion<'a> {
     inner: &'a Inner,
-    key: Option<Key>,
+    key: Key,
+    /// Set by `complete`, so dropping afterwards leaves the table alone.
+    done: bool,
 }
 
 impl Completion<'_> {
     fn key(&self) -> &Key {
-        self.key.as_ref().expect("present until completed")
+        &self.key
     }
 
     fn complete(mut self, answer: Answer) {
-        let key = self.key.take().expect("completed once");
+        self.done = true;
+        let key = &self.key;
         let waiters = {
             let mut inflight = lock(&self.inner.inflight);
             if let Ok(record) = &answer {
                 lock(&self.inner.cache).insert(key.clone(), record.clone(), Instant::now());
             }
-            inflight.remove(&key).unwrap_or_default()
+            inflight.remove(key).unwrap_or_default()
         };
         for waiter in waiters {
             // A waiter that stopped waiting is fine to skip.
@@ -338,8 +342,8 @@ impl Completion<'_> {
 
 impl Drop for Completion<'_> {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            lock(&self.inner.inflight).remove(&key);
+        if !self.done {
+            lock(&self.inner.inflight).remove(&self.key);
         }
     }
 }

@@ -160,10 +160,12 @@ impl Vendor for Nexio {
         let legacy = root.get("data").is_some_and(Value::is_object);
 
         redact(&mut parsed);
-        let mut mapped = if legacy {
-            map_legacy(&event_type, &parsed, body.body(), options)?
-        } else {
-            map_simplified(&event_type, &parsed)?
+        let fields = parsed
+            .as_object()
+            .ok_or_else(|| MappingError::new("body is not a JSON object"))?;
+        let mut mapped = match fields.get("data").and_then(Value::as_object) {
+            Some(data) if legacy => map_legacy(&event_type, &parsed, data, body.body(), options)?,
+            _ => map_simplified(&event_type, &parsed, fields)?,
         };
         mapped.facts.vendor_data = parsed;
         Ok(mapped)
@@ -171,8 +173,11 @@ impl Vendor for Nexio {
 }
 
 /// A simplified (flat, unsigned) ping.
-fn map_simplified(event_type: &str, body: &Value) -> Result<Mapped, MappingError> {
-    let fields = body.as_object().expect("checked by the caller");
+fn map_simplified(
+    event_type: &str,
+    body: &Value,
+    fields: &Map<String, Value>,
+) -> Result<Mapped, MappingError> {
     let mut facts = Facts::default();
     let (canonical, key) = match event_type {
         "TRANSACTION" | "PAYOUT" | "SPENDBACK" => coded_event(event_type, fields, "", &mut facts)?,
@@ -219,13 +224,10 @@ fn map_simplified(event_type: &str, body: &Value) -> Result<Mapped, MappingError
 fn map_legacy(
     event_type: &str,
     body: &Value,
+    data: &Map<String, Value>,
     raw: &[u8],
     options: &MapOptions,
 ) -> Result<Mapped, MappingError> {
-    let data = body
-        .get("data")
-        .and_then(Value::as_object)
-        .expect("checked by the caller");
     let mut facts = Facts {
         merchant: data
             .get("merchantId")

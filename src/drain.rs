@@ -17,8 +17,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
+use crate::publish::PublishError;
 use crate::publish::Publisher;
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{Spool, SpoolError, SpooledEvent};
 
 /// How many entries are read from disk at a time.
 const BATCH: usize = 64;
@@ -67,34 +68,8 @@ pub async fn run(
             }
             continue;
         }
-        // The whole batch is in flight at once (as many confirms outstanding
-        // as live requests would have); each entry leaves the spool only
-        // after its own confirm, so order across a failed batch is the
-        // spool's order again on the next pass.
-        let mut in_flight = tokio::task::JoinSet::new();
-        for entry in batch {
-            let publisher = publisher.clone();
-            in_flight.spawn(async move {
-                let result = publisher.publish(&entry.outgoing).await;
-                (entry, result)
-            });
-        }
-        let mut failed = None;
-        while let Some(done) = in_flight.join_next().await {
-            let Ok((entry, result)) = done else { continue };
-            match result {
-                Ok(()) => {
-                    if let Err(error) = spool.remove(entry.seq).await {
-                        tracing::warn!(error = %error, seq = entry.seq, "Published but not removed from the spool; it will be published again.");
-                    }
-                    metrics.drained.inc();
-                }
-                Err(error) => {
-                    let _ = spool.bump_attempts(entry.seq).await;
-                    failed.get_or_insert((entry.outgoing.id, error));
-                }
-            }
-        }
+        let (published, failed) = publish_batch(&spool, &publisher, batch).await;
+        metrics.drained.inc_by(published);
         match failed {
             None => backoff = Duration::from_millis(100),
             Some((event_id, error)) => {
@@ -104,6 +79,43 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Publishes a batch of spooled events with all their confirms in flight at
+/// once (as many as live requests would have), removing each entry only
+/// after its own confirm; a failed entry stays, in spool order, for the next
+/// pass. Returns how many were published and the first failure, if any.
+/// Shared by the drain task and `hookgate spool replay`.
+pub async fn publish_batch(
+    spool: &Spool,
+    publisher: &Publisher,
+    batch: Vec<SpooledEvent>,
+) -> (u64, Option<(String, PublishError)>) {
+    let mut in_flight = tokio::task::JoinSet::new();
+    for entry in batch {
+        let publisher = publisher.clone();
+        in_flight.spawn(async move {
+            let result = publisher.publish(&entry.outgoing).await;
+            (entry, result)
+        });
+    }
+    let (mut published, mut failed) = (0, None);
+    while let Some(done) = in_flight.join_next().await {
+        let Ok((entry, result)) = done else { continue };
+        match result {
+            Ok(()) => {
+                if let Err(error) = spool.remove(entry.seq).await {
+                    tracing::warn!(error = %error, seq = entry.seq, "Published but not removed from the spool; it will be published again.");
+                }
+                published += 1;
+            }
+            Err(error) => {
+                let _ = spool.bump_attempts(entry.seq).await;
+                failed.get_or_insert((entry.outgoing.id, error));
+            }
+        }
+    }
+    (published, failed)
 }
 
 async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, wait: Duration) {

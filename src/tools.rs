@@ -138,43 +138,38 @@ pub async fn spool_purge(settings: &Settings) -> Result<u64, ToolError> {
 /// removing each once confirmed (what a running gateway's drain does).
 pub async fn spool_replay(settings: &Settings) -> Result<u64, ToolError> {
     let spool = open_spool(settings)?;
-    let (publisher, task) = Publisher::start(settings.broker.clone());
-    if !publisher.wait_connected(Duration::from_secs(10)).await {
-        task.shutdown().await;
-        return Err(ToolError::Broker("not reachable within 10 s".into()));
-    }
-    let mut published = 0;
+    let (publisher, task) = connected_publisher(settings).await?;
+    let mut total = 0;
     let result = loop {
         let batch = match spool.oldest_async(64).await {
             Ok(batch) => batch,
             Err(e) => break Err(e.into()),
         };
         if batch.is_empty() {
-            break Ok(published);
+            break Ok(total);
         }
-        let mut failed = None;
-        for entry in batch {
-            match publisher.publish(&entry.outgoing).await {
-                Ok(()) => {
-                    spool.remove(entry.seq).await?;
-                    published += 1;
-                }
-                Err(e) => {
-                    failed = Some(ToolError::Broker(format!(
-                        "event {}: {e}",
-                        entry.outgoing.id
-                    )));
-                    break;
-                }
-            }
-        }
-        if let Some(e) = failed {
-            break Err(e);
+        let (published, failed) = crate::drain::publish_batch(&spool, &publisher, batch).await;
+        total += published;
+        if let Some((id, e)) = failed {
+            break Err(ToolError::Broker(format!("event {id}: {e}")));
         }
     };
     task.shutdown().await;
     spool.close().await;
     result
+}
+
+/// A publisher whose connection is up, or an error after 10 s.
+async fn connected_publisher(
+    settings: &Settings,
+) -> Result<(Publisher, crate::publish::PublisherTask), ToolError> {
+    let (publisher, task) = Publisher::start(settings.broker.clone());
+    if publisher.wait_connected(Duration::from_secs(10)).await {
+        Ok((publisher, task))
+    } else {
+        task.shutdown().await;
+        Err(ToolError::Broker("not reachable within 10 s".into()))
+    }
 }
 
 /// What `hookgate send` published.
@@ -208,11 +203,8 @@ pub async fn send(settings: &Settings, source_id: &str, body: Vec<u8>) -> Result
 
 /// Publishes with confirms through a short-lived publisher.
 async fn publish_all(settings: &Settings, events: &[Outgoing]) -> Result<(), ToolError> {
-    let (publisher, task) = Publisher::start(settings.broker.clone());
+    let (publisher, task) = connected_publisher(settings).await?;
     let result = async {
-        if !publisher.wait_connected(Duration::from_secs(10)).await {
-            return Err(ToolError::Broker("not reachable within 10 s".into()));
-        }
         for outgoing in events {
             publisher
                 .publish(outgoing)
@@ -253,11 +245,7 @@ pub async fn remap(settings: &Settings, queue: &str) -> Result<RemapReport, Tool
     .await
     .map_err(broker)?;
     let channel = connection.create_channel().await.map_err(broker)?;
-    let (publisher, task) = Publisher::start(settings.broker.clone());
-    if !publisher.wait_connected(Duration::from_secs(10)).await {
-        task.shutdown().await;
-        return Err(ToolError::Broker("not reachable within 10 s".into()));
-    }
+    let (publisher, task) = connected_publisher(settings).await?;
     let mut report = RemapReport::default();
     let mut kept = Vec::new();
     let outcome = loop {

@@ -17,8 +17,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
-use crate::publish::PublishError;
-use crate::publish::Publisher;
+use crate::publish::{Outgoing, PublishError, Publisher};
 use crate::spool::{Spool, SpoolError, SpooledEvent};
 
 /// How many entries are read from disk at a time.
@@ -81,28 +80,21 @@ pub async fn run(
     }
 }
 
-/// Publishes a batch of spooled events with all their confirms in flight at
-/// once (as many as live requests would have), removing each entry only
-/// after its own confirm; a failed entry stays, in spool order, for the next
-/// pass. Returns how many were published and the first failure, if any.
-/// Shared by the drain task and `hookgate spool replay`.
+/// Publishes a batch of spooled events in spool order with all their
+/// confirms in flight at once, removing each entry only after its own
+/// confirm; a failed entry stays for the next pass. Returns how many were
+/// published and the first failure, if any. Shared by the drain task and
+/// `hookgate spool replay`.
 pub async fn publish_batch(
     spool: &Spool,
     publisher: &Publisher,
     batch: Vec<SpooledEvent>,
 ) -> (u64, Option<(String, PublishError)>) {
-    let mut in_flight = tokio::task::JoinSet::new();
-    for entry in batch {
-        let publisher = publisher.clone();
-        in_flight.spawn(async move {
-            let result = publisher.publish(&entry.outgoing).await;
-            (entry, result)
-        });
-    }
+    let outgoing: Vec<&Outgoing> = batch.iter().map(|entry| &entry.outgoing).collect();
+    let outcomes = publisher.publish_in_order(&outgoing).await;
     let (mut published, mut failed) = (0, None);
-    while let Some(done) = in_flight.join_next().await {
-        let Ok((entry, result)) = done else { continue };
-        match result {
+    for (entry, outcome) in batch.into_iter().zip(outcomes) {
+        match outcome {
             Ok(()) => {
                 if let Err(error) = spool.remove(entry.seq).await {
                     tracing::warn!(error = %error, seq = entry.seq, "Published but not removed from the spool; it will be published again.");

@@ -164,20 +164,20 @@ impl Client {
         self
     }
 
-    async fn tcp(&self) -> TcpStream {
+    async fn tcp(&self) -> std::io::Result<TcpStream> {
         match self.from {
-            None => TcpStream::connect(self.addr).await.unwrap(),
+            None => TcpStream::connect(self.addr).await,
             Some(ip) => {
-                let socket = tokio::net::TcpSocket::new_v4().unwrap();
-                socket.bind(SocketAddr::new(ip, 0)).unwrap();
-                socket.connect(self.addr).await.unwrap()
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::new(ip, 0))?;
+                socket.connect(self.addr).await
             }
         }
     }
 
     /// A raw TLS connection, for tests that write HTTP by hand.
     pub async fn tls_stream(&self) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-        let tcp = self.tcp().await;
+        let tcp = self.tcp().await?;
         let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
         connector.connect(name, tcp).await
@@ -190,39 +190,9 @@ impl Client {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Result<(u16, String), String> {
-        let tcp = TcpStream::connect(self.addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
-        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method("POST")
-            .uri(path)
-            .header("host", "localhost");
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = sender
-            .send_request(req.body(Full::new(body.into())).unwrap())
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok((status, body["id"].as_str().unwrap_or_default().to_owned()))
+        let reply = self.send("POST", path, headers, body.into()).await?;
+        let id = reply.body["id"].as_str().unwrap_or_default().to_owned();
+        Ok((reply.status.as_u16(), id))
     }
 
     pub async fn post(
@@ -241,13 +211,26 @@ impl Client {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Reply {
+        self.send(method, path, headers, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// One request on a fresh TLS connection; any transport failure is an `Err`.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Reply, String> {
         let tls = self
             .tls_stream()
             .await
-            .expect("TLS handshake with the gateway");
+            .map_err(|e| format!("TLS handshake: {e}"))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .unwrap();
+            .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         let mut req = Request::builder()
             .method(method)
@@ -256,20 +239,25 @@ impl Client {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(Full::new(body)).unwrap();
+        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
         let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
             .await
-            .expect("gateway answered within 30 s")
-            .unwrap();
+            .map_err(|_| "no answer within 30 s".to_owned())?
+            .map_err(|e| e.to_string())?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply {
+        Ok(Reply {
             status,
             headers,
             body,
-        }
+        })
     }
 }
 

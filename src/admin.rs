@@ -132,9 +132,5 @@ fn unauthorized() -> AdminResponse {
 }
 
 fn json(status: StatusCode, body: serde_json::Value) -> AdminResponse {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
+    crate::server::json(status, body.to_string())
 }

@@ -415,7 +415,8 @@ fn parse_route(path: &str) -> Option<(&str, Option<&str>)> {
     Some((source, token))
 }
 
-fn json(status: StatusCode, body: String) -> HttpResponse {
+/// A small JSON response; shared with the admin listener.
+pub(crate) fn json(status: StatusCode, body: String) -> HttpResponse {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut()

@@ -8,6 +8,16 @@ fn hookgate() -> Command {
     cmd
 }
 
+/// Runs `hookgate <args> --config <config>` and waits for it.
+fn run(args: &[&str], config: &std::path::Path) -> std::process::Output {
+    hookgate()
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
 fn write_config(text: &str) -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), text).unwrap();
@@ -45,11 +55,7 @@ vendor = "paypal"
 token = "short"
 "#,
     );
-    let out = hookgate()
-        .args(["check-config", "--config"])
-        .arg(bad.path())
-        .output()
-        .unwrap();
+    let out = run(&["check-config"], bad.path());
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for key in [
@@ -66,11 +72,7 @@ token = "short"
 #[test]
 fn serve_refuses_to_start_on_a_bad_config() {
     let bad = write_config("[server]\nlisten = \"127.0.0.1:0\"\n");
-    let out = hookgate()
-        .args(["serve", "--config"])
-        .arg(bad.path())
-        .output()
-        .unwrap();
+    let out = run(&["serve"], bad.path());
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("broker"));
 
@@ -98,11 +100,7 @@ vendor = "usaepay"
 auth = { basic = { username = "u", password = "p" } }
 "#,
     );
-    let out = hookgate()
-        .args(["serve", "--config"])
-        .arg(cfg.path())
-        .output()
-        .unwrap();
+    let out = run(&["serve"], cfg.path());
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -454,11 +452,7 @@ fn remap_turns_parked_unmapped_events_into_canonical_ones_with_their_original_id
         (broker, payments)
     });
 
-    let out = hookgate()
-        .args(["remap", "--from-queue", &named, "--config"])
-        .arg(cfg.path())
-        .output()
-        .unwrap();
+    let out = run(&["remap", "--from-queue", &named], cfg.path());
     assert!(
         out.status.success(),
         "{}",

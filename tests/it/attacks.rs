@@ -6,10 +6,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use hookgate::auth::{HmacVerifier, SignatureScheme};
-use hookgate::secret::Secret;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::Request;
@@ -20,6 +18,7 @@ use tokio::net::TcpStream;
 
 use crate::gateway::{signed_usaepay_headers, BASIC, USAEPAY_BODY, USAEPAY_SOURCE};
 use crate::support::{amqp_url, schema_validator, Broker, TestGateway};
+use crate::support::{nexio_signature, unix_now, usaepay_signature};
 
 const USAEPAY_KEY: &str = "example-signature-key";
 const OTHER_KEY: &str = "other-source-signature-key";
@@ -53,35 +52,6 @@ auth = {{ token = "{STICKY_TOKEN}" }}
 
 async fn start(extra_server: &str) -> TestGateway {
     TestGateway::start_with(&sources(), extra_server, &amqp_url(), true).await
-}
-
-fn usaepay_signature(key: &str, body: &[u8]) -> String {
-    HmacVerifier::new(
-        SignatureScheme::HexBody {
-            header: "x-signature",
-        },
-        vec![Secret::new(key)],
-        Duration::from_secs(300),
-    )
-    .sign(0, None, body)
-}
-
-fn nexio_signature(key: &str, body: &[u8], at: u64) -> String {
-    HmacVerifier::new(
-        SignatureScheme::TimestampedHex {
-            header: "nexio-signature",
-        },
-        vec![Secret::new(key)],
-        Duration::from_secs(300),
-    )
-    .sign(0, Some(at), body)
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 /// A legitimate, signed USAePay request still gets 200.
@@ -479,7 +449,7 @@ async fn replayed_and_cross_source_signatures_get_401() {
         br#"{"eventType":"TRANSACTION_AUTHORIZED","data":{"id":"replay-1","merchantId":"100039"}}"#;
 
     // A genuine Nexio legacy capture replayed 10 minutes later (tolerance 300 s).
-    let stale = nexio_signature(NEXIO_SECRET, nexio_body, now() - 600);
+    let stale = nexio_signature(NEXIO_SECRET, nexio_body, unix_now() - 600);
     let reply = client
         .post(
             "/webhooks/nexio-legacy",
@@ -489,7 +459,7 @@ async fn replayed_and_cross_source_signatures_get_401() {
         .await;
     assert_eq!(reply.status, 401, "{:?}", reply.body);
     // ... or dated 10 minutes ahead.
-    let ahead = nexio_signature(NEXIO_SECRET, nexio_body, now() + 600);
+    let ahead = nexio_signature(NEXIO_SECRET, nexio_body, unix_now() + 600);
     let reply = client
         .post(
             "/webhooks/nexio-legacy",
@@ -514,7 +484,7 @@ async fn replayed_and_cross_source_signatures_get_401() {
         "control: the key is right for its own source"
     );
     // A Nexio signature made with a USAePay key.
-    let wrong = nexio_signature(USAEPAY_KEY, nexio_body, now());
+    let wrong = nexio_signature(USAEPAY_KEY, nexio_body, unix_now());
     let reply = client
         .post(
             "/webhooks/nexio-legacy",
@@ -529,7 +499,7 @@ async fn replayed_and_cross_source_signatures_get_401() {
     assert_eq!(published.len(), 1, "refused requests publish nothing");
     assert_eq!(published[0].routing_key, "usaepay-other.payment.succeeded");
     // A fresh signature is still accepted.
-    let fresh = nexio_signature(NEXIO_SECRET, nexio_body, now());
+    let fresh = nexio_signature(NEXIO_SECRET, nexio_body, unix_now());
     let reply = client
         .post(
             "/webhooks/nexio-legacy",

@@ -4,9 +4,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use hookgate::auth::{HmacVerifier, SignatureScheme};
-use hookgate::secret::Secret;
-
 use crate::gateway::{BASIC, USAEPAY_BODY, USAEPAY_SOURCE};
 use crate::support::{Broker, Client, TcpProxy, TestGateway};
 
@@ -19,14 +16,7 @@ pub fn usaepay_event(n: usize) -> (Vec<u8>, String) {
             &event_id,
         )
         .into_bytes();
-    let signature = HmacVerifier::new(
-        SignatureScheme::HexBody {
-            header: "x-signature",
-        },
-        vec![Secret::new("example-signature-key")],
-        Duration::from_secs(300),
-    )
-    .sign(0, None, &body);
+    let signature = crate::support::usaepay_signature("example-signature-key", &body);
     (body, signature)
 }
 

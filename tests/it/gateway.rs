@@ -241,14 +241,8 @@ async fn a_rotated_key_is_accepted_and_retries_share_one_message_id() {
     let client = gw.client();
 
     // Signed with the *previous* key: still accepted during a rotation.
-    let previous = hookgate::auth::HmacVerifier::new(
-        hookgate::auth::SignatureScheme::HexBody {
-            header: "x-signature",
-        },
-        vec![hookgate::secret::Secret::new("previous-signature-key")],
-        Duration::from_secs(300),
-    )
-    .sign(0, None, USAEPAY_BODY.as_bytes());
+    let previous =
+        crate::support::usaepay_signature("previous-signature-key", USAEPAY_BODY.as_bytes());
     let headers = [("x-signature", previous.as_str()), ("authorization", BASIC)];
     assert_eq!(
         client

@@ -46,6 +46,53 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// What USAePay sends in `X-Signature` for `body` under `key`.
+pub fn usaepay_signature(key: &str, body: &[u8]) -> String {
+    signer(
+        hookgate::auth::SignatureScheme::HexBody {
+            header: "x-signature",
+        },
+        key,
+    )
+    .sign(0, None, body)
+}
+
+/// What Nexio's legacy webhooks send in `Nexio-signature` for `body` at unix time `at`.
+pub fn nexio_signature(key: &str, body: &[u8], at: u64) -> String {
+    signer(
+        hookgate::auth::SignatureScheme::TimestampedHex {
+            header: "nexio-signature",
+        },
+        key,
+    )
+    .sign(0, Some(at), body)
+}
+
+fn signer(scheme: hookgate::auth::SignatureScheme, key: &str) -> hookgate::auth::HmacVerifier {
+    hookgate::auth::HmacVerifier::new(
+        scheme,
+        vec![hookgate::secret::Secret::new(key)],
+        Duration::from_secs(300),
+    )
+}
+
+/// `Authorization: Basic` for a user and password.
+pub fn basic_auth(user: &str, pass: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 /// The canonical-event schema, compiled with format assertions on.
 pub fn schema_validator() -> jsonschema::Validator {
     let path = concat!(

@@ -1,14 +1,13 @@
 //! Each vendor through the running gateway: its own auth method accepted,
 //! a forged attempt refused, and no secret of any kind on the bus.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use hookgate::auth::{HmacVerifier, SignatureScheme};
-use hookgate::secret::Secret;
 use hookgate::vendors::VendorKind;
 
 use crate::fixtures::fixtures;
 use crate::gateway::{BASIC, USAEPAY_BODY, USAEPAY_SIGNATURE};
+use crate::support::{basic_auth, nexio_signature, unix_now, usaepay_signature};
 use crate::support::{Broker, TestGateway};
 
 const STRICTLY_PASSWORD: &str = "strictly-basic-pass-4471";
@@ -65,32 +64,6 @@ auth = {{ token = "{STICKY_TOKEN}" }}
     )
 }
 
-fn basic(user: &str, pass: &str) -> String {
-    use base64::Engine;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-    )
-}
-
-fn nexio_signature(body: &[u8], at: u64) -> String {
-    HmacVerifier::new(
-        SignatureScheme::TimestampedHex {
-            header: "nexio-signature",
-        },
-        vec![Secret::new(NEXIO_SECRET)],
-        Duration::from_secs(300),
-    )
-    .sign(0, Some(at), body)
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn fixture(vendor: VendorKind, name: &str) -> Vec<u8> {
     let path = crate::fixtures::fixture_dir(vendor).join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -105,8 +78,8 @@ async fn each_vendor_is_accepted_its_own_way_and_refused_otherwise() {
 
     // Strictly: HTTP Basic, the doc's shell-notation body.
     let body = fixture(VendorKind::Strictly, "doc-sale-card.txt");
-    let good = basic("strictly", STRICTLY_PASSWORD);
-    let bad = basic("strictly", "guess");
+    let good = basic_auth("strictly", STRICTLY_PASSWORD);
+    let bad = basic_auth("strictly", "guess");
     assert_eq!(
         client
             .post(
@@ -165,7 +138,7 @@ async fn each_vendor_is_accepted_its_own_way_and_refused_otherwise() {
 
     // Nexio legacy: signed with a timestamp; a stale one is a replay.
     let body = fixture(VendorKind::Nexio, "legacy-signed-vector.json");
-    let stale = nexio_signature(&body, now() - 600);
+    let stale = nexio_signature(NEXIO_SECRET, &body, unix_now() - 600);
     let reply = client
         .post(
             "/webhooks/nexio-legacy",
@@ -174,7 +147,7 @@ async fn each_vendor_is_accepted_its_own_way_and_refused_otherwise() {
         )
         .await;
     assert_eq!(reply.status, 401);
-    let fresh = nexio_signature(&body, now());
+    let fresh = nexio_signature(NEXIO_SECRET, &body, unix_now());
     let reply = client
         .post(
             "/webhooks/nexio-legacy",
@@ -236,21 +209,14 @@ async fn deliver_fixture(
         .is_some_and(|n| n.to_string_lossy().starts_with("legacy"));
     match vendor {
         VendorKind::Usaepay => {
-            let sig = HmacVerifier::new(
-                SignatureScheme::HexBody {
-                    header: "x-signature",
-                },
-                vec![Secret::new(USAEPAY_KEY)],
-                Duration::from_secs(300),
-            )
-            .sign(0, None, &body);
+            let sig = usaepay_signature(USAEPAY_KEY, &body);
             let headers = [("x-signature", sig.as_str()), ("authorization", BASIC)];
             client
                 .try_post("/webhooks/usaepay-main", &headers, body)
                 .await
         }
         VendorKind::Strictly => {
-            let auth = basic("strictly", STRICTLY_PASSWORD);
+            let auth = basic_auth("strictly", STRICTLY_PASSWORD);
             client
                 .try_post(
                     "/webhooks/strictly-main",
@@ -260,7 +226,7 @@ async fn deliver_fixture(
                 .await
         }
         VendorKind::Nexio if legacy => {
-            let sig = nexio_signature(&body, now());
+            let sig = nexio_signature(NEXIO_SECRET, &body, unix_now());
             client
                 .try_post(
                     "/webhooks/nexio-legacy",
@@ -392,7 +358,7 @@ async fn the_logs_of_a_run_through_every_fixture_hold_no_secret() {
     }
     // Refusals are logged too: a wrong token, wrong Basic credentials.
     client.try_post(&wrong_token, &[], "{}").await.unwrap();
-    let wrong_basic = basic("strictly", "not-the-password");
+    let wrong_basic = basic_auth("strictly", "not-the-password");
     client
         .try_post(
             "/webhooks/strictly-main",

@@ -13,7 +13,6 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hookgate::auth::{AuthError, HmacVerifier, SignatureScheme, Verified};
-use hookgate::canonical::Event;
 use hookgate::secret::Secret;
 use hookgate::vendors::{AmountUnit, MapOptions, VendorKind};
 use hyper::header::{HeaderMap, HeaderValue};
@@ -69,13 +68,8 @@ fn option_sets() -> [MapOptions; 3] {
 fn published(vendor: VendorKind, body: &[u8], options: &MapOptions) -> Result<Value, String> {
     let received = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
     let verified = Verified::assume_verified_for_tests(body.to_vec());
-    let event = match vendor.vendor().map(&verified, options) {
-        Ok(mapped) => Event::from_mapped(vendor, "prop-source", mapped, received),
-        Err(e) => {
-            let raw = vendor.vendor().raw_body_for_unmapped(body, options);
-            Event::unmapped(vendor, "prop-source", body, raw.as_deref(), e.0, received)
-        }
-    };
+    let (event, _) =
+        hookgate::pipeline::normalize(vendor, "prop-source", options, &verified, received);
     let text = serde_json::to_string(&event).map_err(|e| format!("serialize: {e}"))?;
     serde_json::from_str(&text).map_err(|e| format!("a consumer cannot parse the event: {e}"))
 }

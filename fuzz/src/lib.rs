@@ -5,7 +5,6 @@
 //! envelope fields every consumer relies on.
 
 use hookgate::auth::Verified;
-use hookgate::canonical::Event;
 use hookgate::vendors::{AmountUnit, MapOptions, VendorKind};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -33,23 +32,12 @@ pub fn option_sets() -> [MapOptions; 3] {
 /// does (mapped, or `unmapped` with the vendor's redacted raw body), and
 /// checks the serialized event.
 pub fn map_and_check(kind: VendorKind, data: &[u8]) {
-    let vendor = kind.vendor();
     let verified = Verified::assume_verified_for_tests(data.to_vec());
     let received = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid time");
     for options in option_sets() {
-        let (event, mapped) = match vendor.map(&verified, &options) {
-            Ok(mapped) => (
-                Event::from_mapped(kind, "fuzz-source", mapped, received),
-                true,
-            ),
-            Err(error) => {
-                let raw = vendor.raw_body_for_unmapped(data, &options);
-                (
-                    Event::unmapped(kind, "fuzz-source", data, raw.as_deref(), error.0, received),
-                    false,
-                )
-            }
-        };
+        let (event, _) =
+            hookgate::pipeline::normalize(kind, "fuzz-source", &options, &verified, received);
+        let mapped = event.event_type != hookgate::canonical::UNMAPPED;
         let text = serde_json::to_string(&event).expect("a canonical event always serializes");
         let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
             panic!("published event is not JSON a consumer can parse ({e}); mapped={mapped}")
@@ -64,7 +52,11 @@ fn check_envelope(event: &Value, mapped: bool) {
     assert_eq!(id.len(), 36, "id is UUID-shaped: {id}");
     let kind = event["type"].as_str().expect("type is a string");
     assert!(!kind.is_empty(), "type is never empty");
-    assert_eq!(kind == "unmapped", !mapped, "type unmapped iff mapping failed");
+    assert_eq!(
+        kind == "unmapped",
+        !mapped,
+        "type unmapped iff mapping failed"
+    );
     for key in ["time", "source", "vendor"] {
         assert!(event[key].is_string(), "{key} is a string");
     }

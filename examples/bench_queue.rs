@@ -11,11 +11,16 @@
 //! `{exchange}.unroutable` alternate exchange), so the gateway's own
 //! redeclaration at start is a no-op. The broker URL comes from
 //! `BENCH_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`).
+//!
+//! The queue is a quorum queue, like the queues in
+//! `deploy/rabbitmq/definitions.json`: the benchmark measures the shape that
+//! is deployed. `BENCH_QUEUE_TYPE=classic` declares a classic queue instead,
+//! to compare the two.
 
 use lapin::options::{
     ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Connection, ConnectionProperties};
 
 async fn channel() -> Result<(Connection, Channel), lapin::Error> {
@@ -24,6 +29,21 @@ async fn channel() -> Result<(Connection, Channel), lapin::Error> {
     let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     Ok((connection, channel))
+}
+
+/// `x-queue-type` for the declared queue: quorum unless `BENCH_QUEUE_TYPE` says otherwise.
+fn queue_arguments() -> FieldTable {
+    let kind = std::env::var("BENCH_QUEUE_TYPE").unwrap_or_else(|_| "quorum".to_owned());
+    if !matches!(kind.as_str(), "quorum" | "classic") {
+        eprintln!("bench_queue: BENCH_QUEUE_TYPE must be quorum or classic, not {kind:?}");
+        std::process::exit(2);
+    }
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from(kind.into_bytes())),
+    );
+    arguments
 }
 
 fn usage() -> ! {
@@ -44,7 +64,7 @@ async fn main() -> Result<(), lapin::Error> {
                 durable: true,
                 ..QueueDeclareOptions::default()
             };
-            ch.queue_declare(queue.as_str().into(), durable, FieldTable::default())
+            ch.queue_declare(queue.as_str().into(), durable, queue_arguments())
                 .await?;
             ch.queue_bind(
                 queue.as_str().into(),

@@ -123,6 +123,34 @@ async fn a_signed_usaepay_webhook_becomes_one_confirmed_canonical_event() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_client_resumes_its_tls_session() {
+    use rustls::HandshakeKind;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let gw = TestGateway::start(USAEPAY_SOURCE).await;
+    // One client config for both connections: it keeps the session the server gave it.
+    let client = gw.client();
+    for expected in [HandshakeKind::Full, HandshakeKind::Resumed] {
+        let mut tls = client.tls_stream().await.expect("TLS handshake");
+        assert_eq!(tls.get_ref().1.handshake_kind(), Some(expected));
+        // A whole request and answer, so the client reads the server's session
+        // ticket (TLS 1.3 sends it after the handshake).
+        tls.write_all(
+            b"GET /webhooks/usaepay-main HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        assert!(
+            answer.starts_with(b"HTTP/1.1 405"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_misaddressed_requests_are_refused_and_publish_nothing() {
     let gw = TestGateway::start(USAEPAY_SOURCE).await;
     let broker = Broker::connect().await;

@@ -35,48 +35,93 @@
 //! ```text
 //! {dir}/dedup.redb             one redb database, opened by one process at a time
 //!
-//! table "accepted"  [u8; 24] -> ()
+//! table "accepted"  [u8; 24] -> ()        time order: expiry and the cap
 //!   key    bytes 0..8    accepted_at_ms, u64 big-endian (Unix epoch milliseconds)
 //!          bytes 8..24   the id's 16 bytes: a canonical UUID (what event_id makes)
 //!                        is stored as its 16 bytes; any other string as the first
 //!                        16 bytes of SHA-256("hookgate/dedup-id/v1\0" ++ string)
 //!   value  none
 //!
+//! table "by_id"     [u8; 16] -> u64       id order: lookups
+//!   key    the id's 16 bytes (as above)
+//!   value  accepted_at_ms of the id's entry; "accepted" holds the same (time, id)
+//!
 //! table "meta"      &str -> u64
-//!   "format"       1; a file with a higher number was written by a newer hookgate
+//!   "format"       2. A format-1 file (no "by_id") is migrated when opened: "by_id"
+//!                  is filled from "accepted" in the same transaction that writes 2.
+//!                  A higher number was written by a newer hookgate and is refused.
 //! ```
 //!
-//! Time comes first in the key so the table is sorted oldest first: expiry
-//! deletes one key range from the front (`..(cutoff + 1) ++ 0x00 * 16`) and
-//! the cap pops the first keys, both without scanning what stays. Lookups by
-//! id never touch the file: at open the surviving entries (at most
-//! `max_entries`) are loaded into memory, and the in-memory index answers
-//! [`DedupWindow::seen`]. If an id appears twice (re-claimed after its entry
-//! expired), the newer key wins at load and the older one expires on its own.
+//! Every remembered id has one "by_id" row, and the "accepted" key with the
+//! same time. [`DedupWindow::seen`] reads "by_id": one B-tree lookup, so
+//! memory does not have to hold the ids (see Memory). Time comes first in the
+//! "accepted" key so that table is sorted oldest first: expiry deletes the
+//! keys below `(cutoff + 1) ++ 0x00 * 16` from the front and the cap deletes
+//! the first keys, both without scanning what stays, as range deletes of up
+//! to 1024 keys (read first, so memory stays bounded after a long downtime).
+//! Each deleted key takes its "by_id" row with it only if the row still holds
+//! that key's time, so a stray older key can never delete a newer entry. An
+//! id claimed again after its entry expired gets a new time: the writer replaces its row and deletes
+//! the old key. A format-1 file may hold such an id under two keys; the
+//! migration walks "accepted" in time order, so the row ends up with the
+//! newest time and the older key expires later without touching it.
 //!
 //! # Durability trade-off
 //!
-//! A claim updates the in-memory index at once and is queued for a single
-//! writer thread, which commits everything queued every [`FLUSH_INTERVAL`]
-//! (measured from the oldest queued claim) or as soon as [`MAX_BATCH`] claims
-//! are waiting, in one transaction with [`redb::Durability::Immediate`]. The
-//! request path thus never waits for an `fsync`, and a burst of N claims costs
-//! about N / 1024 + 1 `fsync`s, not N.
+//! A claim is recorded at once in a small in-memory map of unsynced claims
+//! (which [`DedupWindow::seen`] checks before the file) and queued for a single
+//! writer thread. The writer commits everything queued every
+//! [`FLUSH_INTERVAL`] (measured from the oldest queued claim) or as soon as
+//! [`MAX_BATCH`] claims are waiting, in one transaction with
+//! [`redb::Durability::Immediate`]. The request path thus never waits for an
+//! `fsync`, never reads the file to claim, and a burst of N claims costs about
+//! N / [`MAX_BATCH`] + 1 `fsync`s, not N. The writer, not the request path, looks each
+//! claimed id up in "by_id": if the file already holds a live entry (a race,
+//! or a retry claimed again), the first time is kept and nothing is written.
+//! Expiry and the cap run in the same transaction as each batch.
+//!
+//! The writer removes a batch's claims from the unsynced map only after its
+//! commit succeeded (and only where the map still holds the batch's time), so
+//! a claimed id is always visible, either in the map or in the file.
 //!
 //! The price: a crash (or power loss) forgets the claims of the last
 //! [`FLUSH_INTERVAL`] plus one commit. Forgetting a claim can only cause a
 //! duplicate publish of an event the vendor retries after our restart, which
 //! consumers de-duplicate by id; it can never lose an event, because the event
 //! itself was made safe before it was claimed. A failed commit is logged and
-//! reported by the next [`DedupWindow::claim`]; its claims stay effective in
-//! memory but are not retried on disk (same consequence as a crash).
+//! reported by the next [`DedupWindow::claim`]; its claims are forgotten, not
+//! retried (the same consequence as a crash). While the disk stalls, at most
+//! [`MAX_BACKLOG`] claims wait; beyond that the oldest queued claims are
+//! forgotten and the writer logs how many, so a stall cannot grow memory.
 //!
 //! # Memory
 //!
-//! The index is a `HashMap<[u8; 16], u64>` plus an insertion-ordered queue for
-//! expiry and the cap: about 60 to 100 bytes per entry, so `max_entries` =
-//! 1 000 000 costs up to about 100 MB. With `max_entries` = N the map never
-//! holds more than N ids; the oldest are evicted first.
+//! Memory does not grow with the number of remembered ids, whatever the
+//! traffic: the ids live in the file and the process holds only redb's page
+//! cache (`CACHE_BYTES`, 4 MiB) and the unsynced claims, at most 2 ×
+//! [`MAX_BACKLOG`] of them (the queue plus the batch being committed: about
+//! 2.5 MB at worst, a few KB normally). Lookups go through one read snapshot
+//! of "by_id" that the writer replaces after each commit, so the request path
+//! neither begins a transaction nor opens the table. Measured with
+//! `scripts/bench`'s growth phase (one gateway, 1M unique requests): RSS
+//! 31 MiB after 100k, 34 MiB after 1M; the earlier in-memory index went from
+//! 36 to 105 MiB over the same run. The price is CPU on the writer thread,
+//! about 4 µs per claim, for the random leaf writes below.
+//!
+//! The cap `max_entries` is therefore a disk budget: about 82 bytes of pages
+//! in use per id (both tables, B-tree overhead included), and since redb grows
+//! the file in doubling steps (and reuses freed pages rather than shrinking
+//! it), the file measured 142.6 MB for 1 000 000 ids (143 bytes per id) and
+//! kept that size while the cap evicted. A lookup whose leaf page is not in
+//! redb's cache is one `pread`, normally served from the OS page cache, which
+//! is not counted in the process's RSS and which the kernel reclaims under
+//! memory pressure.
+//!
+//! The cost moved to disk writes: ids are random, so each new id dirties a
+//! different leaf of "by_id" ("accepted" only grows at its end). A commit
+//! writes every dirtied page once: a full batch of [`MAX_BATCH`] claims into a
+//! large window rewrites up to about that many pages (4 KiB each), a trickle
+//! of claims a few.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -84,28 +129,51 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwapOption;
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    TableError,
+    Database, Durability, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, TableError,
 };
 use sha2::{Digest, Sha256};
 
-/// Accepted ids, keyed by `accepted_at_ms (BE) ++ id` (see the module doc).
-const ENTRIES: TableDefinition<Key, ()> = TableDefinition::new("accepted");
+/// Accepted ids in time order, keyed by `accepted_at_ms (BE) ++ id` (see the module doc).
+const ACCEPTED: TableDefinition<Key, ()> = TableDefinition::new("accepted");
+/// Accepted ids in id order: id → `accepted_at_ms`, for lookups.
+const BY_ID: TableDefinition<Id, u64> = TableDefinition::new("by_id");
 /// Format version.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The database file inside the directory given to [`DedupWindow::open`].
 pub const FILE_NAME: &str = "dedup.redb";
-/// The layout this code reads and writes.
-const FORMAT: u64 = 1;
+/// The layout this code reads and writes; format 1 (no "by_id") is migrated.
+const FORMAT: u64 = 2;
 /// Longest a claim waits in memory before the writer commits it: the most a
 /// crash can forget (plus the commit in progress).
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
-/// Queued claims that make the writer commit without waiting for [`FLUSH_INTERVAL`].
-pub const MAX_BATCH: usize = 1024;
-/// redb's page cache: the file is read once at open and then only appended to
-/// and trimmed at the front, so a small cache is plenty.
+/// Queued claims that make the writer commit without waiting for
+/// [`FLUSH_INTERVAL`]. Large, because each new id dirties its own random leaf
+/// of "by_id": the bigger the batch, the more claims share a leaf write
+/// (4096 instead of 1024 cut the writer's CPU per claim by about a fifth
+/// under load, measured with `scripts/bench`'s gateway run).
+pub const MAX_BATCH: usize = 4096;
+/// Most claims queued for the writer (fewer if `max_entries` is smaller: a
+/// backlog beyond the cap is pointless). When the disk stalls, the oldest are
+/// dropped beyond this, which bounds the memory of unsynced claims by a
+/// constant: this many queued plus at most this many in the batch being
+/// committed.
+pub const MAX_BACKLOG: usize = 4 * MAX_BATCH;
+/// redb's page cache, part of the process's memory. Small on purpose: a
+/// lookup of a random id touches the root, a few branch pages and one leaf
+/// of "by_id". The branch pages (about 400 in both tables, 1.5 MiB, for a
+/// million ids) are hot and stay cached; the leaves are hit at random, so
+/// caching them would take memory proportional to the window for little
+/// gain. A leaf that is not cached is one `pread`, normally served from the
+/// OS page cache (not counted in the process's RSS). "accepted" is appended
+/// to at the end and trimmed at the front, touching few pages. redb gives
+/// writes at most half of this; beyond that it writes dirty pages out early.
 const CACHE_BYTES: usize = 4 * 1024 * 1024;
+/// Oldest entries read and deleted per step when trimming, so a large
+/// expiry (after a long downtime) needs bounded memory.
+const TRIM_CHUNK: usize = 1024;
 /// Domain separation for ids that are not UUIDs.
 const HASH_DOMAIN: &[u8] = b"hookgate/dedup-id/v1\0";
 
@@ -131,7 +199,8 @@ pub enum DedupError {
     Corrupt(String),
 }
 
-/// The ids of recently accepted events, in memory and in `{dir}/dedup.redb`.
+/// The ids of recently accepted events, in `{dir}/dedup.redb` (plus the
+/// claims not yet committed there, in memory).
 ///
 /// A cheap handle: clone it for every request task. Dropping the last handle
 /// commits what is queued and stops the writer thread; [`DedupWindow::close`]
@@ -158,6 +227,15 @@ struct Shared {
     index: Mutex<Index>,
     /// Wakes the writer: a first queued claim, a full batch, a trim, closing.
     wake: Condvar,
+    /// Rows in "by_id" after the last commit (or at open), for [`DedupWindow::len`].
+    entries: AtomicU64,
+    /// "by_id" as of the last commit, opened once by the writer and shared,
+    /// so a lookup is a B-tree descent without beginning a read transaction
+    /// and opening the table per request. `None` if that failed; lookups then
+    /// open their own.
+    snapshot: ArcSwapOption<ReadOnlyTable<Id, u64>>,
+    /// Lookups in the file that failed, for rate-limiting their log lines.
+    read_failures: AtomicU64,
     /// Transactions committed by the writer (each one `fsync`).
     commits: AtomicU64,
     /// Claims queued for the writer so far.
@@ -165,24 +243,28 @@ struct Shared {
     /// Claims the writer is done with (committed, failed, or dropped from a
     /// backlog); equals `queued` when nothing is in flight.
     handled: AtomicU64,
+    /// The last trim request ([`Index::trim_requests`]) the writer has carried out.
+    trims_done: AtomicU64,
 }
 
-/// The in-memory state; every critical section is short and never spans an `.await`.
+/// The in-memory state; every critical section is short and never spans an
+/// `.await` or a disk access.
 struct Index {
-    /// Id → when it was accepted. Never more than `max_entries` ids.
-    accepted: HashMap<Id, u64>,
-    /// `(accepted_at_ms, id)` in claim order, for expiry and the cap. An entry
-    /// whose time no longer matches `accepted` is stale (the id was claimed
-    /// again) and is skipped when it reaches the front.
-    order: VecDeque<(u64, Id)>,
+    /// Id → when it was claimed, for claims queued for the writer or in the
+    /// batch it is committing: what [`DedupWindow::seen`] cannot find in the
+    /// file yet. At most 2 × the backlog cap ids.
+    unsynced: HashMap<Id, u64>,
     /// Claims not yet handed to the writer.
     pending: VecDeque<(u64, Id)>,
     /// When the oldest pending claim was queued.
     pending_since: Option<Instant>,
     /// Claims dropped from a full backlog since the writer last looked.
     dropped: u64,
-    /// `expire` removed entries: the writer should trim the file too.
+    /// [`DedupWindow::expire`] asked the writer to trim the file.
     trim: bool,
+    /// Trim requests so far; the writer reports the last one it served in
+    /// [`Shared::trims_done`].
+    trim_requests: u64,
     /// The last handle is gone: the writer commits what is left and stops.
     closing: bool,
     /// Why the last commit failed; cleared by the next successful one.
@@ -192,17 +274,20 @@ struct Index {
 }
 
 impl DedupWindow {
-    /// Opens (creating the directory and `dedup.redb` if needed), drops what is
-    /// older than `window` or beyond `max_entries`, and loads the rest into
-    /// memory, so retries are recognised across restarts.
+    /// Opens (creating the directory and `dedup.redb` if needed, migrating a
+    /// format-1 file) and drops what is older than `window` or beyond
+    /// `max_entries`, so retries are recognised across restarts. The ids stay
+    /// on disk: nothing is loaded into memory.
     ///
     /// `window` is how long an id is remembered: the longest vendor retry
     /// horizon plus a margin (the config's default is 72 h + 1 h).
-    /// `max_entries` is a hard cap protecting memory; when it is reached the
-    /// oldest ids are forgotten first.
+    /// `max_entries` is a hard cap on the ids kept in the file (about 143
+    /// bytes of disk each, see the module doc; memory does not depend on it);
+    /// when it is reached the oldest ids are forgotten first.
     ///
-    /// Blocking (reads the whole file, and redb repairs it after a crash): call
-    /// it at start-up or from `spawn_blocking`.
+    /// Blocking (redb repairs the file after a crash, a format-1 file is
+    /// migrated, expired ids are deleted): call it at start-up or from
+    /// `spawn_blocking`.
     pub fn open(dir: &Path, window: Duration, max_entries: u64) -> Result<Self, DedupError> {
         Self::open_with_clock(dir, window, max_entries, Arc::new(system_now_ms))
     }
@@ -232,57 +317,63 @@ impl DedupWindow {
             .map_err(|e| io("cannot open", &e))?;
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
 
-        // Check the format and drop what this window no longer covers, in one
-        // durable transaction, so what is loaded below is exactly what is kept.
+        // Check (or migrate) the format and drop what this window no longer
+        // covers, in one durable transaction.
         let now = clock();
-        {
+        let (entries, migrated) = {
             let txn = db.begin_write().map_err(|e| io("cannot write", &e))?;
-            {
+            let counts = {
                 let mut meta = txn.open_table(META).map_err(table_error)?;
                 let format = meta
                     .get("format")
                     .map_err(|e| io("cannot read", &e))?
                     .map(|v| v.value());
-                match format {
-                    None => {
-                        meta.insert("format", FORMAT)
-                            .map_err(|e| io("cannot write", &e))?;
-                    }
-                    Some(FORMAT) => {}
-                    Some(other) => {
+                let migrate = match format {
+                    // A new file.
+                    None => false,
+                    Some(1) => true,
+                    Some(FORMAT) => false,
+                    Some(other) if other > FORMAT => {
                         return Err(DedupError::Corrupt(format!(
                             "dedup {}: format {other} is not supported (this hookgate reads \
                              {FORMAT}); it was written by a newer version",
                             path.display()
                         )));
                     }
+                    Some(other) => {
+                        return Err(DedupError::Corrupt(format!(
+                            "dedup {}: format {other} is not supported (this hookgate reads \
+                             1 and {FORMAT})",
+                            path.display()
+                        )));
+                    }
+                };
+                let mut accepted = txn.open_table(ACCEPTED).map_err(table_error)?;
+                let mut by_id = txn.open_table(BY_ID).map_err(table_error)?;
+                let migrated = if migrate {
+                    Some(migrate_v1(&accepted, &mut by_id).map_err(|e| io("cannot migrate", &e))?)
+                } else {
+                    None
+                };
+                if format != Some(FORMAT) {
+                    meta.insert("format", FORMAT)
+                        .map_err(|e| io("cannot write", &e))?;
                 }
-                let mut table = txn.open_table(ENTRIES).map_err(table_error)?;
-                trim(&mut table, now, window_ms, max_entries).map_err(|e| io("cannot trim", &e))?;
-            }
+                trim(&mut accepted, &mut by_id, now, window_ms, max_entries)
+                    .map_err(|e| io("cannot trim", &e))?;
+                let entries = by_id.len().map_err(|e| io("cannot read", &e))?;
+                (entries, migrated)
+            };
             txn.commit().map_err(|e| io("cannot commit", &e))?;
+            counts
+        };
+        if let Some(ids) = migrated {
+            tracing::info!(
+                file = %path.display(),
+                ids,
+                "De-duplication window migrated from format 1 to {FORMAT}."
+            );
         }
-
-        // Load what is left, oldest first (the key order).
-        let mut loaded = Vec::new();
-        {
-            let txn = db.begin_read().map_err(|e| io("cannot read", &e))?;
-            let table = txn.open_table(ENTRIES).map_err(table_error)?;
-            for entry in table.iter().map_err(|e| io("cannot read", &e))? {
-                let (key, _) = entry.map_err(|e| io("cannot read", &e))?;
-                loaded.push(split_key(&key.value()));
-            }
-        }
-        let mut accepted = HashMap::with_capacity(loaded.len());
-        for &(at, id) in &loaded {
-            // Ascending times: a re-claimed id ends up with its newest time.
-            accepted.insert(id, at);
-        }
-        let order: VecDeque<(u64, Id)> = loaded
-            .into_iter()
-            .filter(|(at, id)| accepted.get(id) == Some(at))
-            .collect();
-        let entries = accepted.len();
 
         let shared = Arc::new(Shared {
             path: path.clone(),
@@ -291,21 +382,26 @@ impl DedupWindow {
             max_entries,
             clock,
             index: Mutex::new(Index {
-                accepted,
-                order,
+                unsynced: HashMap::new(),
                 pending: VecDeque::new(),
                 pending_since: None,
                 dropped: 0,
                 trim: false,
+                trim_requests: 0,
                 closing: false,
                 failure: None,
                 stopped: false,
             }),
             wake: Condvar::new(),
+            entries: AtomicU64::new(entries),
+            snapshot: ArcSwapOption::empty(),
+            read_failures: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             handled: AtomicU64::new(0),
+            trims_done: AtomicU64::new(0),
         });
+        shared.refresh_snapshot();
         let writer = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -332,31 +428,39 @@ impl DedupWindow {
     /// request is a vendor's retry and is answered 200 with this id without
     /// publishing again.
     ///
-    /// Cheap (a hash lookup under a short lock, no disk), for the request path.
-    /// The entry's age is checked here, so an id past the window is not
-    /// reported even if [`DedupWindow::expire`] has not run yet.
+    /// For the request path: a hash lookup under a short lock (claims not yet
+    /// committed), then one B-tree lookup in a read transaction, which never
+    /// waits for an `fsync` (redb's writer holds the lock readers take only
+    /// while writing its header, not while syncing); a page missing from
+    /// redb's cache is one `pread`. The entry's age is checked here, so an id past the window
+    /// is not reported even if the file has not been trimmed yet. If the file
+    /// cannot be read, the answer is `false` (the event is processed in full)
+    /// and the failure is logged, rate-limited.
     pub fn seen(&self, event_id: &str) -> bool {
         let id = id_of(event_id);
         let shared = &self.inner.shared;
         let now = (shared.clock)();
-        let index = shared.lock();
-        index
-            .accepted
-            .get(&id)
-            .is_some_and(|&at| shared.live(at, now))
+        let unsynced = shared.lock().unsynced.get(&id).copied();
+        if unsynced.is_some_and(|at| shared.live(at, now)) {
+            return true;
+        }
+        match shared.stored(&id) {
+            Ok(at) => at.is_some_and(|at| shared.live(at, now)),
+            Err(error) => {
+                shared.read_failed(&error);
+                false
+            }
+        }
     }
 
     /// Records that `event_id`'s event is now safe (broker-confirmed or
-    /// spooled), so its retries are recognised by [`DedupWindow::seen`].
+    /// spooled), so later deliveries of it are recognised by [`DedupWindow::seen`].
     ///
-    /// Call it only after the event is safe, never for a request that fails:
-    /// the vendor's retry of a failed request must be processed in full.
-    ///
-    /// Takes effect in memory at once and returns without waiting for the
+    /// Takes effect at once (in memory) and returns without touching the
     /// disk: the writer thread commits claims in batches (see the module doc),
-    /// so the request path pays no `fsync`. Claiming an id that is already in
-    /// the window keeps its original time (the vendor's retry horizon starts
-    /// at the first delivery) and writes nothing.
+    /// so the request path pays no `fsync` and no read. Claiming an id that is
+    /// already in the window keeps its original time (the vendor's retry
+    /// horizon starts at the first delivery) and writes nothing.
     ///
     /// `Err` means the claim took effect in this process but may not survive a
     /// restart (the last commit failed, or the writer thread stopped); the
@@ -365,53 +469,47 @@ impl DedupWindow {
         let id = id_of(event_id);
         let shared = &self.inner.shared;
         let mut index = shared.lock();
-        // Read under the lock so claim order and time order agree.
-        let now = (shared.clock)();
-        shared.expire_locked(&mut index, now);
-        let fresh = match index.accepted.get(&id) {
-            Some(&at) => !shared.live(at, now),
-            None => true,
-        };
-        if fresh {
-            index.accepted.insert(id, now);
-            index.order.push_back((now, id));
-            shared.expire_locked(&mut index, now);
-            if shared.max_entries > 0 {
+        if shared.max_entries > 0 {
+            // Read under the lock so queue order and time order agree.
+            let now = (shared.clock)();
+            let queued = index
+                .unsynced
+                .get(&id)
+                .is_some_and(|&at| shared.live(at, now));
+            if !queued {
                 shared.queue(&mut index, now, id);
             }
         }
         shared.health(&index)
     }
 
-    /// Forgets ids older than the window and the oldest ids above the cap, in
-    /// memory and then (by the writer thread) on disk; returns how many ids
-    /// were forgotten from memory.
+    /// Asks the writer thread to delete, from the file, the ids older than the
+    /// window and the oldest ids above the cap; returns without waiting.
     ///
-    /// [`DedupWindow::claim`] already does this incrementally and
+    /// The writer already does this with every batch of claims, and
     /// [`DedupWindow::seen`] checks ages itself, so this exists to release
-    /// memory and disk while no claims arrive. The gateway calls it
-    /// periodically. Cheap when there is nothing to do (no disk access);
-    /// one batch of deletes otherwise. `Err` as for [`DedupWindow::claim`].
-    pub async fn expire(&self) -> Result<u64, DedupError> {
+    /// disk space while no claims arrive. The gateway calls it periodically.
+    /// When there is nothing to delete the writer commits nothing (no
+    /// `fsync`). `Err` as for [`DedupWindow::claim`].
+    pub async fn expire(&self) -> Result<(), DedupError> {
         let shared = &self.inner.shared;
-        let now = (shared.clock)();
         let mut index = shared.lock();
-        let removed = shared.expire_locked(&mut index, now);
-        if removed > 0 && !index.trim {
+        if !index.trim {
             index.trim = true;
+            index.trim_requests += 1;
             shared.wake.notify_one();
         }
-        shared.health(&index)?;
-        Ok(removed)
+        shared.health(&index)
     }
 
-    /// Ids currently remembered (possibly including some just past the window
-    /// until the next claim or expire), for metrics.
+    /// Ids in the file after the writer's last commit, for metrics and logs.
+    /// Lags by up to one commit: claims not yet committed are not counted,
+    /// and ids just past the window count until the next trim.
     pub fn len(&self) -> u64 {
-        self.inner.shared.lock().accepted.len() as u64
+        self.inner.shared.entries.load(Ordering::Acquire)
     }
 
-    /// Whether no id is remembered.
+    /// Whether [`DedupWindow::len`] is zero.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -438,12 +536,22 @@ impl DedupWindow {
         self.inner.shared.commits.load(Ordering::Acquire)
     }
 
-    /// Waits until the writer is done with every claim queued so far.
+    /// Claims held in memory because the file does not have them yet.
+    #[cfg(test)]
+    fn unsynced_count(&self) -> usize {
+        self.inner.shared.lock().unsynced.len()
+    }
+
+    /// Waits until the writer is done with every claim queued and every trim
+    /// requested so far.
     #[cfg(test)]
     async fn settle(&self) {
         let shared = &self.inner.shared;
+        let trims = shared.lock().trim_requests;
         let deadline = Instant::now() + Duration::from_secs(20);
-        while shared.handled.load(Ordering::Acquire) < shared.queued.load(Ordering::Acquire) {
+        while shared.handled.load(Ordering::Acquire) < shared.queued.load(Ordering::Acquire)
+            || shared.trims_done.load(Ordering::Acquire) < trims
+        {
             assert!(Instant::now() < deadline, "the writer did not catch up");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -489,43 +597,68 @@ impl Shared {
         at.saturating_add(self.window_ms) > now
     }
 
-    /// Pops expired (and stale) entries from the front of the order, then the
-    /// oldest entries above the cap; returns how many ids were forgotten.
-    /// Amortized O(1) per claim.
-    fn expire_locked(&self, index: &mut Index, now: u64) -> u64 {
-        let mut removed = 0;
-        let cap = usize::try_from(self.max_entries).unwrap_or(usize::MAX);
-        while let Some(&(at, id)) = index.order.front() {
-            let current = index.accepted.get(&id) == Some(&at);
-            if current && self.live(at, now) && index.accepted.len() <= cap {
-                break;
-            }
-            index.order.pop_front();
-            if current {
-                index.accepted.remove(&id);
-                removed += 1;
-            }
+    /// When the file says `id` was accepted (whether or not that is still
+    /// inside the window). A read transaction: it sees the last commit and
+    /// does not wait for the one in progress to be synced.
+    fn stored(&self, id: &Id) -> Result<Option<u64>, redb::Error> {
+        if let Some(table) = self.snapshot.load().as_deref() {
+            return Ok(table.get(id)?.map(|v| v.value()));
         }
-        // Stale entries behind a live one (only after the wall clock stepped
-        // back) are dropped here so the order stays proportional to the map.
-        if index.order.len() > 2 * index.accepted.len() + MAX_BATCH {
-            let Index {
-                accepted, order, ..
-            } = index;
-            order.retain(|(at, id)| accepted.get(id) == Some(at));
-        }
-        removed
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BY_ID)?;
+        let at = table.get(id)?.map(|v| v.value());
+        Ok(at)
     }
 
-    /// Hands a claim to the writer, waking it when the batch starts or fills.
+    /// Publishes "by_id" as just committed for [`Shared::stored`]. Must run
+    /// after a commit and before its claims leave `unsynced`, so every claim
+    /// is always visible in one of the two.
+    fn refresh_snapshot(&self) {
+        let table = self
+            .db
+            .begin_read()
+            .map_err(redb::Error::from)
+            .and_then(|txn| txn.open_table(BY_ID).map_err(redb::Error::from));
+        match table {
+            Ok(table) => self.snapshot.store(Some(Arc::new(table))),
+            Err(error) => {
+                self.snapshot.store(None);
+                self.read_failed(&error);
+            }
+        }
+    }
+
+    /// Logs a failed lookup: the first, then the 2nd, 4th, 8th… so a broken
+    /// disk cannot flood the log.
+    fn read_failed(&self, error: &redb::Error) {
+        let failures = self.read_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures.is_power_of_two() {
+            tracing::warn!(
+                file = %self.path.display(),
+                error = %error,
+                failures,
+                "De-duplication lookup failed; the delivery is treated as new."
+            );
+        }
+    }
+
+    /// Records a claim as unsynced and hands it to the writer, waking it when
+    /// the batch starts or fills.
     fn queue(&self, index: &mut Index, at: u64, id: Id) {
+        index.unsynced.insert(id, at);
         index.pending.push_back((at, id));
         self.queued.fetch_add(1, Ordering::AcqRel);
         // A backlog beyond the cap is pointless (the cap would evict it from
         // the file anyway) and only grows while the disk stalls.
-        let cap = usize::try_from(self.max_entries).unwrap_or(usize::MAX);
+        let cap = usize::try_from(self.max_entries)
+            .unwrap_or(usize::MAX)
+            .min(MAX_BACKLOG);
         while index.pending.len() > cap {
-            index.pending.pop_front();
+            if let Some((at, id)) = index.pending.pop_front() {
+                if index.unsynced.get(&id) == Some(&at) {
+                    index.unsynced.remove(&id);
+                }
+            }
             index.dropped += 1;
             self.handled.fetch_add(1, Ordering::AcqRel);
         }
@@ -556,20 +689,23 @@ impl Shared {
 }
 
 /// The single writer: waits for a batch (a full one, or the oldest claim
-/// being [`FLUSH_INTERVAL`] old), commits it, repeats; commits what is left
-/// and exits once the last handle is gone.
+/// being [`FLUSH_INTERVAL`] old) or a trim request, commits it, repeats;
+/// commits what is left and exits once the last handle is gone.
 fn writer(shared: Arc<Shared>) {
-    /// Marks the writer stopped even if it panics, so claims report it.
+    /// Marks the writer stopped even if it panics, so claims report it, and
+    /// lets go of the lookup snapshot, so closing the file leaves no read
+    /// transaction open.
     struct Stopped<'a>(&'a Shared);
     impl Drop for Stopped<'_> {
         fn drop(&mut self) {
+            self.0.snapshot.store(None);
             self.0.lock().stopped = true;
         }
     }
     let _stopped = Stopped(&shared);
 
     loop {
-        let (batch, trim_requested, closing, dropped) = {
+        let (batch, trim_request, closing, dropped) = {
             let mut index = shared.lock();
             loop {
                 if index.closing || index.trim || index.pending.len() >= MAX_BATCH {
@@ -596,9 +732,10 @@ fn writer(shared: Arc<Shared>) {
                 }
             }
             index.pending_since = None;
+            let trim_request = std::mem::take(&mut index.trim).then_some(index.trim_requests);
             (
                 std::mem::take(&mut index.pending),
-                std::mem::take(&mut index.trim),
+                trim_request,
                 index.closing,
                 std::mem::take(&mut index.dropped),
             )
@@ -607,31 +744,46 @@ fn writer(shared: Arc<Shared>) {
             tracing::warn!(
                 file = %shared.path.display(),
                 dropped,
-                "De-duplication backlog over max_entries; the oldest queued claims were not persisted."
+                "De-duplication backlog full; the oldest queued claims were forgotten."
             );
         }
-        if !batch.is_empty() || trim_requested {
-            let result = write_batch(&shared, &batch);
-            let failure = match result {
-                Ok(true) => {
+        if !batch.is_empty() || trim_request.is_some() {
+            let failure = match write_batch(&shared, &batch) {
+                Ok(Some(entries)) => {
                     shared.commits.fetch_add(1, Ordering::AcqRel);
+                    shared.entries.store(entries, Ordering::Release);
+                    shared.refresh_snapshot();
                     None
                 }
-                Ok(false) => None,
+                Ok(None) => None,
                 Err(e) => {
                     tracing::error!(
                         file = %shared.path.display(),
                         error = %e,
                         claims = batch.len(),
-                        "De-duplication commit failed; these claims hold in memory only."
+                        "De-duplication commit failed; these claims are forgotten."
                     );
                     Some(e.to_string())
                 }
             };
-            shared.lock().failure = failure;
+            {
+                // Committed (so readers find them in the file) or failed (so
+                // they are forgotten, as in a crash): no longer unsynced,
+                // unless claimed again since with another time.
+                let mut index = shared.lock();
+                for (at, id) in &batch {
+                    if index.unsynced.get(id) == Some(at) {
+                        index.unsynced.remove(id);
+                    }
+                }
+                index.failure = failure;
+            }
             shared
                 .handled
                 .fetch_add(batch.len() as u64, Ordering::AcqRel);
+            if let Some(request) = trim_request {
+                shared.trims_done.store(request, Ordering::Release);
+            }
         }
         if closing {
             return;
@@ -639,54 +791,134 @@ fn writer(shared: Arc<Shared>) {
     }
 }
 
-/// Inserts the batch and trims the file in one transaction; commits only if
-/// something changed. `Ok(true)` when a transaction was committed.
-fn write_batch(shared: &Shared, batch: &VecDeque<(u64, Id)>) -> Result<bool, redb::Error> {
+/// Writes the batch's new ids and trims the file, in one transaction;
+/// commits only if something changed. `Ok(Some(ids in the file))` when a
+/// transaction was committed.
+fn write_batch(shared: &Shared, batch: &VecDeque<(u64, Id)>) -> Result<Option<u64>, redb::Error> {
     let mut txn = shared.db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
-    let changed = {
-        let mut table = txn.open_table(ENTRIES)?;
-        for (at, id) in batch {
-            table.insert(join_key(*at, id), ())?;
+    let (changed, entries) = {
+        let mut accepted = txn.open_table(ACCEPTED)?;
+        let mut by_id = txn.open_table(BY_ID)?;
+        let mut changed = false;
+        for &(at, id) in batch {
+            let stored = by_id.get(&id)?.map(|v| v.value());
+            if let Some(first) = stored {
+                if shared.live(first, at) {
+                    // Already in the window: the first delivery's time stays.
+                    continue;
+                }
+                // Expired but not trimmed yet: replaced by the new time.
+                accepted.remove(join_key(first, &id))?;
+            }
+            by_id.insert(id, at)?;
+            accepted.insert(join_key(at, &id), ())?;
+            changed = true;
         }
         let now = (shared.clock)();
-        let removed = trim(&mut table, now, shared.window_ms, shared.max_entries)?;
-        !batch.is_empty() || removed > 0
+        let removed = trim(
+            &mut accepted,
+            &mut by_id,
+            now,
+            shared.window_ms,
+            shared.max_entries,
+        )?;
+        (changed || removed > 0, by_id.len()?)
     };
     if changed {
         txn.commit()?;
+        Ok(Some(entries))
     } else {
         txn.abort()?;
+        Ok(None)
     }
-    Ok(changed)
 }
 
-/// Deletes entries accepted at or before `now - window` (a key range at the
-/// front), then the oldest entries above `max_entries`; returns how many.
+/// Fills "by_id" from a format-1 file's "accepted" table; returns the ids.
+/// In time order, so an id stored twice ends up with its newest time.
+fn migrate_v1(
+    accepted: &redb::Table<'_, Key, ()>,
+    by_id: &mut redb::Table<'_, Id, u64>,
+) -> Result<u64, redb::Error> {
+    for entry in accepted.iter()? {
+        let (key, _) = entry?;
+        let (at, id) = split_key(&key.value());
+        by_id.insert(id, at)?;
+    }
+    Ok(by_id.len()?)
+}
+
+/// Deletes the entries accepted at or before `now - window` (a key range at
+/// the front of "accepted"), then the oldest entries while "by_id" holds more
+/// than `max_entries` ids; returns how many "accepted" keys were deleted.
 fn trim(
-    table: &mut redb::Table<'_, Key, ()>,
+    accepted: &mut redb::Table<'_, Key, ()>,
+    by_id: &mut redb::Table<'_, Id, u64>,
     now: u64,
     window_ms: u64,
     max_entries: u64,
 ) -> Result<u64, redb::Error> {
-    let before = table.len()?;
+    let mut removed = 0;
     if let Some(cutoff) = now.checked_sub(window_ms) {
         // Keys are (time, id): everything below (cutoff + 1, 0…0) has time <= cutoff.
         let first_live = join_key(cutoff.saturating_add(1), &[0; 16]);
-        let expired = match table.first()? {
-            Some((key, _)) => key.value() < first_live,
-            None => false,
-        };
-        if expired {
-            table.retain_in(..first_live, |_, ()| false)?;
+        loop {
+            let deleted = delete_oldest(accepted, by_id, Some(first_live), TRIM_CHUNK)?;
+            removed += deleted as u64;
+            if deleted < TRIM_CHUNK {
+                break;
+            }
         }
     }
-    while table.len()? > max_entries {
-        if table.pop_first()?.is_none() {
+    loop {
+        let excess = by_id.len()?.saturating_sub(max_entries);
+        if excess == 0 {
+            break;
+        }
+        let limit = usize::try_from(excess)
+            .unwrap_or(usize::MAX)
+            .min(TRIM_CHUNK);
+        let deleted = delete_oldest(accepted, by_id, None, limit)?;
+        removed += deleted as u64;
+        if deleted == 0 {
             break;
         }
     }
-    Ok(before - table.len()?)
+    Ok(removed)
+}
+
+/// Deletes up to `limit` of the oldest "accepted" keys (only those below
+/// `before`, if given) with one range delete, and for each the "by_id" row if
+/// it still holds that key's time; returns how many keys were deleted.
+fn delete_oldest(
+    accepted: &mut redb::Table<'_, Key, ()>,
+    by_id: &mut redb::Table<'_, Id, u64>,
+    before: Option<Key>,
+    limit: usize,
+) -> Result<usize, redb::Error> {
+    let mut keys = Vec::with_capacity(limit.min(TRIM_CHUNK));
+    {
+        let range = match before {
+            Some(end) => accepted.range(..end)?,
+            None => accepted.iter()?,
+        };
+        for entry in range.take(limit) {
+            let (key, _) = entry?;
+            keys.push(key.value());
+        }
+    }
+    let Some(&last) = keys.last() else {
+        return Ok(0);
+    };
+    // The keys read are exactly those up to `last`: the range starts at the front.
+    accepted.retain_in(..=last, |_, ()| false)?;
+    for key in &keys {
+        let (at, id) = split_key(key);
+        if by_id.get(&id)?.map(|v| v.value()) == Some(at) {
+            by_id.remove(&id)?;
+        }
+    }
+    Ok(keys.len())
 }
 
 fn join_key(at: u64, id: &Id) -> Key {
@@ -697,9 +929,11 @@ fn join_key(at: u64, id: &Id) -> Key {
 }
 
 fn split_key(key: &Key) -> (u64, Id) {
-    let at = u64::from_be_bytes(key[..8].try_into().expect("8 bytes"));
-    let id = key[8..].try_into().expect("16 bytes");
-    (at, id)
+    let mut at = [0; 8];
+    at.copy_from_slice(&key[..8]);
+    let mut id = [0; 16];
+    id.copy_from_slice(&key[8..]);
+    (u64::from_be_bytes(at), id)
 }
 
 /// An event id as 16 bytes: a hyphenated UUID (what `canonical::event_id`
@@ -712,7 +946,9 @@ fn id_of(event_id: &str) -> Id {
         .chain_update(HASH_DOMAIN)
         .chain_update(event_id.as_bytes())
         .finalize();
-    digest[..16].try_into().expect("16 bytes")
+    let mut id = [0; 16];
+    id.copy_from_slice(&digest[..16]);
+    id
 }
 
 /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (either case) to its 16 bytes.
@@ -764,6 +1000,29 @@ mod tests {
         (now, Arc::new(move || reader.load(Ordering::Acquire)))
     }
 
+    /// Rows in ("accepted", "by_id") as committed.
+    fn table_lens(db: &Database) -> (u64, u64) {
+        let txn = db.begin_read().unwrap();
+        let accepted = txn.open_table(ACCEPTED).unwrap().len().unwrap();
+        let by_id = txn.open_table(BY_ID).unwrap().len().unwrap();
+        (accepted, by_id)
+    }
+
+    impl DedupWindow {
+        fn table_lens(&self) -> (u64, u64) {
+            table_lens(&self.inner.shared.db)
+        }
+    }
+
+    /// The "format" a closed window's file holds.
+    fn file_format(dir: &Path) -> u64 {
+        let db = Database::create(dir.join(FILE_NAME)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        let format = meta.get("format").unwrap().unwrap().value();
+        format
+    }
+
     #[test]
     fn window_is_send_sync_clone() {
         fn check<T: Send + Sync + Clone + 'static>() {}
@@ -793,16 +1052,69 @@ mod tests {
         assert!(window.is_empty());
         assert!(!window.seen(&id(1)));
         window.claim(&id(1)).await.unwrap();
+        // At once, before the writer commits (it waits up to FLUSH_INTERVAL).
         assert!(window.seen(&id(1)));
         assert!(!window.seen(&id(2)));
         // A second claim of the same id is a no-op.
         window.claim(&id(1)).await.unwrap();
-        assert_eq!(window.len(), 1);
+        assert!(window.unsynced_count() <= 1);
         // Non-UUID ids work too.
         window.claim("sha256:abc").await.unwrap();
         assert!(window.seen("sha256:abc"));
         assert!(!window.seen("sha256:abd"));
+
+        // Committed: memory holds nothing, the answers come from the file.
+        window.settle().await;
+        assert_eq!(window.unsynced_count(), 0);
+        let commits = window.commit_count();
+        assert!(commits >= 1);
         assert_eq!(window.len(), 2);
+        assert_eq!(window.table_lens(), (2, 2));
+        assert!(window.seen(&id(1)));
+        assert!(window.seen("sha256:abc"));
+        assert!(!window.seen(&id(2)));
+        assert!(!window.seen("sha256:abd"));
+
+        // Claimed again once committed: the writer finds it in the file and
+        // writes nothing.
+        window.claim(&id(1)).await.unwrap();
+        assert!(window.seen(&id(1)));
+        window.settle().await;
+        assert_eq!(window.unsynced_count(), 0);
+        assert_eq!(window.commit_count(), commits, "nothing new to commit");
+        assert_eq!(window.table_lens(), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn memory_stays_bounded_and_the_file_answers() {
+        const CLAIMS: usize = 50_000;
+        let dir = tempfile::tempdir().unwrap();
+        let window = DedupWindow::open(dir.path(), 73 * HOUR, 1_000_000).unwrap();
+        for n in 0..CLAIMS {
+            window.claim(&id(n)).await.unwrap();
+            assert!(window.unsynced_count() <= 2 * MAX_BACKLOG);
+            // Keep the backlog below MAX_BACKLOG so no claim is dropped.
+            if n % 5000 == 4999 {
+                window.settle().await;
+            }
+        }
+        window.settle().await;
+        assert_eq!(window.unsynced_count(), 0);
+        assert_eq!(window.len(), CLAIMS as u64);
+        assert_eq!(window.table_lens(), (CLAIMS as u64, CLAIMS as u64));
+        for n in (0..CLAIMS).step_by(997) {
+            assert!(window.seen(&id(n)), "{n}");
+        }
+        assert!(window.seen(&id(CLAIMS - 1)));
+        for n in CLAIMS..CLAIMS + 100 {
+            assert!(!window.seen(&id(n)), "{n}");
+        }
+        window.close().await;
+        let bytes = std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len();
+        eprintln!(
+            "file: {bytes} bytes for {CLAIMS} ids ({:.1} bytes per id)",
+            bytes as f64 / CLAIMS as f64
+        );
     }
 
     #[tokio::test]
@@ -830,6 +1142,7 @@ mod tests {
         drop(window); // the plain drop path also flushes and joins
         let window = DedupWindow::open(dir.path(), 73 * HOUR, 1000).unwrap();
         assert_eq!(window.len(), 10);
+        assert_eq!(window.table_lens(), (10, 10));
     }
 
     #[tokio::test]
@@ -842,9 +1155,11 @@ mod tests {
         window.claim(&id(1)).await.unwrap();
         now.store(T0 + 30_000, Ordering::Release);
         window.claim(&id(2)).await.unwrap();
-        // A re-claim keeps the first time.
+        // A re-claim while unsynced keeps the first time.
         window.claim(&id(1)).await.unwrap();
-        assert_eq!(window.expire().await.unwrap(), 0);
+        window.expire().await.unwrap();
+        window.settle().await;
+        assert_eq!(window.len(), 2);
 
         // Just inside, then exactly at the edge of the window for id 1.
         now.store(T0 + 59_999, Ordering::Release);
@@ -852,15 +1167,23 @@ mod tests {
         now.store(T0 + 60_000, Ordering::Release);
         assert!(!window.seen(&id(1)), "seen checks the age itself");
         assert!(window.seen(&id(2)));
-        assert_eq!(window.len(), 2);
-        assert_eq!(window.expire().await.unwrap(), 1);
+        assert_eq!(window.len(), 2, "not trimmed yet");
+        window.expire().await.unwrap();
+        window.settle().await;
         assert_eq!(window.len(), 1);
-        assert_eq!(window.expire().await.unwrap(), 0, "idempotent");
+        assert_eq!(window.table_lens(), (1, 1), "gone from both tables");
+        let commits = window.commit_count();
+        window.expire().await.unwrap();
+        window.settle().await;
+        assert_eq!(window.commit_count(), commits, "idempotent");
+        assert_eq!(window.len(), 1);
 
         // Claimed again after it expired: remembered from the new time.
         window.claim(&id(1)).await.unwrap();
         assert!(window.seen(&id(1)));
         window.settle().await;
+        assert!(window.seen(&id(1)));
+        assert_eq!(window.table_lens(), (2, 2));
 
         // The file follows: reopen at a time when only the re-claim is live.
         window.close().await;
@@ -876,10 +1199,45 @@ mod tests {
         now.store(T0 + 10 * 60_000, Ordering::Release);
         let window = DedupWindow::open_with_clock(dir.path(), window_len, 1000, clock).unwrap();
         assert!(window.is_empty());
+        assert_eq!(window.table_lens(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_reclaim_keeps_the_first_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let window_len = Duration::from_secs(60);
+        let (now, clock) = test_clock(T0);
+        let window =
+            DedupWindow::open_with_clock(dir.path(), window_len, 1000, clock.clone()).unwrap();
+        window.claim(&id(1)).await.unwrap();
+        window.settle().await;
+        // Claimed again once the first claim is only in the file: the writer
+        // keeps the file's time.
+        now.store(T0 + 40_000, Ordering::Release);
+        window.claim(&id(1)).await.unwrap();
+        window.settle().await;
+        assert_eq!(window.unsynced_count(), 0);
+        assert_eq!(window.table_lens(), (1, 1));
+        now.store(T0 + 59_999, Ordering::Release);
+        assert!(window.seen(&id(1)));
+        now.store(T0 + 60_000, Ordering::Release);
+        assert!(!window.seen(&id(1)), "the re-claim did not move the time");
+
+        // Claimed again after expiry but before a trim: the writer replaces
+        // the old entry, in both tables.
+        window.claim(&id(1)).await.unwrap();
+        window.settle().await;
+        assert_eq!(window.table_lens(), (1, 1), "the old key is gone");
+        now.store(T0 + 119_999, Ordering::Release);
+        assert!(window.seen(&id(1)));
+        window.expire().await.unwrap();
+        window.settle().await;
+        assert_eq!(window.len(), 1);
+        now.store(T0 + 120_000, Ordering::Release);
+        assert!(!window.seen(&id(1)));
         window.close().await;
-        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
-        let txn = db.begin_read().unwrap();
-        assert_eq!(txn.open_table(ENTRIES).unwrap().len().unwrap(), 0);
+        let window = DedupWindow::open_with_clock(dir.path(), window_len, 1000, clock).unwrap();
+        assert!(window.is_empty());
     }
 
     #[tokio::test]
@@ -895,19 +1253,17 @@ mod tests {
         let commits = window.commit_count();
         assert_eq!(commits, 1);
         // Nothing to expire: no transaction.
-        assert_eq!(window.expire().await.unwrap(), 0);
+        window.expire().await.unwrap();
+        window.settle().await;
+        assert_eq!(window.commit_count(), commits);
+        assert_eq!(window.len(), 5);
         now.store(T0 + 60_000, Ordering::Release);
-        assert_eq!(window.expire().await.unwrap(), 5);
+        window.expire().await.unwrap();
         // The writer deletes them from the file in one more commit.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while window.commit_count() == commits {
-            assert!(Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        window.settle().await;
         assert_eq!(window.commit_count(), commits + 1);
-        let shared = &window.inner.shared;
-        let txn = shared.db.begin_read().unwrap();
-        assert_eq!(txn.open_table(ENTRIES).unwrap().len().unwrap(), 0);
+        assert!(window.is_empty());
+        assert_eq!(window.table_lens(), (0, 0));
     }
 
     #[tokio::test]
@@ -920,15 +1276,23 @@ mod tests {
             now.store(T0 + n as u64, Ordering::Release);
             window.claim(&id(n)).await.unwrap();
             assert!(window.len() <= 10);
+            assert!(
+                window.unsynced_count() <= 2 * 10,
+                "the backlog follows the cap"
+            );
         }
+        window.settle().await;
         assert_eq!(window.len(), 10);
+        assert_eq!(window.table_lens(), (10, 10));
         for n in 0..15 {
             assert!(!window.seen(&id(n)), "{n} should be evicted");
         }
         for n in 15..25 {
             assert!(window.seen(&id(n)), "{n} should be kept");
         }
-        assert_eq!(window.expire().await.unwrap(), 0);
+        window.expire().await.unwrap();
+        window.settle().await;
+        assert_eq!(window.len(), 10);
         window.close().await;
 
         // The file keeps the newest 10, and a smaller cap at open trims further.
@@ -939,6 +1303,7 @@ mod tests {
         window.close().await;
         let window = DedupWindow::open_with_clock(dir.path(), 73 * HOUR, 3, clock).unwrap();
         assert_eq!(window.len(), 3);
+        assert_eq!(window.table_lens(), (3, 3));
         assert!(!window.seen(&id(21)));
         assert!(window.seen(&id(22)) && window.seen(&id(23)) && window.seen(&id(24)));
     }
@@ -970,6 +1335,7 @@ mod tests {
         assert!(commits >= 1);
         assert!(commits <= 20, "{commits} commits for {CLAIMS} claims");
         assert_eq!(window.len(), CLAIMS as u64);
+        assert_eq!(window.unsynced_count(), 0);
         window.close().await;
 
         let window = DedupWindow::open(dir.path(), 73 * HOUR, 100_000).unwrap();
@@ -978,19 +1344,105 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn format_1_files_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let window_len = Duration::from_secs(60);
+        // What format 1 wrote: "accepted" and "meta", no "by_id". Id 3 was
+        // claimed again after its first entry expired (two keys); id 4 is
+        // already past the window.
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut accepted = txn.open_table(ACCEPTED).unwrap();
+                for (at, n) in [
+                    (T0 - 100_000, 4),
+                    (T0 - 70_000, 3),
+                    (T0 - 20_000, 1),
+                    (T0 - 10_000, 2),
+                    (T0 - 5_000, 3),
+                ] {
+                    accepted.insert(join_key(at, &id_of(&id(n))), ()).unwrap();
+                }
+                txn.open_table(META).unwrap().insert("format", 1).unwrap();
+            }
+            txn.commit().unwrap();
+            let txn = db.begin_read().unwrap();
+            assert!(txn.open_table(BY_ID).is_err(), "format 1 has no by_id");
+        }
+        let (now, clock) = test_clock(T0);
+        let window =
+            DedupWindow::open_with_clock(dir.path(), window_len, 1000, clock.clone()).unwrap();
+        assert_eq!(window.len(), 3);
+        // Id 4 expired and id 3's first key was trimmed at open.
+        assert_eq!(window.table_lens(), (3, 3));
+        for n in 1..=3 {
+            assert!(window.seen(&id(n)), "{n}");
+        }
+        assert!(!window.seen(&id(4)));
+        // Id 3 has its newest time.
+        now.store(T0 + 54_999, Ordering::Release);
+        assert!(window.seen(&id(3)));
+        now.store(T0 + 55_000, Ordering::Release);
+        assert!(!window.seen(&id(3)));
+        window.close().await;
+        assert_eq!(file_format(dir.path()), FORMAT);
+
+        // Reopened as format 2, nothing to migrate.
+        now.store(T0, Ordering::Release);
+        let window = DedupWindow::open_with_clock(dir.path(), window_len, 1000, clock).unwrap();
+        assert_eq!(window.len(), 3);
+        assert!(window.seen(&id(1)) && window.seen(&id(2)) && window.seen(&id(3)));
+        window.close().await;
+        assert_eq!(file_format(dir.path()), 2);
+    }
+
+    #[tokio::test]
+    async fn a_migrated_duplicate_key_does_not_delete_the_newer_entry() {
+        // A format-1 file can hold an id under two keys (claimed again after
+        // its first entry expired), both live once `window_hours` is raised;
+        // expiry of the older key must leave the row alone.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut accepted = txn.open_table(ACCEPTED).unwrap();
+                accepted.insert(join_key(T0, &id_of(&id(1))), ()).unwrap();
+                accepted
+                    .insert(join_key(T0 + 30_000, &id_of(&id(1))), ())
+                    .unwrap();
+                txn.open_table(META).unwrap().insert("format", 1).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let (now, clock) = test_clock(T0);
+        let window =
+            DedupWindow::open_with_clock(dir.path(), Duration::from_secs(60), 1000, clock).unwrap();
+        assert_eq!(window.table_lens(), (2, 1));
+        now.store(T0 + 60_000, Ordering::Release);
+        window.expire().await.unwrap();
+        window.settle().await;
+        assert_eq!(window.table_lens(), (1, 1));
+        assert!(window.seen(&id(1)), "kept with its newer time");
+        now.store(T0 + 90_000, Ordering::Release);
+        assert!(!window.seen(&id(1)));
+    }
+
+    #[tokio::test]
     async fn foreign_or_newer_files_are_refused_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
             let txn = db.begin_write().unwrap();
-            txn.open_table(META).unwrap().insert("format", 2).unwrap();
+            txn.open_table(META).unwrap().insert("format", 3).unwrap();
             txn.commit().unwrap();
         }
         let err = DedupWindow::open(dir.path(), HOUR, 10).unwrap_err();
         assert!(matches!(err, DedupError::Corrupt(_)), "{err}");
         let message = err.to_string();
         assert!(
-            message.contains(FILE_NAME) && message.contains("format 2"),
+            message.contains(FILE_NAME) && message.contains("format 3"),
             "{message}"
         );
 
@@ -1004,6 +1456,7 @@ mod tests {
         }
         let err = DedupWindow::open(other.path(), HOUR, 10).unwrap_err();
         assert!(matches!(err, DedupError::Corrupt(_)), "{err}");
+        assert!(err.to_string().contains(FILE_NAME), "{err}");
 
         let file = dir.path().join("not-a-dir");
         std::fs::write(&file, b"x").unwrap();
@@ -1075,5 +1528,6 @@ mod tests {
             .count();
         eprintln!("after abort: {late} of {CRASH_CLAIMS} last-moment claims survived");
         assert_eq!(window.len(), (CRASH_CLAIMS + late) as u64);
+        assert_eq!(window.unsynced_count(), 0);
     }
 }

@@ -1003,6 +1003,34 @@ mod tests {
         (now, Arc::new(move || reader.load(Ordering::Acquire)))
     }
 
+    /// A file as format 1 wrote it: "accepted" (`(time, test id number)`
+    /// keys) and "meta", no "by_id".
+    fn write_format_1(dir: &Path, entries: &[(u64, usize)]) {
+        let db = Database::create(dir.join(FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut accepted = txn.open_table(ACCEPTED).unwrap();
+            for &(at, n) in entries {
+                accepted.insert(join_key(at, &id_of(&id(n))), ()).unwrap();
+            }
+            txn.open_table(META).unwrap().insert("format", 1).unwrap();
+        }
+        txn.commit().unwrap();
+        let txn = db.begin_read().unwrap();
+        assert!(txn.open_table(BY_ID).is_err(), "format 1 has no by_id");
+    }
+
+    /// The window of the expiry tests: one minute long.
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    /// A one-minute window in `dir` on a test clock starting at `T0`; the
+    /// clock comes back to move time and to reopen the file with.
+    fn minute_window(dir: &Path) -> (Arc<AtomicU64>, Clock, DedupWindow) {
+        let (now, clock) = test_clock(T0);
+        let window = DedupWindow::open_with_clock(dir, MINUTE, 1000, clock.clone()).unwrap();
+        (now, clock, window)
+    }
+
     /// Rows in ("accepted", "by_id") as committed.
     fn table_lens(db: &Database) -> (u64, u64) {
         let txn = db.begin_read().unwrap();
@@ -1151,10 +1179,7 @@ mod tests {
     #[tokio::test]
     async fn expiry_follows_the_injected_clock() {
         let dir = tempfile::tempdir().unwrap();
-        let window_len = Duration::from_secs(60);
-        let (now, clock) = test_clock(T0);
-        let window =
-            DedupWindow::open_with_clock(dir.path(), window_len, 1000, clock.clone()).unwrap();
+        let (now, clock, window) = minute_window(dir.path());
         window.claim(&id(1)).await.unwrap();
         now.store(T0 + 30_000, Ordering::Release);
         window.claim(&id(2)).await.unwrap();
@@ -1191,8 +1216,7 @@ mod tests {
         // The file follows: reopen at a time when only the re-claim is live.
         window.close().await;
         now.store(T0 + 100_000, Ordering::Release);
-        let window =
-            DedupWindow::open_with_clock(dir.path(), window_len, 1000, clock.clone()).unwrap();
+        let window = DedupWindow::open_with_clock(dir.path(), MINUTE, 1000, clock.clone()).unwrap();
         assert_eq!(window.len(), 1);
         assert!(window.seen(&id(1)));
         assert!(!window.seen(&id(2)));
@@ -1200,7 +1224,7 @@ mod tests {
 
         // Far later: nothing survives, and the file is trimmed too.
         now.store(T0 + 10 * 60_000, Ordering::Release);
-        let window = DedupWindow::open_with_clock(dir.path(), window_len, 1000, clock).unwrap();
+        let window = DedupWindow::open_with_clock(dir.path(), MINUTE, 1000, clock).unwrap();
         assert!(window.is_empty());
         assert_eq!(window.table_lens(), (0, 0));
     }
@@ -1208,10 +1232,7 @@ mod tests {
     #[tokio::test]
     async fn a_reclaim_keeps_the_first_time() {
         let dir = tempfile::tempdir().unwrap();
-        let window_len = Duration::from_secs(60);
-        let (now, clock) = test_clock(T0);
-        let window =
-            DedupWindow::open_with_clock(dir.path(), window_len, 1000, clock.clone()).unwrap();
+        let (now, clock, window) = minute_window(dir.path());
         window.claim(&id(1)).await.unwrap();
         window.settle().await;
         // Claimed again once the first claim is only in the file: the writer
@@ -1239,7 +1260,7 @@ mod tests {
         now.store(T0 + 120_000, Ordering::Release);
         assert!(!window.seen(&id(1)));
         window.close().await;
-        let window = DedupWindow::open_with_clock(dir.path(), window_len, 1000, clock).unwrap();
+        let window = DedupWindow::open_with_clock(dir.path(), MINUTE, 1000, clock).unwrap();
         assert!(window.is_empty());
     }
 
@@ -1349,33 +1370,20 @@ mod tests {
     #[tokio::test]
     async fn format_1_files_are_migrated() {
         let dir = tempfile::tempdir().unwrap();
-        let window_len = Duration::from_secs(60);
         // What format 1 wrote: "accepted" and "meta", no "by_id". Id 3 was
         // claimed again after its first entry expired (two keys); id 4 is
         // already past the window.
-        {
-            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let mut accepted = txn.open_table(ACCEPTED).unwrap();
-                for (at, n) in [
-                    (T0 - 100_000, 4),
-                    (T0 - 70_000, 3),
-                    (T0 - 20_000, 1),
-                    (T0 - 10_000, 2),
-                    (T0 - 5_000, 3),
-                ] {
-                    accepted.insert(join_key(at, &id_of(&id(n))), ()).unwrap();
-                }
-                txn.open_table(META).unwrap().insert("format", 1).unwrap();
-            }
-            txn.commit().unwrap();
-            let txn = db.begin_read().unwrap();
-            assert!(txn.open_table(BY_ID).is_err(), "format 1 has no by_id");
-        }
-        let (now, clock) = test_clock(T0);
-        let window =
-            DedupWindow::open_with_clock(dir.path(), window_len, 1000, clock.clone()).unwrap();
+        write_format_1(
+            dir.path(),
+            &[
+                (T0 - 100_000, 4),
+                (T0 - 70_000, 3),
+                (T0 - 20_000, 1),
+                (T0 - 10_000, 2),
+                (T0 - 5_000, 3),
+            ],
+        );
+        let (now, clock, window) = minute_window(dir.path());
         assert_eq!(window.len(), 3);
         // Id 4 expired and id 3's first key was trimmed at open.
         assert_eq!(window.table_lens(), (3, 3));
@@ -1393,7 +1401,7 @@ mod tests {
 
         // Reopened as format 2, nothing to migrate.
         now.store(T0, Ordering::Release);
-        let window = DedupWindow::open_with_clock(dir.path(), window_len, 1000, clock).unwrap();
+        let window = DedupWindow::open_with_clock(dir.path(), MINUTE, 1000, clock).unwrap();
         assert_eq!(window.len(), 3);
         assert!(window.seen(&id(1)) && window.seen(&id(2)) && window.seen(&id(3)));
         window.close().await;
@@ -1406,22 +1414,8 @@ mod tests {
         // its first entry expired), both live once `window_hours` is raised;
         // expiry of the older key must leave the row alone.
         let dir = tempfile::tempdir().unwrap();
-        {
-            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let mut accepted = txn.open_table(ACCEPTED).unwrap();
-                accepted.insert(join_key(T0, &id_of(&id(1))), ()).unwrap();
-                accepted
-                    .insert(join_key(T0 + 30_000, &id_of(&id(1))), ())
-                    .unwrap();
-                txn.open_table(META).unwrap().insert("format", 1).unwrap();
-            }
-            txn.commit().unwrap();
-        }
-        let (now, clock) = test_clock(T0);
-        let window =
-            DedupWindow::open_with_clock(dir.path(), Duration::from_secs(60), 1000, clock).unwrap();
+        write_format_1(dir.path(), &[(T0, 1), (T0 + 30_000, 1)]);
+        let (now, _clock, window) = minute_window(dir.path());
         assert_eq!(window.table_lens(), (2, 1));
         now.store(T0 + 60_000, Ordering::Release);
         window.expire().await.unwrap();

@@ -16,8 +16,6 @@ use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::vendors::VendorKind;
-
 /// Version of the `data` schema; bumped only on breaking changes.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -404,6 +402,39 @@ pub struct Mapped {
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+}
+
+/// The vendors hookgate understands; the `vendor` key of a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VendorKind {
+    /// USAePay (NMI) webhooks: `event_type` envelopes, optional `X-Signature`.
+    Usaepay,
+    /// Strictly / PayWithZero delivery records, Basic auth.
+    Strictly,
+    /// Nexio simplified pings (and legacy signed webhooks).
+    Nexio,
+    /// Sticky (sticky.to) activity webhooks, `v2` key only.
+    Stickypay,
+}
+
+impl VendorKind {
+    /// Every vendor, for validation messages and exhaustive tests.
+    pub const ALL: [VendorKind; 4] = [Self::Usaepay, Self::Strictly, Self::Nexio, Self::Stickypay];
+
+    /// The config and routing name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Usaepay => "usaepay",
+            Self::Strictly => "strictly",
+            Self::Nexio => "nexio",
+            Self::Stickypay => "stickypay",
+        }
+    }
+
+    /// Parses the config name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.name() == name)
+    }
 }
 
 /// A deterministic UUID-shaped id (version 8, RFC 9562) from a hash of the

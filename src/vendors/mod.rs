@@ -8,7 +8,10 @@
 //! The list of vendors is closed and lives in [`VendorKind`]: adding a vendor
 //! means adding a variant, and the compiler then points at every `match` that
 //! must learn about it. A runtime registry would buy nothing for four vendors
-//! known at compile time.
+//! known at compile time. The enum itself is defined in [`crate::canonical`],
+//! because a canonical event names its vendor; which module implements each
+//! vendor ([`VendorKind::vendor`]) is decided here, so the canonical types
+//! never depend on the vendor modules that produce them.
 
 pub(crate) mod nexio;
 mod stickypay;
@@ -21,7 +24,7 @@ use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
 use crate::auth::{SignatureScheme, Verified};
-pub use crate::canonical::Mapped;
+pub use crate::canonical::{Mapped, VendorKind};
 
 /// The mapping contract every vendor module fulfils.
 pub trait Vendor: Send + Sync + 'static {
@@ -47,38 +50,7 @@ pub trait Vendor: Send + Sync + 'static {
     }
 }
 
-/// The vendors hookgate understands; the `vendor` key of a source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum VendorKind {
-    /// USAePay (NMI) webhooks: `event_type` envelopes, optional `X-Signature`.
-    Usaepay,
-    /// Strictly / PayWithZero delivery records, Basic auth.
-    Strictly,
-    /// Nexio simplified pings (and legacy signed webhooks).
-    Nexio,
-    /// Sticky (sticky.to) activity webhooks, `v2` key only.
-    Stickypay,
-}
-
 impl VendorKind {
-    /// Every vendor, for validation messages and exhaustive tests.
-    pub const ALL: [VendorKind; 4] = [Self::Usaepay, Self::Strictly, Self::Nexio, Self::Stickypay];
-
-    /// The config and routing name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Usaepay => "usaepay",
-            Self::Strictly => "strictly",
-            Self::Nexio => "nexio",
-            Self::Stickypay => "stickypay",
-        }
-    }
-
-    /// Parses the config name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.name() == name)
-    }
-
     /// The module implementing this vendor.
     pub fn vendor(self) -> &'static dyn Vendor {
         match self {

@@ -27,14 +27,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hookgate::auth::{Authenticator, BasicCredentials, Presented};
 use hookgate::pipeline::normalize;
-use hookgate::publish::Outgoing;
+use hookgate::publish::{properties, Outgoing};
 use hookgate::secret::Secret;
 use hookgate::vendors::{MapOptions, VendorKind};
 use hyper::body::Bytes;
 use hyper::HeaderMap;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use lapin::{Confirmation, Connection, ConnectionProperties};
 
 const BODY: &str = r#"{"type":"event","event_triggered":"2021-04-07 15:14:26","event_type":"transaction.sale.success","event_body":{"merchant":{"merch_key":"7qwnw4j2kmqvrb3"},"object":{"type":"transaction","key":"1nftvzx7xtcggm3","amount_detail":{"amount":"5.00"},"authcode":"538228"}},"event_id":"c088bc2884a2c3b4043991b04d96ceda7c65043778233dedb26bfd5853705dfd"}"#;
 
@@ -64,25 +63,6 @@ fn gateway_message() -> Outgoing {
         time::OffsetDateTime::now_utc(),
     );
     Outgoing::from_event(&event)
-}
-
-/// The same properties `hookgate::publish` sets.
-fn properties(event: &Outgoing) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
-    headers.insert("cloudEvents_id".into(), text(&event.id));
-    headers.insert("cloudEvents_source".into(), text(&event.source));
-    headers.insert("cloudEvents_type".into(), text(&event.event_type));
-    headers.insert("cloudEvents_specversion".into(), text("1.0"));
-    headers.insert("cloudEvents_time".into(), text(&event.time));
-    BasicProperties::default()
-        .with_message_id(event.id.as_str().into())
-        .with_content_type("application/cloudevents+json".into())
-        .with_delivery_mode(2)
-        .with_type(event.event_type.as_str().into())
-        .with_timestamp(0)
-        .with_app_id("hookgate".into())
-        .with_headers(headers)
 }
 
 fn main() {

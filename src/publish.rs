@@ -273,7 +273,9 @@ async fn send(
 
 /// AMQP properties: persistent, identified, and carrying the CloudEvents
 /// AMQP-binding headers so header-based consumers need not parse the body.
-fn properties(event: &Outgoing) -> BasicProperties {
+/// Public so the broker-ceiling benchmark publishes exactly what the gateway
+/// publishes.
+pub fn properties(event: &Outgoing) -> BasicProperties {
     let mut headers = FieldTable::default();
     let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
     headers.insert("cloudEvents_id".into(), text(&event.id));

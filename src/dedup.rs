@@ -432,11 +432,11 @@ impl DedupWindow {
     /// publishing again.
     ///
     /// For the request path: a hash lookup under a short lock (claims not yet
-    /// committed), then one B-tree lookup in a read transaction, which never
-    /// waits for an `fsync` (redb's writer holds the lock readers take only
-    /// while writing its header, not while syncing); a page missing from
-    /// redb's cache is one `pread`. The entry's age is checked here, so an id past the window
-    /// is not reported even if the file has not been trimmed yet. If the file
+    /// committed), then one B-tree lookup in the snapshot of "by_id" the
+    /// writer published after its last commit, so no read transaction is
+    /// begun and no `fsync` is waited for; a page missing from redb's cache
+    /// is one `pread`. The entry's age is checked here, so an id past the
+    /// window is not reported even if the file has not been trimmed yet. If the file
     /// cannot be read, the answer is `false` (the event is processed in full)
     /// and the failure is logged, rate-limited.
     pub fn seen(&self, event_id: &str) -> bool {
@@ -601,32 +601,36 @@ impl Shared {
     }
 
     /// When the file says `id` was accepted (whether or not that is still
-    /// inside the window). A read transaction: it sees the last commit and
-    /// does not wait for the one in progress to be synced.
+    /// inside the window), as of the last commit: never waits for the commit
+    /// in progress.
     fn stored(&self, id: &Id) -> Result<Option<u64>, redb::Error> {
-        if let Some(table) = self.snapshot.load().as_deref() {
-            return Ok(table.get(id)?.map(|v| v.value()));
-        }
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(BY_ID)?;
-        let at = table.get(id)?.map(|v| v.value());
-        Ok(at)
+        let table = match self.snapshot.load_full() {
+            Some(table) => table,
+            // Never stored back: only the writer may publish a snapshot, or
+            // an older one could replace the one its commit just published.
+            None => Arc::new(self.open_by_id()?),
+        };
+        Ok(table.get(id)?.map(|v| v.value()))
+    }
+
+    /// "by_id" as of the last commit.
+    fn open_by_id(&self) -> Result<ReadOnlyTable<Id, u64>, redb::Error> {
+        Ok(self.db.begin_read()?.open_table(BY_ID)?)
     }
 
     /// Publishes "by_id" as just committed for [`Shared::stored`]. Must run
     /// after a commit and before its claims leave `unsynced`, so every claim
     /// is always visible in one of the two.
     fn refresh_snapshot(&self) {
-        let table = self
-            .db
-            .begin_read()
-            .map_err(redb::Error::from)
-            .and_then(|txn| txn.open_table(BY_ID).map_err(redb::Error::from));
-        match table {
+        match self.open_by_id() {
             Ok(table) => self.snapshot.store(Some(Arc::new(table))),
             Err(error) => {
                 self.snapshot.store(None);
-                self.read_failed(&error);
+                tracing::warn!(
+                    file = %self.path.display(),
+                    error = %error,
+                    "De-duplication snapshot not refreshed; lookups open the file each time."
+                );
             }
         }
     }

@@ -54,7 +54,9 @@ pub const LOOKUP_KEY: &str = "lookup";
 
 // The transaction, payout and spendback code tables are the mapping's own,
 // so a ping and a looked-up record can never disagree on a code's name.
-use crate::vendors::nexio::{PAYOUT_STATUSES, SPENDBACK_STATUSES, TRANSACTION_STATUSES};
+use crate::vendors::nexio::{
+    integer_of, PAYOUT_STATUSES, SPENDBACK_STATUSES, TRANSACTION_STATUSES,
+};
 
 /// `recoveryStatus`: only 30 ("retry attempt scheduled") has a documented
 /// meaning; Nexio's own name for it was not captured, so this is ours.
@@ -387,15 +389,6 @@ fn text_of(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.trim().to_owned()),
         Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// An integer code given as a JSON integer or a digit string.
-fn integer_of(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
 }

@@ -460,8 +460,9 @@ fn text_of(v: &Value) -> Option<String> {
     }
 }
 
-/// An integer code given as a JSON integer or a digit string.
-fn integer_of(v: &Value) -> Option<i64> {
+/// An integer code given as a JSON integer or a digit string; shared with
+/// the look-up records (`crate::enrich::nexio`), which carry the same codes.
+pub(crate) fn integer_of(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.trim().parse().ok(),

@@ -12,7 +12,7 @@
 //! `alternate-exchange`, a fanout exchange `{exchange}.unroutable` with a
 //! durable queue of the same name, so an event no consumer binds for is kept
 //! rather than lost), opens the channels and publishes them as the current
-//! [`Link`]. When a publish fails at the transport level, or the connection
+//! `Link`. When a publish fails at the transport level, or the connection
 //! reports it is no longer connected, the link is dropped and rebuilt with
 //! exponential backoff (100 ms doubling to 5 s). While there is no link,
 //! [`Publisher::publish`] fails at once with [`PublishError::Unavailable`]

@@ -106,7 +106,9 @@
 //! `scripts/bench`'s growth phase (one gateway, 1M unique requests): RSS
 //! 30 MiB after 100k, 31 MiB after 1M; the earlier in-memory index went from
 //! 36 to 105 MiB over the same run. The price is CPU on the writer thread,
-//! about 4 µs per claim, for the random leaf writes below.
+//! about 4 µs per claim, for the random leaf writes below; with the lookups,
+//! dedup costs the gateway about 11 µs per request against none at all
+//! (`scripts/bench`'s A/B mode, see BENCHMARKS.md).
 //!
 //! The cap `max_entries` is therefore a disk budget: about 82 bytes of pages
 //! in use per id (both tables, B-tree overhead included), and since redb grows

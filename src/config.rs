@@ -157,6 +157,10 @@ pub struct RawServer {
     pub header_timeout_ms: Option<u64>,
     /// Time allowed to receive the whole body.
     pub body_timeout_ms: Option<u64>,
+    /// Longest a response write may wait on a client that does not read.
+    pub write_timeout_ms: Option<u64>,
+    /// A connection with no request for this long is closed.
+    pub idle_timeout_ms: Option<u64>,
     /// Proxies whose `X-Forwarded-For` is believed, as CIDRs; empty = never read it.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
@@ -359,6 +363,13 @@ pub struct ServerSettings {
     pub header_timeout: Duration,
     /// Whole-body deadline.
     pub body_timeout: Duration,
+    /// How long a write may make no progress before the connection is
+    /// dropped: a client that stops reading must not hold a slot forever.
+    pub write_timeout: Duration,
+    /// How long a connection may go without a request. hyper closes idle
+    /// HTTP/1 connections at the header deadline, but an HTTP/2 connection
+    /// that answers pings would otherwise stay open, holding a slot.
+    pub idle_timeout: Duration,
     /// Peers whose `X-Forwarded-For` is trusted.
     pub trusted_proxies: Vec<IpNet>,
     /// Per-client-address limit.
@@ -696,6 +707,8 @@ fn build_server(b: &mut Builder, raw: &RawServer) -> Option<ServerSettings> {
     );
     let header_timeout = b.duration_ms("server.header_timeout_ms", raw.header_timeout_ms, 10_000);
     let body_timeout = b.duration_ms("server.body_timeout_ms", raw.body_timeout_ms, 15_000);
+    let write_timeout = b.duration_ms("server.write_timeout_ms", raw.write_timeout_ms, 15_000);
+    let idle_timeout = b.duration_ms("server.idle_timeout_ms", raw.idle_timeout_ms, 75_000);
     let trusted_proxies = raw
         .trusted_proxies
         .iter()
@@ -719,6 +732,8 @@ fn build_server(b: &mut Builder, raw: &RawServer) -> Option<ServerSettings> {
         handshake_timeout,
         header_timeout,
         body_timeout,
+        write_timeout,
+        idle_timeout,
         trusted_proxies,
     })
 }
@@ -1192,6 +1207,26 @@ basic = { username = "hook", password = "${USAEPAY_BASIC_PASSWORD}" }
         let settings = from_toml_with_env(&text, &env).expect("valid config");
         assert_eq!(settings.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(settings.broker.exchange, "hookgate.events");
+        // The README's documented connection deadlines.
+        assert_eq!(settings.server.write_timeout, Duration::from_secs(15));
+        assert_eq!(settings.server.idle_timeout, Duration::from_secs(75));
+    }
+
+    #[test]
+    fn a_zero_connection_deadline_is_refused_by_name() {
+        let text = GOOD.replace(
+            "max_body_bytes = 262144\n",
+            "max_body_bytes = 262144\nwrite_timeout_ms = 0\nidle_timeout_ms = 0\n",
+        );
+        let found = keys(&text);
+        assert!(
+            found.contains(&"server.write_timeout_ms".to_string()),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&"server.idle_timeout_ms".to_string()),
+            "{found:?}"
+        );
     }
 
     #[test]

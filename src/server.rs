@@ -6,16 +6,26 @@
 //! connection's task under `server.handshake_timeout_ms`; the request head
 //! must arrive within `server.header_timeout_ms` (slowloris); the body within
 //! `server.body_timeout_ms` and under `server.max_body_bytes` (a declared
-//! `Content-Length` over the cap is refused before any byte is read).
+//! `Content-Length` over the cap is refused before any byte is read). A
+//! response write that makes no progress for `server.write_timeout_ms` (a
+//! client that stopped reading) closes the connection, and so does
+//! `server.idle_timeout_ms` without a request in progress: hyper closes an
+//! idle HTTP/1 connection at the header deadline already, but an HTTP/2
+//! client that answers pings would otherwise keep its slot forever.
 //!
 //! The handler only speaks HTTP: it parses the route, reads the body, hands
 //! both to [`Pipeline::process`] and turns the [`Outcome`] into a status and a
 //! small JSON body. It never echoes secrets or internals.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::auth::AuthError;
 use crate::config::ServerSettings;
@@ -90,24 +100,32 @@ impl Listener {
             let runtime = pipeline.runtime();
             let tls = runtime.tls.clone();
             let handshake_timeout = runtime.server.handshake_timeout;
-            let header_timeout = self.settings.header_timeout;
+            let limits = ConnectionLimits {
+                header_timeout: self.settings.header_timeout,
+                write_timeout: runtime.server.write_timeout,
+                idle_timeout: runtime.server.idle_timeout,
+            };
+            let activity = Arc::new(Activity::new());
+            let requests = activity.clone();
             let service = hyper::service::service_fn(move |req| {
                 let pipeline = pipeline.clone();
-                async move { Ok::<_, Infallible>(handle(req, peer, pipeline).await) }
+                let busy = requests.begin();
+                async move {
+                    let response = handle(req, peer, pipeline).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(response)
+                }
             });
             let builder = builder.clone();
             let watcher = graceful.watcher();
             tokio::spawn(async move {
                 let _permit = permit;
-                match tls {
+                let stream: Box<dyn ClientStream> = match tls {
+                    None => Box::new(stream),
                     Some(acceptor) => {
-                        let stream = match tokio::time::timeout(
-                            handshake_timeout,
-                            acceptor.accept(stream),
-                        )
-                        .await
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
                         {
-                            Ok(Ok(stream)) => stream,
+                            Ok(Ok(stream)) => Box::new(stream),
                             Ok(Err(error)) => {
                                 tracing::debug!(peer = %peer, error = %error, "TLS handshake failed.");
                                 return;
@@ -116,19 +134,18 @@ impl Listener {
                                 tracing::debug!(peer = %peer, "TLS handshake timed out.");
                                 return;
                             }
-                        };
-                        let Some(io) = first_bytes(stream, header_timeout).await else {
-                            return;
-                        };
-                        let conn = builder.serve_connection(TokioIo::new(io), service);
-                        let _ = watcher.watch(conn.into_owned()).await;
+                        }
                     }
-                    None => {
-                        let Some(io) = first_bytes(stream, header_timeout).await else {
-                            return;
-                        };
-                        let conn = builder.serve_connection(TokioIo::new(io), service);
-                        let _ = watcher.watch(conn.into_owned()).await;
+                };
+                let Some(io) = first_bytes(stream, limits.header_timeout).await else {
+                    return;
+                };
+                let io = WriteDeadline::new(io, limits.write_timeout);
+                let conn = builder.serve_connection(TokioIo::new(io), service);
+                tokio::select! {
+                    _ = watcher.watch(conn.into_owned()) => {}
+                    _ = activity.idle_for(limits.idle_timeout) => {
+                        tracing::debug!(peer = %peer, "Idle connection closed.");
                     }
                 }
             });
@@ -143,6 +160,170 @@ impl Listener {
                 "Connections still open after the drain deadline; closing them."
             );
         }
+    }
+}
+
+/// A client connection, TLS or plain, behind one type so that everything
+/// after the handshake is written once. The dynamic call per read or write
+/// is noise next to the syscall it wraps.
+trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientStream for T {}
+
+/// The per-connection deadlines, as configured when the connection opened.
+#[derive(Clone, Copy)]
+struct ConnectionLimits {
+    header_timeout: Duration,
+    write_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+/// Requests in progress on one connection, and when the last one ended:
+/// what the idle deadline watches. A connection is idle only while no
+/// request is in progress, however long a request takes.
+struct Activity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// When the last request ended, in ms since `opened`.
+    last_ended_ms: AtomicU64,
+}
+
+/// Marks one request in progress; dropping it (also when hyper drops a
+/// cancelled request) ends the request.
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_ended_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Resolves once the connection has had no request in progress for
+    /// `limit`; never while one is.
+    async fn idle_for(&self, limit: Duration) {
+        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            let wait_ms = if self.in_flight.load(Ordering::Acquire) > 0 {
+                limit_ms
+            } else {
+                let idle_ms = self
+                    .elapsed_ms()
+                    .saturating_sub(self.last_ended_ms.load(Ordering::Acquire));
+                if idle_ms >= limit_ms {
+                    return;
+                }
+                limit_ms - idle_ms
+            };
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        // Record the end first, so an idle check that sees no request in
+        // progress also sees when the last one ended.
+        self.0
+            .last_ended_ms
+            .fetch_max(self.0.elapsed_ms(), Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Fails a write (and a flush or shutdown, which write too) that has made no
+/// progress for `limit`: a client that stops reading its responses would
+/// otherwise hold its connection slot forever once the socket buffers fill.
+/// hyper then closes the connection. The timer exists only while a write
+/// waits, so a connection that writes freely allocates nothing.
+struct WriteDeadline<IO> {
+    io: IO,
+    limit: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<IO> WriteDeadline<IO> {
+    fn new(io: IO, limit: Duration) -> Self {
+        Self {
+            io,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// Passes `poll` through, starting the stall timer when it is pending
+    /// and turning a pending write past the limit into an error.
+    fn guard<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let limit = self.limit;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if timer.as_mut().poll(cx).is_ready() {
+            self.stalled = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client read nothing for {limit:?} (server.write_timeout_ms)"),
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for WriteDeadline<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write(cx, data);
+        self.guard(cx, poll)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_flush(cx);
+        self.guard(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.guard(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.guard(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }
 

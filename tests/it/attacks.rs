@@ -292,7 +292,27 @@ async fn a_client_that_stops_reading_does_not_stall_others() {
     // never read a response: once the socket buffers fill, the gateway must
     // stop reading from this client rather than buffer its answers without bound.
     let tls = gw.client().tls_stream().await.unwrap();
-    let (reader, mut writer) = tokio::io::split(tls);
+    let (reader, writer) = tokio::io::split(tls);
+    let flood = flood_until_blocked(writer).await;
+    assert!(
+        !flood.is_finished(),
+        "the flood writer is blocked, not done"
+    );
+    assert_still_serves(&gw, "a client that stopped reading").await;
+    // Hang up (otherwise shutdown waits the whole drain timeout for it).
+    flood.abort();
+    let _ = flood.await;
+    drop(reader);
+    gw.stop().await;
+}
+
+/// Writes pipelined 404 requests on `writer` until the gateway stops taking
+/// them (no progress for 500 ms) or the connection fails; returns the writer
+/// task, still running if it is blocked.
+async fn flood_until_blocked<W>(mut writer: W) -> tokio::task::JoinHandle<()>
+where
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let written = Arc::new(AtomicU64::new(0));
     let counter = written.clone();
     let flood = tokio::spawn(async move {
@@ -305,14 +325,13 @@ async fn a_client_that_stops_reading_does_not_stall_others() {
             counter.fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
     });
-    // Wait until the writer is blocked (no progress for 500 ms).
     let mut last = 0;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let now = written.load(Ordering::Relaxed);
-        if now == last && now > 0 {
-            break;
+        if (now == last && now > 0) || flood.is_finished() {
+            return flood;
         }
         assert!(
             Instant::now() < deadline,
@@ -320,16 +339,87 @@ async fn a_client_that_stops_reading_does_not_stall_others() {
         );
         last = now;
     }
+}
+
+/// `server.write_timeout_ms`: once its responses stop draining, the client
+/// loses its connection instead of holding the slot for as long as it likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_at_the_write_timeout() {
+    // A long header deadline, so only the write deadline can close it.
+    let gw = start("write_timeout_ms = 1000\nheader_timeout_ms = 60000").await;
+    let tls = gw.client().tls_stream().await.unwrap();
+    let (mut reader, writer) = tokio::io::split(tls);
+    let flood = flood_until_blocked(writer).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Had the gateway kept the connection, reading now would let it answer
+    // the backlog and take more of the flood, with no end in sight.
     assert!(
-        !flood.is_finished(),
-        "the flood writer is blocked, not done"
+        closes_within(&mut reader, Duration::from_secs(10)).await,
+        "the gateway kept a connection whose client read nothing for 2.5 s"
     );
-    assert!(last < 256 * 1024 * 1024);
-    assert_still_serves(&gw, "a client that stopped reading").await;
-    // Hang up (otherwise shutdown waits the whole drain timeout for it).
-    flood.abort();
-    let _ = flood.await;
-    drop(reader);
+    tokio::time::timeout(Duration::from_secs(5), flood)
+        .await
+        .expect("the flood's writes fail once the gateway hung up")
+        .unwrap();
+    assert_still_serves(&gw, "a client cut off at the write timeout").await;
+    gw.stop().await;
+}
+
+/// `server.idle_timeout_ms`: an HTTP/2 client that stays connected, answering
+/// the gateway's pings, is closed once it has sent no request for that long;
+/// a request in progress, however slow, is never idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_close_at_the_idle_timeout_but_slow_requests_do_not() {
+    let gw = start("idle_timeout_ms = 1000").await;
+    let mut tls = (*gw.cert.client_config()).clone();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let mut request = Request::post("https://localhost/webhooks/usaepay-main");
+    for (name, value) in signed_usaepay_headers() {
+        request = request.header(name, value);
+    }
+    let request = request
+        .body(Full::new(Bytes::from_static(USAEPAY_BODY.as_bytes())))
+        .unwrap();
+    let answered = sender.send_request(request).await.unwrap();
+    assert_eq!(answered.status(), 200);
+    let idle_since = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("an idle HTTP/2 connection was still open after 10 s")
+        .unwrap()
+        .ok();
+    assert!(
+        idle_since.elapsed() >= Duration::from_millis(900),
+        "closed {:?} after the last request, before the idle timeout",
+        idle_since.elapsed()
+    );
+    drop(sender);
+
+    // HTTP/1: a body that takes twice the idle timeout to arrive is answered.
+    let mut tls = gw.client().tls_stream().await.unwrap();
+    let head = signed_head(
+        "/webhooks/usaepay-main",
+        &format!("Content-Length: {}\r\n", USAEPAY_BODY.len()),
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&USAEPAY_BODY.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    tls.write_all(&USAEPAY_BODY.as_bytes()[10..]).await.unwrap();
+    assert_eq!(
+        hear(&mut tls, Duration::from_secs(5)).await,
+        Heard::Status(200)
+    );
+    assert_still_serves(&gw, "idle connections closed").await;
     gw.stop().await;
 }
 

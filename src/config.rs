@@ -456,16 +456,26 @@ impl Sources {
         self.by_id.values()
     }
 
-    /// Keeps the limiters (and their current budgets) of sources whose quota
-    /// did not change, so a reload neither resets nor tightens them by accident.
-    pub fn inherit_limiters(&mut self, previous: &Sources) {
+    /// Keeps the running state of what a reload did not change: the limiters
+    /// (and their current budgets) of sources whose quota is the same, so a
+    /// reload neither resets nor tightens them by accident, and the look-up
+    /// services of sources whose `[source.enrich]` is the same, so their
+    /// caches stay warm instead of every cached record being fetched again.
+    pub fn inherit_state(&mut self, previous: &Sources) {
         for (id, source) in self.by_id.iter_mut() {
             let Some(old) = previous.by_id.get(id) else {
                 continue;
             };
-            if old.limiter.rate() == source.limiter.rate() {
-                if let Some(fresh) = Arc::get_mut(source) {
-                    fresh.limiter = old.limiter.clone();
+            let Some(fresh) = Arc::get_mut(source) else {
+                continue;
+            };
+            if old.limiter.rate() == fresh.limiter.rate() {
+                fresh.limiter = old.limiter.clone();
+            }
+            if let (Some(new), Some(running)) = (fresh.enrichment.as_mut(), old.enrichment.as_ref())
+            {
+                if new.enricher.same_settings(&running.enricher) {
+                    new.enricher = running.enricher.clone();
                 }
             }
         }
@@ -1210,6 +1220,39 @@ basic = { username = "hook", password = "${USAEPAY_BASIC_PASSWORD}" }
         // The README's documented connection deadlines.
         assert_eq!(settings.server.write_timeout, Duration::from_secs(15));
         assert_eq!(settings.server.idle_timeout, Duration::from_secs(75));
+    }
+
+    #[test]
+    fn a_reload_keeps_unchanged_lookup_services_and_rebuilds_changed_ones() {
+        let text = |ttl: u64| {
+            format!(
+                "{GOOD}
+[[source]]
+id = \"nexio-main\"
+vendor = \"nexio\"
+auth = {{ token = \"0123456789abcdef0123456789abcdef\" }}
+[source.enrich]
+base_url = \"https://api.nexiopaysandbox.com\"
+username = \"api-user@example.com\"
+api_key = \"api-key\"
+cache_ttl_secs = {ttl}
+"
+            )
+        };
+        let enricher = |settings: &Settings| {
+            let source = settings.sources.get("nexio-main").expect("nexio source");
+            let enrichment = source.enrichment.as_ref().expect("enrichment");
+            enrichment.enricher.clone()
+        };
+        let running = from_toml_with_env(&text(120), &env).expect("valid config");
+        let mut same = from_toml_with_env(&text(120), &env).expect("valid config");
+        assert!(!enricher(&same).same_service(&enricher(&running)));
+        same.sources.inherit_state(&running.sources);
+        assert!(enricher(&same).same_service(&enricher(&running)));
+
+        let mut changed = from_toml_with_env(&text(60), &env).expect("valid config");
+        changed.sources.inherit_state(&running.sources);
+        assert!(!enricher(&changed).same_service(&enricher(&running)));
     }
 
     #[test]

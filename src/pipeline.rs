@@ -56,7 +56,8 @@ pub struct Runtime {
 impl Runtime {
     /// The runtime for freshly loaded settings. With `previous`, limiters
     /// whose quota is unchanged are kept, so a reload does not hand every
-    /// source and client a fresh burst. `tls` is built by the caller because
+    /// source and client a fresh burst, and so are unchanged look-up
+    /// services with their caches. `tls` is built by the caller because
     /// reading the certificate can fail.
     pub fn new(
         mut sources: Sources,
@@ -66,7 +67,7 @@ impl Runtime {
     ) -> Self {
         let mut per_ip = Arc::new(IpLimiter::new(server.ip_rate_limit));
         if let Some(previous) = previous {
-            sources.inherit_limiters(&previous.sources);
+            sources.inherit_state(&previous.sources);
             if previous.per_ip.rate() == per_ip.rate() {
                 per_ip = previous.per_ip.clone();
             }

@@ -174,6 +174,9 @@ pub struct Enricher {
 }
 
 struct Inner {
+    /// What the service was built from, so a reload can tell whether it may
+    /// keep this one (and its warm cache) instead of starting cold.
+    settings: (NexioApi, Duration, usize),
     client: HttpClient,
     permits: Semaphore,
     cache: Mutex<TtlCache<Key, Value>>,
@@ -198,12 +201,25 @@ impl Enricher {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                settings: (api.clone(), cache_ttl, cache_capacity),
                 client,
                 permits: Semaphore::new(api.max_concurrency.max(1)),
                 cache: Mutex::new(TtlCache::new(cache_ttl, cache_capacity)),
                 inflight: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Whether `other` was built from exactly the same settings; a config
+    /// reload then keeps the running service, with its cache, its in-flight
+    /// calls and its concurrency bound, rather than starting look-ups cold.
+    pub fn same_settings(&self, other: &Enricher) -> bool {
+        self.inner.settings == other.inner.settings
+    }
+
+    /// Whether two handles are the same service (one cache).
+    pub fn same_service(&self, other: &Enricher) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// One look-up: the cache first, then the API (bounded concurrency,

@@ -306,6 +306,28 @@ async fn a_client_that_stops_reading_does_not_stall_others() {
     gw.stop().await;
 }
 
+/// An HTTP/2 connection to the gateway (TLS with ALPN `h2`): its request
+/// sender and the task driving it, which ends when the connection does.
+async fn h2_connect(
+    gw: &TestGateway,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let mut tls = (*gw.cert.client_config()).clone();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
 /// Writes pipelined 404 requests on `writer` until the gateway stops taking
 /// them (no progress for 500 ms) or the connection fails; returns the writer
 /// task, still running if it is blocked.
@@ -371,18 +393,7 @@ async fn a_client_that_stops_reading_is_cut_off_at_the_write_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_close_at_the_idle_timeout_but_slow_requests_do_not() {
     let gw = start("idle_timeout_ms = 1000").await;
-    let mut tls = (*gw.cert.client_config()).clone();
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    let tcp = TcpStream::connect(gw.addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let stream = connector.connect(name, tcp).await.unwrap();
-    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = h2_connect(&gw).await;
     let mut request = Request::post("https://localhost/webhooks/usaepay-main");
     for (name, value) in signed_usaepay_headers() {
         request = request.header(name, value);
@@ -772,18 +783,7 @@ async fn idle_connections_are_capped_by_max_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_rapid_reset_does_not_take_the_gateway_down() {
     let gw = start("").await;
-    let mut tls = (*gw.cert.client_config()).clone();
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    let tcp = TcpStream::connect(gw.addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let stream = connector.connect(name, tcp).await.unwrap();
-    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = h2_connect(&gw).await;
     // Open streams and cancel each at once (RST_STREAM), 2000 times.
     let started = Instant::now();
     let mut sent = 0;

@@ -58,7 +58,7 @@ pub struct Listener {
 impl Listener {
     /// Accepts until `shutdown` flips, then lets in-flight requests finish
     /// (up to `drain`), and returns.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>, drain: std::time::Duration) {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>, drain: Duration) {
         let limit = Arc::new(Semaphore::new(self.settings.max_connections));
         let graceful = GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -72,9 +72,9 @@ impl Listener {
             .timer(TokioTimer::new())
             .max_concurrent_streams(64)
             .max_header_list_size(64 * 1024)
-            .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
+            .keep_alive_interval(Some(Duration::from_secs(30)));
         let builder = Arc::new(builder);
-        let mut accept_backoff = std::time::Duration::from_millis(10);
+        let mut accept_backoff = Duration::from_millis(10);
 
         loop {
             let permit = tokio::select! {
@@ -83,12 +83,12 @@ impl Listener {
             };
             let (stream, peer) = tokio::select! {
                 accepted = self.tcp.accept() => match accepted {
-                    Ok(pair) => { accept_backoff = std::time::Duration::from_millis(10); pair }
+                    Ok(pair) => { accept_backoff = Duration::from_millis(10); pair }
                     Err(error) => {
                         // Usually EMFILE: back off instead of spinning.
                         tracing::warn!(error = %error, "Accept failed.");
                         tokio::time::sleep(accept_backoff).await;
-                        accept_backoff = (accept_backoff * 2).min(std::time::Duration::from_secs(1));
+                        accept_backoff = (accept_backoff * 2).min(Duration::from_secs(1));
                         continue;
                     }
                 },
@@ -100,11 +100,9 @@ impl Listener {
             let runtime = pipeline.runtime();
             let tls = runtime.tls.clone();
             let handshake_timeout = runtime.server.handshake_timeout;
-            let limits = ConnectionLimits {
-                header_timeout: self.settings.header_timeout,
-                write_timeout: runtime.server.write_timeout,
-                idle_timeout: runtime.server.idle_timeout,
-            };
+            let header_timeout = self.settings.header_timeout;
+            let write_timeout = runtime.server.write_timeout;
+            let idle_timeout = runtime.server.idle_timeout;
             let activity = Arc::new(Activity::new());
             let requests = activity.clone();
             let service = hyper::service::service_fn(move |req| {
@@ -137,14 +135,13 @@ impl Listener {
                         }
                     }
                 };
-                let Some(io) = first_bytes(stream, limits.header_timeout).await else {
+                let Some(io) = first_bytes(stream, header_timeout, write_timeout).await else {
                     return;
                 };
-                let io = WriteDeadline::new(io, limits.write_timeout);
                 let conn = builder.serve_connection(TokioIo::new(io), service);
                 tokio::select! {
                     _ = watcher.watch(conn.into_owned()) => {}
-                    _ = activity.idle_for(limits.idle_timeout) => {
+                    _ = activity.idle_for(idle_timeout) => {
                         tracing::debug!(peer = %peer, "Idle connection closed.");
                     }
                 }
@@ -168,14 +165,6 @@ impl Listener {
 /// is noise next to the syscall it wraps.
 trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientStream for T {}
-
-/// The per-connection deadlines, as configured when the connection opened.
-#[derive(Clone, Copy)]
-struct ConnectionLimits {
-    header_timeout: Duration,
-    write_timeout: Duration,
-    idle_timeout: Duration,
-}
 
 /// Requests in progress on one connection, and when the last one ended:
 /// what the idle deadline watches. A connection is idle only while no
@@ -241,34 +230,73 @@ impl Drop for Busy {
     }
 }
 
-/// Fails a write (and a flush or shutdown, which write too) that has made no
-/// progress for `limit`: a client that stops reading its responses would
-/// otherwise hold its connection slot forever once the socket buffers fill.
-/// hyper then closes the connection. The timer exists only while a write
-/// waits, so a connection that writes freely allocates nothing.
-struct WriteDeadline<IO> {
+/// Waits for the client's first bytes, at most `deadline`, and for the whole
+/// HTTP/2 preface when they begin like one. hyper's own header timeout starts
+/// only once it reads a request head, and protocol detection (HTTP/1 or
+/// HTTP/2) would otherwise wait forever on a client that connects and stays
+/// silent, or sends part of a preface: each such client would hold a
+/// connection slot. The stream comes back as the [`ClientIo`] hyper serves,
+/// with writes bound by `write_timeout`.
+async fn first_bytes<IO>(
+    mut io: IO,
+    deadline: Duration,
+    write_timeout: Duration,
+) -> Option<ClientIo<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = Vec::with_capacity(8 * 1024);
+    let read_enough = async {
+        let mut chunk = [0u8; 8 * 1024];
+        loop {
+            let n = io.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+            buf.extend_from_slice(&chunk[..n]);
+            // Keep reading while what came could still be a partial HTTP/2
+            // preface: version detection would wait for the rest with no deadline.
+            let partial_preface = buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf);
+            if !partial_preface {
+                return Some(());
+            }
+        }
+    };
+    tokio::time::timeout(deadline, read_enough)
+        .await
+        .ok()
+        .flatten()?;
+    Some(ClientIo {
+        prefix: buf,
+        at: 0,
+        io,
+        write_timeout,
+        stalled: None,
+    })
+}
+
+/// The client stream as hyper sees it. Reads replay the first bytes that
+/// [`first_bytes`] already took, then read on. Writes fail once one has made
+/// no progress for `write_timeout` (so do flushes and shutdowns, which write
+/// too): a client that stops reading its responses would otherwise hold its
+/// connection slot forever once the socket buffers fill; hyper then closes
+/// the connection. The timer exists only while a write waits, so a
+/// connection that writes freely allocates nothing for it.
+struct ClientIo<IO> {
+    prefix: Vec<u8>,
+    at: usize,
     io: IO,
-    limit: Duration,
+    write_timeout: Duration,
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl<IO> WriteDeadline<IO> {
-    fn new(io: IO, limit: Duration) -> Self {
-        Self {
-            io,
-            limit,
-            stalled: None,
-        }
-    }
-
-    /// Passes `poll` through, starting the stall timer when it is pending
-    /// and turning a pending write past the limit into an error.
+impl<IO> ClientIo<IO> {
+    /// Passes a write's `poll` through, starting the stall timer when it is
+    /// pending and turning a write pending past the limit into an error.
     fn guard<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if poll.is_ready() {
             self.stalled = None;
             return poll;
         }
-        let limit = self.limit;
+        let limit = self.write_timeout;
         let timer = self
             .stalled
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
@@ -283,17 +311,28 @@ impl<IO> WriteDeadline<IO> {
     }
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for WriteDeadline<IO> {
+impl<IO: AsyncRead + Unpin> AsyncRead for ClientIo<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.at < self.prefix.len() {
+            let n = buf.remaining().min(self.prefix.len() - self.at);
+            let at = self.at;
+            buf.put_slice(&self.prefix[at..at + n]);
+            self.at += n;
+            if self.at == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<IO> {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for ClientIo<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -320,106 +359,6 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<IO> {
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
         self.guard(cx, poll)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-}
-
-/// Waits for the client's first bytes, at most `deadline`, and for the whole
-/// HTTP/2 preface when they begin like one. hyper's own header timeout starts
-/// only once it reads a request head, and protocol detection (HTTP/1 or
-/// HTTP/2) would otherwise wait forever on a client that connects and stays
-/// silent, or sends part of a preface: each such client would hold a
-/// connection slot.
-async fn first_bytes<IO>(mut io: IO, deadline: std::time::Duration) -> Option<Prefixed<IO>>
-where
-    IO: AsyncRead + AsyncWrite + Unpin,
-{
-    const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    let mut buf = Vec::with_capacity(8 * 1024);
-    let read_enough = async {
-        let mut chunk = [0u8; 8 * 1024];
-        loop {
-            let n = io.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
-            buf.extend_from_slice(&chunk[..n]);
-            // Keep reading while what came could still be a partial HTTP/2
-            // preface: version detection would wait for the rest with no deadline.
-            let partial_preface = buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf);
-            if !partial_preface {
-                return Some(());
-            }
-        }
-    };
-    tokio::time::timeout(deadline, read_enough)
-        .await
-        .ok()
-        .flatten()?;
-    Some(Prefixed {
-        prefix: buf,
-        at: 0,
-        io,
-    })
-}
-
-/// A stream whose first bytes were already read: replays them, then reads on.
-struct Prefixed<IO> {
-    prefix: Vec<u8>,
-    at: usize,
-    io: IO,
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        if self.at < self.prefix.len() {
-            let n = buf.remaining().min(self.prefix.len() - self.at);
-            let at = self.at;
-            buf.put_slice(&self.prefix[at..at + n]);
-            self.at += n;
-            if self.at == self.prefix.len() {
-                self.prefix = Vec::new();
-                self.at = 0;
-            }
-            return std::task::Poll::Ready(Ok(()));
-        }
-        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        data: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write(cx, data)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

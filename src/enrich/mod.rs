@@ -213,12 +213,13 @@ impl Enricher {
     /// Whether `other` was built from exactly the same settings; a config
     /// reload then keeps the running service, with its cache, its in-flight
     /// calls and its concurrency bound, rather than starting look-ups cold.
-    pub fn same_settings(&self, other: &Enricher) -> bool {
+    pub(crate) fn same_settings(&self, other: &Enricher) -> bool {
         self.inner.settings == other.inner.settings
     }
 
     /// Whether two handles are the same service (one cache).
-    pub fn same_service(&self, other: &Enricher) -> bool {
+    #[cfg(test)]
+    pub(crate) fn same_service(&self, other: &Enricher) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 

@@ -13,6 +13,15 @@
 //! idle HTTP/1 connection at the header deadline already, but an HTTP/2
 //! client that answers pings would otherwise keep its slot forever.
 //!
+//! Idle and shutdown closes are polite: an HTTP/2 client gets a GOAWAY
+//! naming the last request the gateway took, an HTTP/1 client the end of
+//! its response in progress. A vendor whose request raced the close thus
+//! learns it was never processed and can resend it at once, instead of
+//! seeing its connection drop under an unanswered request. A client that
+//! does not finish the goodbye (an HTTP/2 client that never acknowledges
+//! the closing PING) is cut off after one more idle period; shutdown waits
+//! for every connection up to `server.drain_timeout_ms`.
+//!
 //! The handler only speaks HTTP: it parses the route, reads the body, hands
 //! both to [`Pipeline::process`] and turns the [`Outcome`] into a status and a
 //! small JSON body. It never echoes secrets or internals.
@@ -39,7 +48,6 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -60,7 +68,6 @@ impl Listener {
     /// (up to `drain`), and returns.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>, drain: Duration) {
         let limit = Arc::new(Semaphore::new(self.settings.max_connections));
-        let graceful = GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -115,7 +122,7 @@ impl Listener {
                 }
             });
             let builder = builder.clone();
-            let watcher = graceful.watcher();
+            let stop = shutdown.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let stream: Box<dyn ClientStream> = match tls {
@@ -139,16 +146,36 @@ impl Listener {
                     return;
                 };
                 let conn = builder.serve_connection(TokioIo::new(io), service);
-                tokio::select! {
-                    _ = watcher.watch(conn.into_owned()) => {}
-                    _ = activity.idle_for(idle_timeout) => {
-                        tracing::debug!(peer = %peer, "Idle connection closed.");
+                tokio::pin!(conn);
+                let mut closing = false;
+                let mut stop = stop;
+                loop {
+                    tokio::select! {
+                        _ = conn.as_mut() => break,
+                        _ = activity.idle_for(idle_timeout) => {
+                            if closing {
+                                tracing::debug!(peer = %peer, "Connection cut off: the client did not finish closing.");
+                                break;
+                            }
+                            tracing::debug!(peer = %peer, "Closing an idle connection.");
+                            conn.as_mut().graceful_shutdown();
+                            activity.restart_idle_clock();
+                            closing = true;
+                        }
+                        _ = stop.wait_for(|&stopping| stopping), if !closing => {
+                            conn.as_mut().graceful_shutdown();
+                            activity.restart_idle_clock();
+                            closing = true;
+                        }
                     }
                 }
             });
         }
         drop(self.tcp);
-        if tokio::time::timeout(drain, graceful.shutdown())
+        // Every connection task holds a permit until it ends: holding them
+        // all means every connection has closed.
+        let every_slot = u32::try_from(self.settings.max_connections).unwrap_or(u32::MAX);
+        if tokio::time::timeout(drain, limit.acquire_many(every_slot))
             .await
             .is_err()
         {
@@ -198,6 +225,13 @@ impl Activity {
         u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Starts the idle period over, as if a request had just ended: a
+    /// closing connection gets one more idle period to finish its goodbye.
+    fn restart_idle_clock(&self) {
+        self.last_ended_ms
+            .fetch_max(self.elapsed_ms(), Ordering::AcqRel);
+    }
+
     /// Resolves once the connection has had no request in progress for
     /// `limit`; never while one is.
     async fn idle_for(&self, limit: Duration) {
@@ -223,9 +257,7 @@ impl Drop for Busy {
     fn drop(&mut self) {
         // Record the end first, so an idle check that sees no request in
         // progress also sees when the last one ended.
-        self.0
-            .last_ended_ms
-            .fetch_max(self.0.elapsed_ms(), Ordering::AcqRel);
+        self.0.restart_idle_clock();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -314,6 +314,15 @@ async fn h2_connect(
     hyper::client::conn::http2::SendRequest<Full<Bytes>>,
     tokio::task::JoinHandle<Result<(), hyper::Error>>,
 ) {
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(h2_tls(gw).await))
+            .await
+            .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
+/// A TLS connection to the gateway that negotiated HTTP/2 (ALPN `h2`).
+async fn h2_tls(gw: &TestGateway) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut tls = (*gw.cert.client_config()).clone();
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
@@ -321,11 +330,92 @@ async fn h2_connect(
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     let stream = connector.connect(name, tcp).await.unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    (sender, tokio::spawn(conn))
+    stream
+}
+
+/// The signed USAePay sale as an HTTP/2 request.
+fn signed_h2_request() -> Request<Full<Bytes>> {
+    let mut request = Request::post("https://localhost/webhooks/usaepay-main");
+    for (name, value) in signed_usaepay_headers() {
+        request = request.header(name, value);
+    }
+    request
+        .body(Full::new(Bytes::from_static(USAEPAY_BODY.as_bytes())))
+        .unwrap()
+}
+
+/// An HTTP/2 client's connection ends without error only when the server
+/// sent a GOAWAY before closing; a bare close is an unexpected EOF.
+fn assert_closed_with_goaway(closed: Result<(), hyper::Error>) {
+    assert!(
+        closed.is_ok(),
+        "the HTTP/2 connection was closed without a GOAWAY: {closed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_never_finishes_the_goodbye_is_cut_off() {
+    const GOAWAY: u8 = 0x7;
+    let gw = start("idle_timeout_ms = 1000").await;
+    // A raw HTTP/2 client: the preface and empty SETTINGS, then it only
+    // reads. It never acknowledges anything, so it never answers the PING
+    // that a graceful close waits for.
+    let mut h2 = h2_tls(&gw).await;
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let opened = Instant::now();
+    let mut frame_types = Vec::new();
+    let read_frames = async {
+        let mut head = [0u8; 9];
+        while h2.read_exact(&mut head).await.is_ok() {
+            frame_types.push(head[3]);
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if h2.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read_frames)
+        .await
+        .expect("a client that ignores the GOAWAY was still connected after 10 s");
+    let lasted = opened.elapsed();
+    assert!(
+        frame_types.contains(&GOAWAY),
+        "no GOAWAY before the close; frame types seen: {frame_types:?}"
+    );
+    // Idle for 1 s, then one more idle period to finish closing.
+    assert!(
+        lasted >= Duration::from_millis(1800),
+        "cut off after {lasted:?}, before the second idle period ended"
+    );
+    assert_still_serves(&gw, "a client ignored the goodbye").await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_idle_http2_clients_a_goaway_without_waiting_for_them() {
+    // Default idle timeout (75 s) and drain timeout (30 s): a shutdown that
+    // left the idle connection open would wait out the drain for it.
+    let gw = start("").await;
+    let (mut sender, conn) = h2_connect(&gw).await;
+    let answered = sender.send_request(signed_h2_request()).await.unwrap();
+    assert_eq!(answered.status(), 200);
+    let stopping = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), gw.stop())
+        .await
+        .expect("the gateway stopped within 10 s");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?} with one idle HTTP/2 connection",
+        stopping.elapsed()
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the HTTP/2 connection ended with the gateway")
+        .unwrap();
+    assert_closed_with_goaway(closed);
 }
 
 /// Writes pipelined 404 requests on `writer` until the gateway stops taking
@@ -394,21 +484,14 @@ async fn a_client_that_stops_reading_is_cut_off_at_the_write_timeout() {
 async fn idle_connections_close_at_the_idle_timeout_but_slow_requests_do_not() {
     let gw = start("idle_timeout_ms = 1000").await;
     let (mut sender, conn) = h2_connect(&gw).await;
-    let mut request = Request::post("https://localhost/webhooks/usaepay-main");
-    for (name, value) in signed_usaepay_headers() {
-        request = request.header(name, value);
-    }
-    let request = request
-        .body(Full::new(Bytes::from_static(USAEPAY_BODY.as_bytes())))
-        .unwrap();
-    let answered = sender.send_request(request).await.unwrap();
+    let answered = sender.send_request(signed_h2_request()).await.unwrap();
     assert_eq!(answered.status(), 200);
     let idle_since = Instant::now();
-    tokio::time::timeout(Duration::from_secs(10), conn)
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn)
         .await
         .expect("an idle HTTP/2 connection was still open after 10 s")
-        .unwrap()
-        .ok();
+        .unwrap();
+    assert_closed_with_goaway(closed);
     assert!(
         idle_since.elapsed() >= Duration::from_millis(900),
         "closed {:?} after the last request, before the idle timeout",

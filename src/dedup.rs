@@ -530,9 +530,7 @@ impl DedupWindow {
     /// Dropping the last handle does the same but blocks the current thread
     /// for up to one commit.
     pub async fn close(self) {
-        if let Ok(inner) = Arc::try_unwrap(self.inner) {
-            let _ = tokio::task::spawn_blocking(move || drop(inner)).await;
-        }
+        crate::close_if_last(self.inner).await;
     }
 
     /// Transactions committed so far (each one `fsync`), for the batching test.

@@ -472,6 +472,17 @@ impl Gateway {
     }
 }
 
+/// Drops a store's shared state if this is the last handle to it, on the
+/// blocking pool: dropping the last handle of a spool or dedup store joins
+/// its writer thread after a final commit, which must not stall a runtime
+/// worker. Returns once the file is closed, so the directory can be opened
+/// again.
+pub(crate) async fn close_if_last<T: Send + 'static>(shared: Arc<T>) {
+    if let Ok(inner) = Arc::try_unwrap(shared) {
+        let _ = tokio::task::spawn_blocking(move || drop(inner)).await;
+    }
+}
+
 /// Periodic upkeep: forget client addresses whose budget is full again (so
 /// the per-IP table stays bounded by recent traffic) and drop dedup ids older
 /// than the window.

@@ -400,9 +400,7 @@ impl Spool {
     /// opened again. Dropping the last handle does the same, but blocks the
     /// current thread for up to one commit.
     pub async fn close(self) {
-        if let Ok(inner) = Arc::try_unwrap(self.inner) {
-            let _ = tokio::task::spawn_blocking(move || drop(inner)).await;
-        }
+        crate::close_if_last(self.inner).await;
     }
 
     /// Durable commits made so far (each one `fsync`), for the group-commit test.

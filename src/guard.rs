@@ -15,6 +15,8 @@
 //! costs a masked id in `vendor_data`; a false negative costs a PCI incident,
 //! so the rule errs on the side of masking.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 /// Masks card-number-like runs everywhere in `value`; returns how many.
@@ -23,15 +25,19 @@ pub fn mask_pans(value: &mut Value) -> usize {
         Value::String(s) => {
             let (masked, n) = mask_text(s);
             if n > 0 {
-                *s = masked;
+                *s = masked.into_owned();
             }
             n
         }
+        // An integer under 13 digits cannot hold a card number: most numbers
+        // (amounts, counts, ids) are not written out to be scanned.
+        Value::Number(n) if n.as_u64().is_some_and(|u| u < SHORTEST_PAN) => 0,
+        Value::Number(n) if n.as_i64().is_some_and(|i| i.unsigned_abs() < SHORTEST_PAN) => 0,
         Value::Number(n) => {
             let text = n.to_string();
             let (masked, count) = mask_text(&text);
             if count > 0 {
-                *value = Value::String(masked);
+                *value = Value::String(masked.into_owned());
             }
             count
         }
@@ -41,10 +47,15 @@ pub fn mask_pans(value: &mut Value) -> usize {
     }
 }
 
+/// The smallest number with 13 digits, the shortest card number masked.
+const SHORTEST_PAN: u64 = 1_000_000_000_000;
+
 /// Masks card-number-like runs in a text; returns the new text and how many.
-pub fn mask_text(text: &str) -> (String, usize) {
+/// Text without one (nearly all of it) is returned borrowed: the guard scans
+/// every string of every event, and should not copy each one to do so.
+pub fn mask_text(text: &str) -> (Cow<'_, str>, usize) {
     let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
+    let mut out = String::new();
     let mut count = 0;
     let mut i = 0;
     let mut copied = 0;
@@ -78,6 +89,9 @@ pub fn mask_text(text: &str) -> (String, usize) {
         let run = &text[i..end];
         if standalone && (13..=19).contains(&digits) && luhn(run) {
             let all: Vec<u8> = run.bytes().filter(u8::is_ascii_digit).collect();
+            if count == 0 {
+                out.reserve(text.len());
+            }
             out.push_str(&text[copied..i]);
             out.extend(std::iter::repeat_n('*', all.len() - 4));
             out.push_str(std::str::from_utf8(&all[all.len() - 4..]).expect("ASCII digits"));
@@ -86,8 +100,11 @@ pub fn mask_text(text: &str) -> (String, usize) {
         }
         i = end.max(i + 1);
     }
+    if count == 0 {
+        return (Cow::Borrowed(text), 0);
+    }
     out.push_str(&text[copied..]);
-    (out, count)
+    (Cow::Owned(out), count)
 }
 
 /// The Luhn checksum over the digits of `run` (separators ignored).
@@ -115,15 +132,15 @@ mod tests {
     fn full_card_numbers_are_masked_to_their_last_four() {
         assert_eq!(
             mask_text("4111111111111111"),
-            ("************1111".to_owned(), 1)
+            (Cow::from("************1111"), 1)
         );
         assert_eq!(
             mask_text("card 4111 1111 1111 1111 ok"),
-            ("card ************1111 ok".to_owned(), 1)
+            (Cow::from("card ************1111 ok"), 1)
         );
         assert_eq!(
             mask_text("5500-0000-0000-0004"),
-            ("************0004".to_owned(), 1)
+            (Cow::from("************0004"), 1)
         );
         // Amex, 15 digits.
         assert_eq!(mask_text("378282246310005").1, 1);
@@ -140,7 +157,7 @@ mod tests {
             "abc4111111111111111",     // touches a letter
             "2024-06-24T16:20:02.393", // a date
         ] {
-            assert_eq!(mask_text(text), (text.to_owned(), 0), "{text}");
+            assert_eq!(mask_text(text), (Cow::Borrowed(text), 0), "{text}");
         }
     }
 
@@ -149,12 +166,16 @@ mod tests {
         let mut v = json!({
             "note": "pay with 4111111111111111 please",
             "nested": [{ "pan": 4012888888881881u64 }],
+            "short_visa": 4222222222222u64,
+            "negative": -4222222222222i64,
             "amount": 600,
             "id": "6679c388e32ac6f528894a8f"
         });
-        assert_eq!(mask_pans(&mut v), 2);
+        assert_eq!(mask_pans(&mut v), 4);
         assert_eq!(v["note"], "pay with ************1111 please");
         assert_eq!(v["nested"][0]["pan"], "************1881");
+        assert_eq!(v["short_visa"], "*********2222");
+        assert_eq!(v["negative"], "-*********2222");
         assert_eq!(v["amount"], 600);
         assert_eq!(v["id"], "6679c388e32ac6f528894a8f");
     }

@@ -518,7 +518,7 @@ fn mask_card_numbers(event: &mut Event) -> usize {
         if unmapped.raw_body_encoding == "utf8" {
             let (text, n) = crate::guard::mask_text(&unmapped.raw_body);
             if n > 0 {
-                unmapped.raw_body = text;
+                unmapped.raw_body = text.into_owned();
                 masked += n;
             }
         }

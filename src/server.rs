@@ -506,7 +506,7 @@ fn too_many(retry: RetryAfter) -> HttpResponse {
 fn respond(outcome: Outcome) -> (Option<String>, HttpResponse) {
     match outcome {
         Outcome::Accepted { event_id, .. } => {
-            let body = serde_json::json!({ "id": event_id }).to_string();
+            let body = receipt(&event_id, false);
             (Some(event_id), json(StatusCode::OK, body))
         }
         Outcome::Unauthorized(reason) => {
@@ -525,7 +525,7 @@ fn respond(outcome: Outcome) -> (Option<String>, HttpResponse) {
         }
         Outcome::RateLimited(retry) => (None, too_many(retry)),
         Outcome::Duplicate { event_id } => {
-            let body = serde_json::json!({ "id": event_id, "duplicate": true }).to_string();
+            let body = receipt(&event_id, true);
             (Some(event_id), json(StatusCode::OK, body))
         }
         Outcome::Unavailable { event_id, error: e } => {
@@ -574,6 +574,23 @@ pub(crate) fn json(status: StatusCode, body: String) -> HttpResponse {
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
+}
+
+/// The body of a 200, `{"id":...}` with `"duplicate":true` for a retry:
+/// written straight from borrowed fields, since every accepted request
+/// sends one.
+fn receipt(event_id: &str, duplicate: bool) -> String {
+    #[derive(serde::Serialize)]
+    struct Receipt<'a> {
+        id: &'a str,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        duplicate: bool,
+    }
+    serde_json::to_string(&Receipt {
+        id: event_id,
+        duplicate,
+    })
+    .unwrap_or_default()
 }
 
 fn error(status: StatusCode, reason: &str) -> HttpResponse {

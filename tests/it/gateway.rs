@@ -54,6 +54,11 @@ async fn a_signed_usaepay_webhook_becomes_one_confirmed_canonical_event() {
         .as_str()
         .expect("response carries the event id")
         .to_owned();
+    assert_eq!(
+        reply.body,
+        serde_json::json!({ "id": id }),
+        "a first delivery's answer is its id alone (no duplicate flag)"
+    );
 
     let msg = broker
         .next(&queue, Duration::from_secs(5))

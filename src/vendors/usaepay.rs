@@ -100,11 +100,17 @@ impl Vendor for Usaepay {
     }
 
     fn map(&self, body: &Verified, options: &MapOptions) -> Result<Mapped, MappingError> {
-        let envelope: Envelope = parse_json(body.body())?;
+        // Parsed once: the fields read here come out of the same tree that is
+        // published as `vendor_data`.
+        let vendor_data: Value = parse_json(body.body())?;
+        let envelope = match Envelope::deserialize(&vendor_data) {
+            Ok(envelope) => envelope,
+            // Rare, and the tree cannot say where it went wrong: the text can.
+            Err(_) => parse_json(body.body())?,
+        };
         if envelope.event_id.trim().is_empty() {
             return Err(MappingError::new("event_id is empty"));
         }
-        let vendor_data: Value = parse_json(body.body())?;
         let (event_type, family) = canonical_type(&envelope.event_type);
         let object = &envelope.event_body.object;
         let currency = object
@@ -333,6 +339,20 @@ fn last4(number: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_of_the_wrong_shape_is_refused_with_where_it_went_wrong() {
+        let body = br#"{"event_type":"transaction.sale.success","event_id":7}"#;
+        let verified = Verified::assume_verified_for_tests(body.to_vec());
+        let Err(error) = Usaepay.map(&verified, &MapOptions::default()) else {
+            panic!("a numeric event_id is refused");
+        };
+        assert!(
+            error.0.contains("expected a string") && error.0.contains(" at line 1 column "),
+            "{}",
+            error.0
+        );
+    }
 
     #[test]
     fn every_documented_event_type_has_a_canonical_type() {

@@ -32,6 +32,14 @@ use crate::vendors::{AmountUnit, MapOptions, VendorKind};
 /// the largest vendor body we know of is a few KiB, so 256 KiB leaves room
 /// for growth while bounding memory per request.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
+/// Most `server.max_connections`: beyond any file-descriptor limit a host
+/// would grant, and well within what one semaphore can count.
+pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
+/// Most `broker.channels`: each is a confirm-mode channel opened at connect
+/// on one AMQP connection; RabbitMQ's default `channel_max` is 2047.
+pub const MAX_CHANNELS: usize = 256;
+/// Most `max_concurrency` for a source's look-ups against a vendor API.
+pub const MAX_LOOKUP_CONCURRENCY: usize = 1024;
 
 /// One problem in the configuration, tied to the key that causes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -589,6 +597,25 @@ impl Builder<'_> {
         }
     }
 
+    /// A count of things the gateway allocates or opens up front
+    /// (connection slots, channels, concurrent calls): 1 to `max`, so a
+    /// typo of a few digits is a config error naming the key, not a panic
+    /// or an allocation failure at start.
+    fn count(&mut self, key: &str, value: Option<usize>, default: usize, max: usize) -> usize {
+        match value {
+            Some(0) => {
+                self.error(key, "must be greater than 0");
+                default
+            }
+            Some(n) if n > max => {
+                self.error(key, format!("must be at most {max}"));
+                default
+            }
+            Some(n) => n,
+            None => default,
+        }
+    }
+
     fn duration_ms(&mut self, key: &str, value: Option<u64>, default_ms: u64) -> Duration {
         match value {
             Some(0) => {
@@ -702,14 +729,12 @@ fn build_server(b: &mut Builder, raw: &RawServer) -> Option<ServerSettings> {
         Some(n) => n,
         None => DEFAULT_MAX_BODY_BYTES,
     };
-    let max_connections = match raw.max_connections {
-        Some(0) => {
-            b.error("server.max_connections", "must be greater than 0");
-            1
-        }
-        Some(n) => n,
-        None => 1024,
-    };
+    let max_connections = b.count(
+        "server.max_connections",
+        raw.max_connections,
+        1024,
+        MAX_CONNECTIONS_LIMIT,
+    );
     let handshake_timeout = b.duration_ms(
         "server.handshake_timeout_ms",
         raw.handshake_timeout_ms,
@@ -847,14 +872,7 @@ fn build_broker(b: &mut Builder, raw: &RawBroker) -> BrokerSettings {
             format!("`{exchange}` is not usable: 1 to 255 characters, not starting with `amq.`"),
         );
     }
-    let channels = match raw.channels {
-        Some(0) => {
-            b.error("broker.channels", "must be greater than 0");
-            1
-        }
-        Some(n) => n,
-        None => 4,
-    };
+    let channels = b.count("broker.channels", raw.channels, 4, MAX_CHANNELS);
     BrokerSettings {
         url: Secret::new(url),
         exchange,
@@ -964,13 +982,12 @@ fn build_enrichment(
         raw.timeout_ms,
         api.timeout.as_millis() as u64,
     );
-    if let Some(n) = raw.max_concurrency {
-        if n == 0 {
-            b.error(format!("{at}.max_concurrency"), "must be greater than 0");
-        } else {
-            api.max_concurrency = n;
-        }
-    }
+    api.max_concurrency = b.count(
+        &format!("{at}.max_concurrency"),
+        raw.max_concurrency,
+        api.max_concurrency,
+        MAX_LOOKUP_CONCURRENCY,
+    );
     if let Some(paths) = &raw.paths {
         let mut set = |value: &Option<String>, key: &str, slot: &mut String| {
             if let Some(v) = value {
@@ -1270,6 +1287,50 @@ cache_ttl_secs = {ttl}
             found.contains(&"server.idle_timeout_ms".to_string()),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn counts_beyond_their_bound_are_refused_by_name_not_panicked_on() {
+        let text = GOOD
+            .replace(
+                "max_body_bytes = 262144\n",
+                "max_body_bytes = 262144\nmax_connections = 3000000000000000000\n",
+            )
+            .replace(
+                "exchange = \"hookgate.events\"\n",
+                "exchange = \"hookgate.events\"\nchannels = 100000\n",
+            );
+        let text = format!(
+            "{text}
+[[source]]
+id = \"nexio-main\"
+vendor = \"nexio\"
+auth = {{ token = \"0123456789abcdef0123456789abcdef\" }}
+[source.enrich]
+base_url = \"https://api.nexiopaysandbox.com\"
+username = \"api-user@example.com\"
+api_key = \"api-key\"
+max_concurrency = 5000000000
+"
+        );
+        let errs = errors(&text);
+        for key in [
+            "server.max_connections",
+            "broker.channels",
+            "source[1].enrich.max_concurrency",
+        ] {
+            let err = errs.iter().find(|e| e.key == key);
+            assert!(
+                err.is_some_and(|e| e.message.starts_with("must be at most")),
+                "{key}: {errs:?}"
+            );
+        }
+        // The bounds themselves are accepted.
+        let at_bound = text
+            .replace("3000000000000000000", &MAX_CONNECTIONS_LIMIT.to_string())
+            .replace("100000", &MAX_CHANNELS.to_string())
+            .replace("5000000000", &MAX_LOOKUP_CONCURRENCY.to_string());
+        from_toml_with_env(&at_bound, &env).expect("counts at their bound are valid");
     }
 
     #[test]

@@ -1211,6 +1211,24 @@ basic = { username = "hook", password = "${USAEPAY_BASIC_PASSWORD}" }
         }
     }
 
+    /// `text` plus a second source, `nexio-main`, whose look-ups are
+    /// configured with `enrich_keys` on top of the required ones.
+    fn with_nexio_lookups(text: &str, enrich_keys: &str) -> String {
+        format!(
+            "{text}
+[[source]]
+id = \"nexio-main\"
+vendor = \"nexio\"
+auth = {{ token = \"0123456789abcdef0123456789abcdef\" }}
+[source.enrich]
+base_url = \"https://api.nexiopaysandbox.com\"
+username = \"api-user@example.com\"
+api_key = \"api-key\"
+{enrich_keys}
+"
+        )
+    }
+
     fn keys(text: &str) -> Vec<String> {
         errors(text).into_iter().map(|e| e.key).collect()
     }
@@ -1241,21 +1259,7 @@ basic = { username = "hook", password = "${USAEPAY_BASIC_PASSWORD}" }
 
     #[test]
     fn a_reload_keeps_unchanged_lookup_services_and_rebuilds_changed_ones() {
-        let text = |ttl: u64| {
-            format!(
-                "{GOOD}
-[[source]]
-id = \"nexio-main\"
-vendor = \"nexio\"
-auth = {{ token = \"0123456789abcdef0123456789abcdef\" }}
-[source.enrich]
-base_url = \"https://api.nexiopaysandbox.com\"
-username = \"api-user@example.com\"
-api_key = \"api-key\"
-cache_ttl_secs = {ttl}
-"
-            )
-        };
+        let text = |ttl: u64| with_nexio_lookups(GOOD, &format!("cache_ttl_secs = {ttl}"));
         let enricher = |settings: &Settings| {
             let source = settings.sources.get("nexio-main").expect("nexio source");
             let enrichment = source.enrichment.as_ref().expect("enrichment");
@@ -1300,19 +1304,7 @@ cache_ttl_secs = {ttl}
                 "exchange = \"hookgate.events\"\n",
                 "exchange = \"hookgate.events\"\nchannels = 100000\n",
             );
-        let text = format!(
-            "{text}
-[[source]]
-id = \"nexio-main\"
-vendor = \"nexio\"
-auth = {{ token = \"0123456789abcdef0123456789abcdef\" }}
-[source.enrich]
-base_url = \"https://api.nexiopaysandbox.com\"
-username = \"api-user@example.com\"
-api_key = \"api-key\"
-max_concurrency = 5000000000
-"
-        );
+        let text = with_nexio_lookups(&text, "max_concurrency = 5000000000");
         let errs = errors(&text);
         for key in [
             "server.max_connections",

@@ -5,6 +5,11 @@
 //! `/readyz` are open (orchestrators probe them); `/metrics` and
 //! `/admin/reload` require `Authorization: Bearer <admin.token>` when a token
 //! is configured. Plain HTTP: put it behind the platform's own network policy.
+//!
+//! At most [`MAX_CONNECTIONS`] connections are served at once (more wait in
+//! the kernel backlog), each for at most a minute: probes and a scraper need
+//! a handful, and a flood of connections to an exposed admin port must not
+//! use up the file descriptors the public listener needs.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,12 +21,15 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::secret::Secret;
 use crate::Control;
 
 type AdminResponse = Response<Full<Bytes>>;
+
+/// Admin connections served at once.
+pub const MAX_CONNECTIONS: usize = 32;
 
 /// Serves admin requests until `stop` flips.
 pub async fn serve(
@@ -31,7 +39,12 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let token = Arc::new(token);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = stop.changed() => return,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -51,6 +64,7 @@ pub async fn serve(
             async move { Ok::<_, Infallible>(route(req, &control, token.as_ref().as_ref()).await) }
         });
         tokio::spawn(async move {
+            let _permit = permit;
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(5))

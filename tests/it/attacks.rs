@@ -333,6 +333,37 @@ async fn h2_tls(gw: &TestGateway) -> tokio_rustls::client::TlsStream<TcpStream> 
     stream
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_admin_connections_waits_its_turn_and_spares_the_public_listener() {
+    let gw = start("").await;
+    // Every admin slot taken by a connection that never sends a request.
+    let mut silent = Vec::new();
+    for _ in 0..hookgate::admin::MAX_CONNECTIONS {
+        silent.push(TcpStream::connect(gw.admin).await.unwrap());
+    }
+    let mut probe = TcpStream::connect(gw.admin).await.unwrap();
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1000), probe.read_exact(&mut first))
+            .await
+            .is_err(),
+        "a request beyond the admin connection cap was served at once"
+    );
+    assert_still_serves(&gw, "the admin port was flooded").await;
+    // Slots free up as connections end; the waiting probe is then served.
+    drop(silent);
+    tokio::time::timeout(Duration::from_secs(3), probe.read_exact(&mut first))
+        .await
+        .expect("the waiting admin request was served once slots freed")
+        .unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    gw.stop().await;
+}
+
 /// The signed USAePay sale as an HTTP/2 request.
 fn signed_h2_request() -> Request<Full<Bytes>> {
     let mut request = Request::post("https://localhost/webhooks/usaepay-main");

@@ -41,9 +41,8 @@ pub async fn serve(
     let token = Arc::new(token);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            _ = stop.changed() => return,
+        let Some(permit) = crate::server::connection_slot(&slots, &mut stop).await else {
+            return;
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {

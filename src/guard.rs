@@ -31,8 +31,14 @@ pub fn mask_pans(value: &mut Value) -> usize {
         }
         // An integer under 13 digits cannot hold a card number: most numbers
         // (amounts, counts, ids) are not written out to be scanned.
-        Value::Number(n) if n.as_u64().is_some_and(|u| u < SHORTEST_PAN) => 0,
-        Value::Number(n) if n.as_i64().is_some_and(|i| i.unsigned_abs() < SHORTEST_PAN) => 0,
+        Value::Number(n)
+            if n.as_i64()
+                .map(i64::unsigned_abs)
+                .or(n.as_u64())
+                .is_some_and(|u| u < SHORTEST_PAN) =>
+        {
+            0
+        }
         Value::Number(n) => {
             let text = n.to_string();
             let (masked, count) = mask_text(&text);

@@ -50,7 +50,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 /// What the accept loop needs, shared by every connection.
 pub struct Listener {
@@ -84,9 +84,8 @@ impl Listener {
         let mut accept_backoff = Duration::from_millis(10);
 
         loop {
-            let permit = tokio::select! {
-                permit = limit.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-                _ = shutdown.changed() => break,
+            let Some(permit) = connection_slot(&limit, &mut shutdown).await else {
+                break;
             };
             let (stream, peer) = tokio::select! {
                 accepted = self.tcp.accept() => match accepted {
@@ -122,7 +121,7 @@ impl Listener {
                 }
             });
             let builder = builder.clone();
-            let stop = shutdown.clone();
+            let mut stop = shutdown.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let stream: Box<dyn ClientStream> = match tls {
@@ -148,26 +147,22 @@ impl Listener {
                 let conn = builder.serve_connection(TokioIo::new(io), service);
                 tokio::pin!(conn);
                 let mut closing = false;
-                let mut stop = stop;
                 loop {
-                    tokio::select! {
+                    let why = tokio::select! {
                         _ = conn.as_mut() => break,
                         _ = activity.idle_for(idle_timeout) => {
                             if closing {
                                 tracing::debug!(peer = %peer, "Connection cut off: the client did not finish closing.");
                                 break;
                             }
-                            tracing::debug!(peer = %peer, "Closing an idle connection.");
-                            conn.as_mut().graceful_shutdown();
-                            activity.restart_idle_clock();
-                            closing = true;
+                            "idle"
                         }
-                        _ = stop.wait_for(|&stopping| stopping), if !closing => {
-                            conn.as_mut().graceful_shutdown();
-                            activity.restart_idle_clock();
-                            closing = true;
-                        }
-                    }
+                        _ = stop.wait_for(|&stopping| stopping), if !closing => "shutdown",
+                    };
+                    tracing::debug!(peer = %peer, reason = why, "Closing the connection.");
+                    conn.as_mut().graceful_shutdown();
+                    activity.restart_idle_clock();
+                    closing = true;
                 }
             });
         }
@@ -184,6 +179,19 @@ impl Listener {
                 "Connections still open after the drain deadline; closing them."
             );
         }
+    }
+}
+
+/// Waits for a free connection slot, or for shutdown (`None`). Both
+/// listeners take a slot before they accept, so a flood of connections waits
+/// in the kernel backlog instead of costing a task and a file descriptor each.
+pub(crate) async fn connection_slot(
+    slots: &Arc<Semaphore>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<OwnedSemaphorePermit> {
+    tokio::select! {
+        permit = slots.clone().acquire_owned() => permit.ok(),
+        _ = shutdown.changed() => None,
     }
 }
 

@@ -364,15 +364,25 @@ async fn a_flood_of_admin_connections_waits_its_turn_and_spares_the_public_liste
     gw.stop().await;
 }
 
-/// The signed USAePay sale as an HTTP/2 request.
-fn signed_h2_request() -> Request<Full<Bytes>> {
+/// An HTTP/2 connection that has just been answered 200 for the signed
+/// USAePay sale, so it is established and idle.
+async fn h2_after_one_sale(
+    gw: &TestGateway,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let (mut sender, conn) = h2_connect(gw).await;
     let mut request = Request::post("https://localhost/webhooks/usaepay-main");
     for (name, value) in signed_usaepay_headers() {
         request = request.header(name, value);
     }
-    request
+    let request = request
         .body(Full::new(Bytes::from_static(USAEPAY_BODY.as_bytes())))
-        .unwrap()
+        .unwrap();
+    let answered = sender.send_request(request).await.unwrap();
+    assert_eq!(answered.status(), 200);
+    (sender, conn)
 }
 
 /// An HTTP/2 client's connection ends without error only when the server
@@ -430,9 +440,7 @@ async fn shutdown_sends_idle_http2_clients_a_goaway_without_waiting_for_them() {
     // Default idle timeout (75 s) and drain timeout (30 s): a shutdown that
     // left the idle connection open would wait out the drain for it.
     let gw = start("").await;
-    let (mut sender, conn) = h2_connect(&gw).await;
-    let answered = sender.send_request(signed_h2_request()).await.unwrap();
-    assert_eq!(answered.status(), 200);
+    let (_sender, conn) = h2_after_one_sale(&gw).await;
     let stopping = Instant::now();
     tokio::time::timeout(Duration::from_secs(10), gw.stop())
         .await
@@ -514,9 +522,7 @@ async fn a_client_that_stops_reading_is_cut_off_at_the_write_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_close_at_the_idle_timeout_but_slow_requests_do_not() {
     let gw = start("idle_timeout_ms = 1000").await;
-    let (mut sender, conn) = h2_connect(&gw).await;
-    let answered = sender.send_request(signed_h2_request()).await.unwrap();
-    assert_eq!(answered.status(), 200);
+    let (sender, conn) = h2_after_one_sale(&gw).await;
     let idle_since = Instant::now();
     let closed = tokio::time::timeout(Duration::from_secs(10), conn)
         .await

@@ -28,6 +28,7 @@
 //! drain.rs       background publishing: the spool's drain, deferred look-ups
 //! enrich/        vendor API look-ups that fill thin pings in (Nexio)
 //! dedup.rs       window of recently accepted ids: repeats are not published twice
+//! watchdog.rs    long-lived tasks; the first that dies stops the process for a restart
 //! ```
 
 pub mod admin;
@@ -48,6 +49,7 @@ pub mod spool;
 pub mod tls;
 pub mod tools;
 pub mod vendors;
+pub mod watchdog;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,6 +63,7 @@ use config::{AdminSettings, BrokerSettings, ConfigErrors, ServerSettings, Settin
 use metrics::{Metrics, OutcomeLabel};
 use pipeline::{Pipeline, Runtime};
 use publish::{Publisher, PublisherTask};
+use watchdog::{TaskFault, Watchdog};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -293,6 +296,7 @@ pub struct Gateway {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     drain_task: Option<tokio::task::JoinHandle<()>>,
     enrich_task: Option<tokio::task::JoinHandle<()>>,
+    watchdog: Watchdog,
     spool: Option<spool::Spool>,
     pending: Option<spool::Spool>,
     dedup: Option<dedup::DedupWindow>,
@@ -345,7 +349,8 @@ impl Gateway {
 
         let stores = open_stores(&settings).await?;
         let metrics = Arc::new(Metrics::new());
-        let (publisher, publisher_task) = Publisher::start(settings.broker.clone());
+        let watchdog = Watchdog::new();
+        let (publisher, publisher_task) = Publisher::start(settings.broker.clone(), &watchdog);
         let fixed = Fixed {
             server: settings.server.clone(),
             broker: settings.broker.clone(),
@@ -375,36 +380,38 @@ impl Gateway {
             settings: fixed.server.clone(),
             pipeline: pipeline.clone(),
         };
-        let mut tasks = vec![tokio::spawn(
+        let mut tasks = vec![watchdog.spawn(
+            "public listener",
             listener.run(stop_rx.clone(), fixed.server.drain_timeout),
         )];
         if let (Some(tcp), Some(admin)) = (admin_tcp, &fixed.admin) {
-            tasks.push(tokio::spawn(admin::serve(
-                tcp,
-                control.clone(),
-                admin.token.clone(),
-                stop_rx.clone(),
-            )));
+            tasks.push(watchdog.spawn(
+                "admin listener",
+                admin::serve(tcp, control.clone(), admin.token.clone(), stop_rx.clone()),
+            ));
         }
-        tasks.push(tokio::spawn(housekeeping(
-            pipeline.clone(),
-            stop_rx.clone(),
-        )));
+        tasks.push(watchdog.spawn(
+            "housekeeping",
+            housekeeping(pipeline.clone(), stop_rx.clone()),
+        ));
         let mut drain_task = None;
         if let Some(spool) = &spool {
-            drain_task = Some(tokio::spawn(drain::run(
-                spool.clone(),
-                publisher.clone(),
-                metrics.clone(),
-                stop_rx.clone(),
-            )));
+            drain_task = Some(watchdog.spawn(
+                "spool drain",
+                drain::run(
+                    spool.clone(),
+                    publisher.clone(),
+                    metrics.clone(),
+                    stop_rx.clone(),
+                ),
+            ));
         }
         let mut enrich_task = None;
         if pending.is_some() {
-            enrich_task = Some(tokio::spawn(drain::enrichment(
-                pipeline.clone(),
-                stop_rx.clone(),
-            )));
+            enrich_task = Some(watchdog.spawn(
+                "deferred look-ups",
+                drain::enrichment(pipeline.clone(), stop_rx.clone()),
+            ));
         }
         tracing::info!(
             listen = %local_addr,
@@ -420,6 +427,7 @@ impl Gateway {
             tasks,
             drain_task,
             enrich_task,
+            watchdog,
             spool,
             pending,
             dedup,
@@ -448,9 +456,18 @@ impl Gateway {
         self.control.pipeline.publisher()
     }
 
+    /// Resolves when one of the gateway's long-lived tasks (a listener, the
+    /// broker supervisor, the drain, housekeeping) has died before
+    /// [`Self::shutdown`]: the process is no longer whole and should be shut
+    /// down and restarted. Pending while all is well.
+    pub async fn fault(&self) -> TaskFault {
+        self.watchdog.fault().await
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to
     /// `server.drain_timeout_ms`), then closes the broker connection cleanly.
     pub async fn shutdown(self) {
+        self.watchdog.stand_down();
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;

@@ -277,10 +277,21 @@ async fn serve(settings: hookgate::config::Settings, path: PathBuf) -> ExitCode 
             return ExitCode::from(2);
         }
     };
-    wait_for_shutdown(&gateway).await;
+    // A dead core task (logged by the watchdog) ends the process like a
+    // signal does, but with exit 1 so the service manager restarts it.
+    let fault = tokio::select! {
+        () = wait_for_shutdown(&gateway) => None,
+        fault = gateway.fault() => Some(fault),
+    };
     tracing::info!("Shutdown requested; draining in-flight requests.");
     gateway.shutdown().await;
-    ExitCode::SUCCESS
+    match fault {
+        None => ExitCode::SUCCESS,
+        Some(fault) => {
+            eprintln!("hookgate stopped because {fault}; restart it");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Waits for SIGTERM or Ctrl-C; SIGHUP meanwhile reloads the config file.

@@ -36,6 +36,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::canonical::{Event, CONTENT_TYPE};
 use crate::config::BrokerSettings;
+use crate::watchdog::Watchdog;
 
 /// Why an event is not (yet) safe at the broker.
 #[derive(Debug, thiserror::Error)]
@@ -125,9 +126,10 @@ impl PublisherTask {
 }
 
 impl Publisher {
-    /// Starts the connection supervisor; the publisher is usable at once and
-    /// reports [`PublishError::Unavailable`] until the first connection is up.
-    pub fn start(settings: BrokerSettings) -> (Self, PublisherTask) {
+    /// Starts the connection supervisor under `watchdog`; the publisher is
+    /// usable at once and reports [`PublishError::Unavailable`] until the
+    /// first connection is up.
+    pub fn start(settings: BrokerSettings, watchdog: &Watchdog) -> (Self, PublisherTask) {
         let (connected, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             settings,
@@ -137,7 +139,7 @@ impl Publisher {
             connected,
         });
         let (stop, stop_rx) = watch::channel(false);
-        let handle = tokio::spawn(supervise(inner.clone(), stop_rx));
+        let handle = watchdog.spawn("broker connection", supervise(inner.clone(), stop_rx));
         (Self { inner }, PublisherTask { stop, handle })
     }
 

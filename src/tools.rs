@@ -10,6 +10,7 @@ use crate::config::{Settings, Source};
 use crate::pipeline::normalize;
 use crate::publish::{Outgoing, Publisher};
 use crate::spool::{Spool, SpoolError};
+use crate::watchdog::Watchdog;
 
 /// Why an operator command failed; the message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +164,8 @@ pub async fn spool_replay(settings: &Settings) -> Result<u64, ToolError> {
 async fn connected_publisher(
     settings: &Settings,
 ) -> Result<(Publisher, crate::publish::PublisherTask), ToolError> {
-    let (publisher, task) = Publisher::start(settings.broker.clone());
+    // A one-shot command has no restart to ask for: nobody watches.
+    let (publisher, task) = Publisher::start(settings.broker.clone(), &Watchdog::new());
     if publisher.wait_connected(Duration::from_secs(10)).await {
         Ok((publisher, task))
     } else {

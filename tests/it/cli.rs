@@ -436,7 +436,10 @@ fn remap_turns_parked_unmapped_events_into_canonical_ones_with_their_original_id
             .await
             .unwrap();
         let settings = hookgate::config::load(cfg.path()).unwrap();
-        let (publisher, task) = hookgate::publish::Publisher::start(settings.broker);
+        let (publisher, task) = hookgate::publish::Publisher::start(
+            settings.broker,
+            &hookgate::watchdog::Watchdog::new(),
+        );
         assert!(
             publisher
                 .wait_connected(std::time::Duration::from_secs(10))

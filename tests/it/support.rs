@@ -618,8 +618,13 @@ impl TestGateway {
             .unwrap_or(0.0)
     }
 
+    /// Shuts the gateway down, after checking that none of its long-lived
+    /// tasks died during the test (which would have made a real one exit).
     pub async fn stop(mut self) {
         if let Some(g) = self.gateway.take() {
+            if let Ok(fault) = tokio::time::timeout(Duration::ZERO, g.fault()).await {
+                panic!("{fault} during the test");
+            }
             g.shutdown().await;
         }
     }

@@ -283,7 +283,9 @@ async fn serve(settings: hookgate::config::Settings, path: PathBuf) -> ExitCode 
         () = wait_for_shutdown(&gateway) => None,
         fault = gateway.fault() => Some(fault),
     };
-    tracing::info!("Shutdown requested; draining in-flight requests.");
+    if fault.is_none() {
+        tracing::info!("Shutdown requested; draining in-flight requests.");
+    }
     gateway.shutdown().await;
     match fault {
         None => ExitCode::SUCCESS,

@@ -31,6 +31,9 @@
 //! watchdog.rs    long-lived tasks; the first that dies stops the process for a restart
 //! ```
 
+// Every public item says why it exists; clippy's -D warnings makes this binding.
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod auth;
 pub mod canonical;

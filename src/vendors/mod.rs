@@ -159,13 +159,11 @@ pub(crate) fn parse_naive_utc(text: &str) -> Option<OffsetDateTime> {
 }
 
 /// Reads an RFC 3339 / ISO 8601 timestamp with a zone (`Z` or `±hh:mm`).
-#[allow(dead_code)] // used by the Strictly and Nexio mappings
 pub(crate) fn parse_rfc3339(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339).ok()
 }
 
 /// Reads unix seconds.
-#[allow(dead_code)] // used by the StickyPay mapping
 pub(crate) fn from_unix_seconds(secs: i64) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp(secs).ok()
 }

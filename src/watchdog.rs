@@ -47,8 +47,7 @@ impl fmt::Display for TaskFault {
 }
 
 /// Spawns the gateway's long-lived tasks and reports the first that dies.
-/// Cheap to share: clones watch the same tasks.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct Watchdog {
     shared: Arc<Shared>,
 }
@@ -79,8 +78,7 @@ impl Watchdog {
             if shared.standing_down.load(Ordering::Acquire) {
                 return;
             }
-            let panicked = outcome.is_err();
-            match outcome {
+            let panicked = match outcome {
                 Err(error) if error.is_panic() => {
                     let payload = error.into_panic();
                     tracing::error!(
@@ -88,12 +86,16 @@ impl Watchdog {
                         panic = panic_message(payload.as_ref()),
                         "A core task panicked; the gateway is shutting down to be restarted."
                     );
+                    true
                 }
-                _ => tracing::error!(
-                    task,
-                    "A core task stopped unexpectedly; the gateway is shutting down to be restarted."
-                ),
-            }
+                _ => {
+                    tracing::error!(
+                        task,
+                        "A core task stopped unexpectedly; the gateway is shutting down to be restarted."
+                    );
+                    false
+                }
+            };
             shared.first_fault.send_if_modified(|slot| {
                 let first = slot.is_none();
                 if first {
@@ -148,14 +150,18 @@ mod tests {
         tokio::time::timeout(wait, watchdog.fault()).await.is_err()
     }
 
+    async fn reported(watchdog: &Watchdog) -> TaskFault {
+        tokio::time::timeout(Duration::from_secs(5), watchdog.fault())
+            .await
+            .expect("the task's end is reported within 5 s")
+    }
+
     #[tokio::test]
     async fn a_panicking_task_is_reported_by_name() {
         let watchdog = Watchdog::new();
         let steady = watchdog.spawn("steady", std::future::pending());
         let dying = watchdog.spawn("public listener", async { panic!("boom") });
-        let fault = tokio::time::timeout(Duration::from_secs(5), watchdog.fault())
-            .await
-            .expect("the panic is reported");
+        let fault = reported(&watchdog).await;
         assert_eq!(
             fault,
             TaskFault {
@@ -173,9 +179,7 @@ mod tests {
     async fn a_task_that_returns_early_is_a_fault_too() {
         let watchdog = Watchdog::new();
         watchdog.spawn("spool drain", async {});
-        let fault = tokio::time::timeout(Duration::from_secs(5), watchdog.fault())
-            .await
-            .expect("the early end is reported");
+        let fault = reported(&watchdog).await;
         assert_eq!(
             fault,
             TaskFault {
@@ -202,7 +206,8 @@ mod tests {
         tokio::time::sleep(SETTLE).await;
         // Asked only now, after both ended.
         assert_eq!(watchdog.fault().await.task, "first");
-        assert_eq!(watchdog.clone().fault().await.task, "first");
+        // And again: asking does not consume it.
+        assert_eq!(watchdog.fault().await.task, "first");
     }
 
     #[tokio::test]

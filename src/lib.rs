@@ -296,9 +296,8 @@ pub struct Gateway {
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
+    /// The long-lived tasks except the broker's, which closes last.
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    drain_task: Option<tokio::task::JoinHandle<()>>,
-    enrich_task: Option<tokio::task::JoinHandle<()>>,
     watchdog: Watchdog,
     spool: Option<spool::Spool>,
     pending: Option<spool::Spool>,
@@ -397,9 +396,8 @@ impl Gateway {
             "housekeeping",
             housekeeping(pipeline.clone(), stop_rx.clone()),
         ));
-        let mut drain_task = None;
         if let Some(spool) = &spool {
-            drain_task = Some(watchdog.spawn(
+            tasks.push(watchdog.spawn(
                 "spool drain",
                 drain::run(
                     spool.clone(),
@@ -409,9 +407,8 @@ impl Gateway {
                 ),
             ));
         }
-        let mut enrich_task = None;
         if pending.is_some() {
-            enrich_task = Some(watchdog.spawn(
+            tasks.push(watchdog.spawn(
                 "deferred look-ups",
                 drain::enrichment(pipeline.clone(), stop_rx.clone()),
             ));
@@ -428,8 +425,6 @@ impl Gateway {
             admin_addr,
             stop,
             tasks,
-            drain_task,
-            enrich_task,
             watchdog,
             spool,
             pending,
@@ -473,9 +468,6 @@ impl Gateway {
         self.watchdog.stand_down();
         let _ = self.stop.send(true);
         for task in self.tasks {
-            let _ = task.await;
-        }
-        for task in [self.drain_task, self.enrich_task].into_iter().flatten() {
             let _ = task.await;
         }
         self.publisher_task.shutdown().await;

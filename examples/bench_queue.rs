@@ -59,7 +59,7 @@ async fn main() -> Result<(), lapin::Error> {
     let (connection, ch) = channel().await?;
     match (args.first().map(String::as_str), args.get(1), args.get(2)) {
         (Some("declare"), Some(exchange), Some(queue)) => {
-            hookgate::publish::declare_topology(&ch, exchange).await?;
+            hookgate::publish::declare_topology(&connection, exchange).await?;
             let durable = QueueDeclareOptions {
                 durable: true,
                 ..QueueDeclareOptions::default()

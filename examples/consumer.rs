@@ -34,7 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     // The gateway declares the exchange with its alternate exchange; so does this.
-    hookgate::publish::declare_topology(&channel, &exchange).await?;
+    hookgate::publish::declare_topology(&connection, &exchange).await?;
     channel
         .queue_declare(
             queue.as_str().into(),

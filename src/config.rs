@@ -182,8 +182,16 @@ pub struct RawServer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBroker {
-    /// `amqp://user:pass@host:port/vhost`.
-    pub url: String,
+    /// `amqp://user:pass@host:port/vhost`: the one-endpoint form of `urls`.
+    pub url: Option<String>,
+    /// Every node of a cluster, `amqp://` or `amqps://`; tried in turn.
+    pub urls: Option<Vec<String>>,
+    /// PEM bundle of CAs trusted for `amqps://` in addition to the built-in roots.
+    pub ca_file: Option<String>,
+    /// PEM client certificate for brokers that require one (with `client_key`).
+    pub client_cert: Option<String>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<String>,
     /// Topic exchange events are published to.
     pub exchange: Option<String>,
     /// How long a publish may wait for the broker's confirm before the request fails.
@@ -396,10 +404,12 @@ pub struct TlsPaths {
 }
 
 /// How to reach RabbitMQ.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerSettings {
-    /// AMQP URL; a secret because it usually carries a password.
-    pub url: Secret,
+    /// The nodes to connect to, in the configured order (at least one).
+    pub endpoints: Vec<crate::broker::Endpoint>,
+    /// What `amqps://` endpoints trust and present.
+    pub tls: crate::broker::BrokerTls,
     /// Topic exchange for events.
     pub exchange: String,
     /// Deadline for a publisher confirm.
@@ -849,17 +859,54 @@ fn build_admin(b: &mut Builder, raw: &RawAdmin) -> Option<AdminSettings> {
 }
 
 fn build_broker(b: &mut Builder, raw: &RawBroker) -> BrokerSettings {
-    let url = b.expand("broker.url", &raw.url);
-    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-        b.error(
-            "broker.url",
-            "must start with amqp:// (amqps:// is not built in)",
-        );
-    } else if url.starts_with("amqps://") {
-        b.error(
-            "broker.url",
-            "amqps:// is not supported by this build; run the broker on loopback or a private network",
-        );
+    let listed: Vec<(String, &String)> = match (&raw.url, &raw.urls) {
+        (Some(_), Some(_)) => {
+            b.error(
+                "broker.urls",
+                "set either broker.url (one node) or broker.urls (a cluster), not both",
+            );
+            Vec::new()
+        }
+        (Some(url), None) => vec![("broker.url".to_owned(), url)],
+        (None, Some(urls)) if urls.is_empty() => {
+            b.error(
+                "broker.urls",
+                "must list at least one amqp:// or amqps:// URL",
+            );
+            Vec::new()
+        }
+        (None, Some(urls)) => urls
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (format!("broker.urls[{i}]"), u))
+            .collect(),
+        (None, None) => {
+            b.error(
+                "broker.url",
+                "missing: set broker.url, or broker.urls for a cluster",
+            );
+            Vec::new()
+        }
+    };
+    let mut endpoints = Vec::with_capacity(listed.len());
+    for (key, raw_url) in listed {
+        let url = b.expand(&key, raw_url);
+        match crate::broker::Endpoint::parse(&url) {
+            Ok(endpoint) => endpoints.push(endpoint),
+            Err(reason) => b.error(&key, reason),
+        }
+    }
+    let tls = build_broker_tls(b, raw);
+    if (tls.ca_pem.is_some() || tls.client.is_some())
+        && !endpoints.is_empty()
+        && !endpoints.iter().any(|e| e.tls)
+    {
+        let key = if tls.ca_pem.is_some() {
+            "broker.ca_file"
+        } else {
+            "broker.client_cert"
+        };
+        b.error(key, "set, but no broker URL uses amqps://");
     }
     let exchange = raw
         .exchange
@@ -874,12 +921,80 @@ fn build_broker(b: &mut Builder, raw: &RawBroker) -> BrokerSettings {
     }
     let channels = b.count("broker.channels", raw.channels, 4, MAX_CHANNELS);
     BrokerSettings {
-        url: Secret::new(url),
+        endpoints,
+        tls,
         exchange,
         confirm_timeout: b.duration_ms("broker.confirm_timeout_ms", raw.confirm_timeout_ms, 5_000),
         connect_timeout: b.duration_ms("broker.connect_timeout_ms", raw.connect_timeout_ms, 3_000),
         channels,
     }
+}
+
+/// Reads `broker.ca_file` and `broker.client_cert`/`client_key` now, so a
+/// missing or unreadable file is a config error naming its key rather than
+/// a connection failure later.
+fn build_broker_tls(b: &mut Builder, raw: &RawBroker) -> crate::broker::BrokerTls {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    let read = |b: &mut Builder, key: &str, path: &str| -> Option<String> {
+        let path = b.expand(key, path);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                b.error(key, format!("cannot read `{path}` ({e})"));
+                None
+            }
+        }
+    };
+    let certificates = |b: &mut Builder, key: &str, text: String| -> Option<String> {
+        let found = CertificateDer::pem_slice_iter(text.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map(|certs| certs.len());
+        match found {
+            Ok(0) => b.error(key, "holds no PEM CERTIFICATE block"),
+            Ok(_) => return Some(text),
+            Err(e) => b.error(key, format!("is not valid PEM ({e})")),
+        }
+        None
+    };
+    let ca_pem = raw.ca_file.as_deref().and_then(|path| {
+        let text = read(b, "broker.ca_file", path)?;
+        certificates(b, "broker.ca_file", text)
+    });
+    let client = match (&raw.client_cert, &raw.client_key) {
+        (Some(cert), Some(key)) => {
+            let cert = read(b, "broker.client_cert", cert)
+                .and_then(|text| certificates(b, "broker.client_cert", text));
+            let key = read(b, "broker.client_key", key).and_then(|text| {
+                match PrivateKeyDer::from_pem_slice(text.as_bytes()) {
+                    Ok(_) => Some(Secret::new(text)),
+                    Err(_) => {
+                        b.error("broker.client_key", "holds no PEM private key");
+                        None
+                    }
+                }
+            });
+            cert.zip(key)
+                .map(|(cert_pem, key_pem)| crate::broker::ClientIdentity { cert_pem, key_pem })
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            b.error(
+                "broker.client_key",
+                "missing: client_cert is set, so client_key is required",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            b.error(
+                "broker.client_cert",
+                "missing: client_key is set, so client_cert is required",
+            );
+            None
+        }
+    };
+    crate::broker::BrokerTls { ca_pem, client }
 }
 
 fn build_sources(b: &mut Builder, raw: &[RawSource], default_rate: Rate) -> Sources {
@@ -1409,6 +1524,107 @@ api_key = \"api-key\"
                 "{key} missing from {found:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_cluster_is_a_list_of_urls_amqps_included() {
+        let text = GOOD.replace(
+            "url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+            "urls = [\"amqp://guest:guest@rabbit-1:5672/%2f\", \"amqps://u:p@rabbit-2/%2f\"]",
+        );
+        let settings = from_toml_with_env(&text, &env).expect("valid config");
+        let names: Vec<&str> = settings
+            .broker
+            .endpoints
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(names, ["rabbit-1:5672", "rabbit-2:5671"]);
+        assert_eq!(
+            settings
+                .broker
+                .endpoints
+                .iter()
+                .map(|e| e.tls)
+                .collect::<Vec<_>>(),
+            [false, true]
+        );
+    }
+
+    #[test]
+    fn broker_endpoint_mistakes_name_their_key() {
+        let both = GOOD.replace(
+            "exchange = \"hookgate.events\"",
+            "urls = [\"amqp://guest:guest@rabbit-1:5672/%2f\"]\nexchange = \"hookgate.events\"",
+        );
+        assert_eq!(keys(&both), ["broker.urls"]);
+        let neither = GOOD.replace("url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\n", "");
+        assert_eq!(keys(&neither), ["broker.url"]);
+        let second_bad = GOOD.replace(
+            "url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+            "urls = [\"amqp://guest:guest@rabbit-1:5672/%2f\", \"amqp://guest:hunter2@rabbit-2:port/%2f\"]",
+        );
+        let found = errors(&second_bad);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].key, "broker.urls[1]");
+        assert!(
+            !found[0].message.contains("hunter2"),
+            "{}",
+            found[0].message
+        );
+        let empty = GOOD.replace(
+            "url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+            "urls = []",
+        );
+        assert_eq!(keys(&empty), ["broker.urls"]);
+    }
+
+    #[test]
+    fn broker_tls_files_are_read_at_load_and_named_when_unusable() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let amqps = GOOD.replace("url = \"amqp://", "url = \"amqps://");
+        let with = |keys_text: &str| {
+            amqps.replace(
+                "exchange = \"hookgate.events\"",
+                &format!("exchange = \"hookgate.events\"\n{keys_text}"),
+            )
+        };
+        let missing = with("ca_file = \"/nonexistent/ca.pem\"");
+        let found = errors(&missing);
+        assert_eq!(found[0].key, "broker.ca_file");
+        assert!(
+            found[0].message.contains("/nonexistent/ca.pem"),
+            "{found:?}"
+        );
+        let garbage = with(&format!("ca_file = \"{}\"", not_pem.display()));
+        assert_eq!(keys(&garbage), ["broker.ca_file"]);
+        let half = with(&format!("client_cert = \"{}\"", not_pem.display()));
+        assert!(keys(&half).contains(&"broker.client_key".to_owned()));
+
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, cert.pem()).unwrap();
+        let good = with(&format!("ca_file = \"{}\"", ca.display()));
+        let settings = from_toml_with_env(&good, &env).expect("valid config");
+        assert_eq!(
+            settings.broker.tls.ca_pem.as_deref(),
+            Some(cert.pem().as_str())
+        );
+        // A CA for a broker that is only reached over plain amqp:// is a mistake.
+        let plain = GOOD.replace(
+            "exchange = \"hookgate.events\"",
+            &format!(
+                "exchange = \"hookgate.events\"\nca_file = \"{}\"",
+                ca.display()
+            ),
+        );
+        assert_eq!(keys(&plain), ["broker.ca_file"]);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
-use crate::publish::{Outgoing, PublishError, Publisher};
+use crate::publish::{LinkState, Outgoing, PublishError, Publisher};
 use crate::spool::{Spool, SpoolError, SpooledEvent};
 
 /// How many entries are read from disk at a time.
@@ -35,9 +35,10 @@ pub async fn run(
         if *stop.borrow() {
             return;
         }
-        if !publisher.is_connected() {
+        if !matches!(publisher.state(), LinkState::Up(_)) {
+            // Down or blocked by an alarm: wait for a link that takes publishes.
             tokio::select! {
-                _ = publisher.wait_connected(Duration::from_secs(1)) => {}
+                _ = publisher.wait_usable(Duration::from_secs(1)) => {}
                 _ = stop.changed() => return,
             }
             continue;

@@ -19,6 +19,7 @@
 //! vendors/       one module per vendor behind the `Vendor` trait
 //! canonical.rs   the CloudEvents envelope, `data`, exact amounts, event ids
 //! guard.rs       masks full card numbers before anything is published
+//! broker.rs      broker endpoints, amqps trust, opening one connection
 //! publish.rs     lapin connection supervisor, confirm-mode channels
 //! ratelimit.rs   per-source quotas and the per-IP guard (governor)
 //! metrics.rs     Prometheus series
@@ -36,6 +37,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod broker;
 pub mod canonical;
 pub mod config;
 pub mod dedup;
@@ -65,7 +67,7 @@ use tokio::sync::watch;
 use config::{AdminSettings, BrokerSettings, ConfigErrors, ServerSettings, Settings};
 use metrics::{Metrics, OutcomeLabel};
 use pipeline::{Pipeline, Runtime};
-use publish::{Publisher, PublisherTask};
+use publish::{LinkState, Publisher, PublisherTask};
 use watchdog::{TaskFault, Watchdog};
 
 /// Why the gateway could not start.
@@ -186,7 +188,8 @@ impl Control {
         if new.server.header_timeout != fixed.server.header_timeout {
             keys.push("server.header_timeout_ms");
         }
-        if new.broker.url != fixed.broker.url
+        if new.broker.endpoints != fixed.broker.endpoints
+            || new.broker.tls != fixed.broker.tls
             || new.broker.exchange != fixed.broker.exchange
             || new.broker.channels != fixed.broker.channels
             || new.broker.confirm_timeout != fixed.broker.confirm_timeout
@@ -212,11 +215,16 @@ impl Control {
     pub fn readiness(&self) -> Readiness {
         let mut degraded = Vec::new();
         let mut blocking = Vec::new();
-        let broker_up = self.pipeline.publisher().is_connected();
-        match (broker_up, self.pipeline.spool()) {
-            (true, _) => {}
-            (false, Some(_)) => degraded.push("broker disconnected; events are spooled".to_owned()),
-            (false, None) => blocking.push("broker disconnected".to_owned()),
+        let problem = match self.pipeline.publisher().state() {
+            LinkState::Up(_) => None,
+            LinkState::Down(None) => Some("broker disconnected".to_owned()),
+            LinkState::Down(Some(last)) => Some(format!("broker disconnected ({last})")),
+            LinkState::Blocked(reason) => Some(format!("broker blocked publishing ({reason})")),
+        };
+        match (problem, self.pipeline.spool()) {
+            (None, _) => {}
+            (Some(problem), Some(_)) => degraded.push(format!("{problem}; events are spooled")),
+            (Some(problem), None) => blocking.push(problem),
         }
         if let Some(spool) = self.pipeline.spool() {
             let stats = spool.stats();
@@ -352,7 +360,8 @@ impl Gateway {
         let stores = open_stores(&settings).await?;
         let metrics = Arc::new(Metrics::new());
         let watchdog = Watchdog::new();
-        let (publisher, publisher_task) = Publisher::start(settings.broker.clone(), &watchdog);
+        let (publisher, publisher_task) =
+            Publisher::start(settings.broker.clone(), &metrics, &watchdog);
         let fixed = Fixed {
             server: settings.server.clone(),
             broker: settings.broker.clone(),

@@ -44,6 +44,36 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// `{endpoint}`: a configured broker node as `host:port`, never its credentials.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    /// `host:port` from the configured URL.
+    pub endpoint: String,
+}
+
+/// The broker connection's series, handed to its supervisor, which is the
+/// only place that sees endpoints change and alarms come and go.
+#[derive(Clone, Default)]
+pub struct BrokerMetrics {
+    /// 1 for the endpoint in use, 0 for the others.
+    pub endpoints: Family<EndpointLabel, Gauge>,
+    /// Moves from one endpoint to the next after a failed attempt or a lost connection.
+    pub failovers: Counter,
+    /// Periods in which the broker blocked publishing (memory or disk alarm).
+    pub blocked: Counter,
+}
+
+impl BrokerMetrics {
+    /// The gauge of one endpoint.
+    pub fn endpoint(&self, name: &str) -> Gauge {
+        self.endpoints
+            .get_or_create(&EndpointLabel {
+                endpoint: name.to_owned(),
+            })
+            .clone()
+    }
+}
+
 /// Every series hookgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -65,6 +95,8 @@ pub struct Metrics {
     pub reloads: Family<OutcomeLabel, Counter>,
     /// 1 while the broker connection is up.
     pub broker_connected: Gauge,
+    /// Endpoint in use, failovers, blocked periods.
+    broker: BrokerMetrics,
     /// Full card numbers masked out of vendor data before publishing, by source.
     pub pan_masked: Family<SourceLabel, Counter>,
     /// Vendor look-ups for thin pings: complete, failed, deferred (to the background).
@@ -141,6 +173,22 @@ impl Metrics {
             "1 while the broker connection is up",
             broker_connected.clone(),
         );
+        let broker = BrokerMetrics::default();
+        registry.register(
+            "broker_endpoint",
+            "1 for the broker endpoint (host:port) the connection uses, 0 for the others",
+            broker.endpoints.clone(),
+        );
+        registry.register(
+            "broker_failovers",
+            "Moves to the next broker endpoint after a failed attempt or a lost connection",
+            broker.failovers.clone(),
+        );
+        registry.register(
+            "broker_blocked",
+            "Periods in which the broker blocked publishing (memory or disk alarm)",
+            broker.blocked.clone(),
+        );
         let pan_masked = Family::<SourceLabel, Counter>::default();
         registry.register(
             "pan_masked",
@@ -201,7 +249,13 @@ impl Metrics {
             unmapped,
             reloads,
             broker_connected,
+            broker,
         }
+    }
+
+    /// The broker connection's series, for its supervisor.
+    pub fn broker(&self) -> BrokerMetrics {
+        self.broker.clone()
     }
 
     /// The Prometheus text exposition of every series.

@@ -394,10 +394,7 @@ impl Pipeline {
             .observe(started.elapsed().as_secs_f64());
         let outcome = match &published {
             Ok(()) => "ack",
-            Err(PublishError::Nacked) => "nack",
-            Err(PublishError::Returned) => "returned",
-            Err(PublishError::ConfirmTimeout(_)) => "timeout",
-            Err(PublishError::Unavailable) => "unavailable",
+            Err(error) => error.label(),
         };
         self.metrics
             .confirms

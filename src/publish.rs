@@ -7,8 +7,11 @@
 //! turns into "not safe yet". Nothing here answers a vendor before the broker
 //! has the event.
 //!
-//! A supervisor task owns the connection. It connects with a deadline,
-//! declares the topology (the durable topic exchange and, as its
+//! A supervisor task owns the connection. It connects with a deadline to one
+//! of the configured endpoints (see [`crate::broker`] for why rotation lives
+//! here and not in lapin), starting at a random one so replicas spread over a
+//! cluster's nodes, and moving to the next after every failed attempt and
+//! every lost connection. It declares the topology (the durable topic exchange and, as its
 //! `alternate-exchange`, a fanout exchange `{exchange}.unroutable` with a
 //! durable queue of the same name, so an event no consumer binds for is kept
 //! rather than lost), opens the channels and publishes them as the current
@@ -29,17 +32,17 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
-};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind};
 use tokio::sync::{watch, Notify};
 
+use crate::broker::Endpoint;
 use crate::canonical::{Event, CONTENT_TYPE};
 use crate::config::BrokerSettings;
+use crate::metrics::{BrokerMetrics, Metrics};
 use crate::watchdog::Watchdog;
 
 /// Why an event is not (yet) safe at the broker.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PublishError {
     /// No connection to the broker right now.
     #[error("broker unavailable")]
@@ -53,6 +56,34 @@ pub enum PublishError {
     /// The confirm did not arrive in time; the outcome is unknown.
     #[error("no confirm within {0:?}")]
     ConfirmTimeout(Duration),
+    /// The broker blocked publishing (memory or disk alarm); the reason it gave.
+    #[error("broker blocked publishing: {0}")]
+    Blocked(String),
+}
+
+impl PublishError {
+    /// A closed-set label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Nacked => "nack",
+            Self::Returned => "returned",
+            Self::ConfirmTimeout(_) => "timeout",
+            Self::Blocked(_) => "blocked",
+        }
+    }
+}
+
+/// What the broker link can do right now, for publishes, the drain and
+/// readiness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    /// No connection; the last attempt's failure, if one failed.
+    Down(Option<String>),
+    /// Connected to this endpoint (`host:port`) and taking publishes.
+    Up(String),
+    /// Connected, but the broker blocks publishing; the reason it gave.
+    Blocked(String),
 }
 
 /// A serialized event ready for the broker, with everything its AMQP
@@ -101,7 +132,8 @@ struct Inner {
     /// Wakes the supervisor when a publish saw the link fail.
     broken: Notify,
     next_channel: AtomicUsize,
-    connected: watch::Sender<bool>,
+    state: watch::Sender<LinkState>,
+    metrics: BrokerMetrics,
 }
 
 /// Shared handle to the broker; clone freely.
@@ -126,42 +158,91 @@ impl PublisherTask {
 }
 
 impl Publisher {
-    /// Starts the connection supervisor under `watchdog`; the publisher is
-    /// usable at once and reports [`PublishError::Unavailable`] until the
-    /// first connection is up.
-    pub fn start(settings: BrokerSettings, watchdog: &Watchdog) -> (Self, PublisherTask) {
-        let (connected, _) = watch::channel(false);
+    /// Starts the connection supervisor under `watchdog`, counting into
+    /// `metrics`; the publisher is usable at once and reports
+    /// [`PublishError::Unavailable`] until the first connection is up.
+    pub fn start(
+        settings: BrokerSettings,
+        metrics: &Metrics,
+        watchdog: &Watchdog,
+    ) -> (Self, PublisherTask) {
+        let (state, _) = watch::channel(LinkState::Down(None));
+        let metrics = metrics.broker();
+        for endpoint in &settings.endpoints {
+            metrics.endpoint(&endpoint.name).set(0);
+        }
         let inner = Arc::new(Inner {
             settings,
             link: ArcSwapOption::empty(),
             broken: Notify::new(),
             next_channel: AtomicUsize::new(0),
-            connected,
+            state,
+            metrics,
         });
         let (stop, stop_rx) = watch::channel(false);
         let handle = watchdog.spawn("broker connection", supervise(inner.clone(), stop_rx));
         (Self { inner }, PublisherTask { stop, handle })
     }
 
-    /// Whether a connection is up right now (for readiness).
+    /// Whether a connection is up right now, blocked or not (for readiness).
     pub fn is_connected(&self) -> bool {
-        *self.inner.connected.borrow()
+        !matches!(*self.inner.state.borrow(), LinkState::Down(_))
     }
 
-    /// Waits until connected or the deadline passes; for start-up and tests.
+    /// The link's state right now.
+    pub fn state(&self) -> LinkState {
+        self.inner.state.borrow().clone()
+    }
+
+    /// Waits until connected (blocked or not) or the deadline passes; for
+    /// start-up and tests.
     pub async fn wait_connected(&self, deadline: Duration) -> bool {
-        let mut rx = self.inner.connected.subscribe();
-        let connected = tokio::time::timeout(deadline, rx.wait_for(|c| *c)).await;
-        matches!(connected, Ok(Ok(_)))
+        self.wait_for(deadline, |s| !matches!(s, LinkState::Down(_)))
+            .await
+    }
+
+    /// Waits until the link takes publishes (connected and not blocked) or
+    /// the deadline passes; the drain waits here.
+    pub async fn wait_usable(&self, deadline: Duration) -> bool {
+        self.wait_for(deadline, |s| matches!(s, LinkState::Up(_)))
+            .await
+    }
+
+    async fn wait_for(&self, deadline: Duration, wanted: impl FnMut(&LinkState) -> bool) -> bool {
+        let mut rx = self.inner.state.subscribe();
+        let reached = tokio::time::timeout(deadline, rx.wait_for(wanted)).await;
+        matches!(reached, Ok(Ok(_)))
+    }
+
+    /// The current link if it takes publishes now.
+    fn usable_link(&self) -> Result<Arc<Link>, PublishError> {
+        if let LinkState::Blocked(reason) = &*self.inner.state.borrow() {
+            return Err(PublishError::Blocked(reason.clone()));
+        }
+        self.inner.link.load_full().ok_or(PublishError::Unavailable)
+    }
+
+    /// Resolves with the broker's reason once it blocks publishing; pending
+    /// otherwise. Raced against confirms so a blocked broker releases them.
+    async fn blocked(&self) -> String {
+        let mut rx = self.inner.state.subscribe();
+        let reason = match rx.wait_for(|s| matches!(s, LinkState::Blocked(_))).await {
+            Ok(state) => match &*state {
+                LinkState::Blocked(reason) => Some(reason.clone()),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        match reason {
+            Some(reason) => reason,
+            // The supervisor is gone: nothing will block any more.
+            None => std::future::pending().await,
+        }
     }
 
     /// Publishes one serialized event and waits for the broker's confirm.
     pub async fn publish(&self, event: &Outgoing) -> Result<(), PublishError> {
-        let link = self
-            .inner
-            .link
-            .load_full()
-            .ok_or(PublishError::Unavailable)?;
+        let link = self.usable_link()?;
         let channel = self.next_channel(&link);
         let until = tokio::time::Instant::now() + self.inner.settings.confirm_timeout;
         let confirm = async {
@@ -169,8 +250,10 @@ impl Publisher {
                 .await?
                 .await
         };
-        let answer = tokio::time::timeout_at(until, confirm).await;
-        self.settle(&link, answer)
+        tokio::select! {
+            answer = tokio::time::timeout_at(until, confirm) => self.settle(&link, answer),
+            reason = self.blocked() => Err(PublishError::Blocked(reason)),
+        }
     }
 
     /// Publishes events in order on one channel, all confirms in flight at
@@ -178,11 +261,9 @@ impl Publisher {
     /// a channel's order, so a drained spool reaches the queue oldest first
     /// without paying one round trip per event.
     pub async fn publish_in_order(&self, events: &[&Outgoing]) -> Vec<Result<(), PublishError>> {
-        let Some(link) = self.inner.link.load_full() else {
-            return events
-                .iter()
-                .map(|_| Err(PublishError::Unavailable))
-                .collect();
+        let link = match self.usable_link() {
+            Ok(link) => link,
+            Err(error) => return events.iter().map(|_| Err(error.clone())).collect(),
         };
         let channel = self.next_channel(&link);
         let until = tokio::time::Instant::now() + self.inner.settings.confirm_timeout;
@@ -193,7 +274,13 @@ impl Publisher {
         let mut outcomes = Vec::with_capacity(events.len());
         for sent in pending {
             let answer = match sent {
-                Ok(confirm) => tokio::time::timeout_at(until, confirm).await,
+                Ok(confirm) => tokio::select! {
+                    answer = tokio::time::timeout_at(until, confirm) => answer,
+                    reason = self.blocked() => {
+                        outcomes.push(Err(PublishError::Blocked(reason)));
+                        continue;
+                    }
+                },
                 Err(error) => Ok(Err(error)),
             };
             outcomes.push(self.settle(&link, answer));
@@ -216,7 +303,16 @@ impl Publisher {
         match answer {
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),
             Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Returned),
-            Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
+            Ok(Ok(Confirmation::Nack(_))) => {
+                // RabbitMQ nacks what a queue cannot take: a quorum queue
+                // without a leader, a length limit with reject-publish. A
+                // channel that began publishing to a quorum queue while its
+                // leader was down keeps nacking even after a new leader is
+                // elected (seen on RabbitMQ 3.10 after a node was killed), so
+                // rebuild the link: fresh channels find the current leader.
+                self.mark_broken(link);
+                Err(PublishError::Nacked)
+            }
             Ok(Ok(Confirmation::NotRequested)) => {
                 // Cannot happen on a confirm-mode channel; treat the channel as broken.
                 self.mark_broken(link);
@@ -240,7 +336,7 @@ impl Publisher {
 
     fn mark_broken(&self, failed: &Arc<Link>) {
         if clear_if_current(&self.inner.link, failed) {
-            self.inner.connected.send_replace(false);
+            self.inner.state.send_replace(LinkState::Down(None));
         }
         self.inner.broken.notify_one();
     }
@@ -300,39 +396,63 @@ pub fn properties(event: &Outgoing) -> BasicProperties {
 }
 
 async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    let endpoints = &inner.settings.endpoints;
+    // A random first endpoint spreads replicas over a cluster's nodes.
+    let mut at = fastrand::usize(..endpoints.len());
+    let move_on = |at: &mut usize| {
+        if endpoints.len() > 1 {
+            *at = (*at + 1) % endpoints.len();
+            inner.metrics.failovers.inc();
+        }
+    };
     let mut backoff = Duration::from_millis(100);
     loop {
         if *stop.borrow() {
             break;
         }
-        let attempt =
-            tokio::time::timeout(inner.settings.connect_timeout, connect(&inner.settings));
-        let link = tokio::select! {
+        let endpoint = &endpoints[at];
+        let attempt = tokio::time::timeout(
+            inner.settings.connect_timeout,
+            connect(&inner.settings, endpoint),
+        );
+        let failure = tokio::select! {
             result = attempt => match result {
-                Ok(Ok(link)) => Some(Arc::new(link)),
-                Ok(Err(error)) => {
-                    tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "Cannot connect to the broker.");
-                    None
-                }
-                Err(_) => {
-                    tracing::warn!(retry_in_ms = backoff.as_millis() as u64, "Broker connection attempt timed out.");
-                    None
-                }
+                Ok(Ok(link)) => Ok(Arc::new(link)),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!("no answer within {:?}", inner.settings.connect_timeout)),
             },
             _ = stop.changed() => break,
         };
-        let Some(link) = link else {
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => break,
+        let link = match failure {
+            Ok(link) => link,
+            Err(reason) => {
+                tracing::warn!(endpoint = %endpoint.name, error = %reason, retry_in_ms = backoff.as_millis() as u64, "Cannot connect to the broker.");
+                inner.state.send_replace(LinkState::Down(Some(format!(
+                    "{}: {reason}",
+                    endpoint.name
+                ))));
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                move_on(&mut at);
+                continue;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-            continue;
         };
-        backoff = Duration::from_millis(100);
+        let connected_at = tokio::time::Instant::now();
+        let mut events: Option<Events> = Some(Box::pin(link.connection.events_listener()));
         inner.link.store(Some(link.clone()));
-        inner.connected.send_replace(true);
-        tracing::info!(exchange = %inner.settings.exchange, channels = link.channels.len(), "Connected to the broker.");
+        let gauge = inner.metrics.endpoint(&endpoint.name);
+        gauge.set(1);
+        if link.connection.status().blocked() {
+            block(&inner, "blocked at connect".to_owned());
+        } else {
+            inner
+                .state
+                .send_replace(LinkState::Up(endpoint.name.clone()));
+        }
+        tracing::info!(endpoint = %endpoint.name, exchange = %inner.settings.exchange, channels = link.channels.len(), "Connected to the broker.");
 
         // Stay here while the link is healthy.
         loop {
@@ -340,6 +460,14 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                 _ = inner.broken.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = stop.changed() => {}
+                event = next_event(&mut events) => match event {
+                    lapin::Event::ConnectionBlocked(reason) => block(&inner, reason),
+                    lapin::Event::ConnectionUnblocked => {
+                        tracing::info!(endpoint = %endpoint.name, "The broker unblocked publishing.");
+                        inner.state.send_replace(LinkState::Up(endpoint.name.clone()));
+                    }
+                    _ => {}
+                },
             }
             let still_current = inner
                 .link
@@ -353,8 +481,9 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                 break;
             }
         }
+        gauge.set(0);
         clear_if_current(&inner.link, &link);
-        inner.connected.send_replace(false);
+        inner.state.send_replace(LinkState::Down(None));
         if *stop.borrow() {
             // Wait for in-flight confirms, then close politely.
             for channel in &link.channels {
@@ -372,21 +501,52 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             tracing::info!("Broker connection closed.");
             break;
         }
-        tracing::warn!("Broker connection lost; reconnecting.");
+        tracing::warn!(endpoint = %endpoint.name, "Broker connection lost; reconnecting.");
         let _ = tokio::time::timeout(
             Duration::from_millis(200),
             link.connection.close(320, "reconnecting".into()),
         )
         .await;
+        move_on(&mut at);
+        // A link that broke within a second (a broker that nacks everything,
+        // a node that accepts and then drops us) is retried with the backoff,
+        // so a persistent fault does not become a reconnect storm.
+        if connected_at.elapsed() < Duration::from_secs(1) {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => break,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        } else {
+            backoff = Duration::from_millis(100);
+        }
     }
 }
 
-async fn connect(settings: &BrokerSettings) -> Result<Link, lapin::Error> {
-    let props = ConnectionProperties::default().with_connection_name("hookgate".into());
-    let connection = Connection::connect(settings.url.expose(), props).await?;
-    let setup = connection.create_channel().await?;
-    declare_topology(&setup, &settings.exchange).await?;
-    let _ = setup.close(200, "topology declared".into()).await;
+/// Records that the broker blocked publishing, releasing waiting confirms.
+fn block(inner: &Inner, reason: String) {
+    tracing::warn!(reason = %reason, "The broker blocked publishing (a resource alarm); new events are spooled until it unblocks.");
+    inner.metrics.blocked.inc();
+    inner.state.send_replace(LinkState::Blocked(reason));
+}
+
+type Events = std::pin::Pin<Box<dyn futures_core::Stream<Item = lapin::Event> + Send>>;
+
+/// The next connection event; pending forever once the stream has ended
+/// (the connection is gone, which the supervisor's health check sees).
+async fn next_event(events: &mut Option<Events>) -> lapin::Event {
+    if let Some(stream) = events {
+        if let Some(event) = std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
+            return event;
+        }
+    }
+    *events = None;
+    std::future::pending().await
+}
+
+async fn connect(settings: &BrokerSettings, endpoint: &Endpoint) -> Result<Link, lapin::Error> {
+    let connection = crate::broker::open(endpoint, &settings.tls, "hookgate").await?;
+    declare_topology(&connection, &settings.exchange).await?;
     let mut channels = Vec::with_capacity(settings.channels);
     for _ in 0..settings.channels {
         let channel = connection.create_channel().await?;
@@ -401,10 +561,15 @@ async fn connect(settings: &BrokerSettings) -> Result<Link, lapin::Error> {
     })
 }
 
-/// Declares the event exchange and its alternate exchange and queue. All are
-/// durable; redeclaring with the same arguments is a no-op on the broker.
-pub async fn declare_topology(channel: &Channel, exchange: &str) -> Result<(), lapin::Error> {
+/// Declares the event exchange and its alternate exchange (durable;
+/// redeclaring with the same arguments is a no-op), then the queue that keeps
+/// unroutable events. Exchanges are cluster-wide metadata, so a failure there
+/// is a failed connection; the queue lives on nodes that may be down, so a
+/// failure there is logged and the connection is used anyway (what the
+/// broker cannot park is still confirmed, as for any unbound key).
+pub async fn declare_topology(connection: &Connection, exchange: &str) -> Result<(), lapin::Error> {
     let unroutable = format!("{exchange}.unroutable");
+    let channel = connection.create_channel().await?;
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
@@ -417,31 +582,65 @@ pub async fn declare_topology(channel: &Channel, exchange: &str) -> Result<(), l
             FieldTable::default(),
         )
         .await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "alternate-exchange".into(),
+        AMQPValue::LongString(LongString::from(unroutable.as_bytes().to_vec())),
+    );
     channel
+        .exchange_declare(exchange.into(), ExchangeKind::Topic, durable, args)
+        .await?;
+    let _ = channel.close(200, "exchanges declared".into()).await;
+    if let Err(error) = declare_parking_queue(connection, &unroutable).await {
+        tracing::warn!(queue = %unroutable, error = %error, "Cannot declare the queue for unroutable events (its node may be down); publishing anyway.");
+    }
+    Ok(())
+}
+
+/// The durable queue behind the alternate exchange: a quorum queue, so it
+/// survives the loss of a node like the consumers' queues do. A classic queue
+/// of that name from an older deployment is kept as it is (RabbitMQ refuses
+/// to redeclare a queue with another type, and converting means a new queue).
+async fn declare_parking_queue(connection: &Connection, queue: &str) -> Result<(), lapin::Error> {
+    let mut channel = connection.create_channel().await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from(&b"quorum"[..])),
+    );
+    let declared = channel
         .queue_declare(
-            unroutable.as_str().into(),
+            queue.into(),
             QueueDeclareOptions {
                 durable: true,
                 ..QueueDeclareOptions::default()
             },
-            FieldTable::default(),
+            args,
         )
-        .await?;
+        .await;
+    match declared {
+        Ok(_) => {}
+        Err(error) if precondition_failed(&error) => {
+            // The broker closed the channel; the existing queue stays.
+            channel = connection.create_channel().await?;
+        }
+        Err(error) => return Err(error),
+    }
     channel
         .queue_bind(
-            unroutable.as_str().into(),
-            unroutable.as_str().into(),
+            queue.into(),
+            queue.into(),
             "".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
         .await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "alternate-exchange".into(),
-        AMQPValue::LongString(LongString::from(unroutable.into_bytes())),
-    );
-    channel
-        .exchange_declare(exchange.into(), ExchangeKind::Topic, durable, args)
-        .await
+    let _ = channel.close(200, "parking queue declared".into()).await;
+    Ok(())
+}
+
+/// Whether the broker refused a declaration as inequivalent to what exists.
+fn precondition_failed(error: &lapin::Error) -> bool {
+    const PRECONDITION_FAILED: u16 = 406;
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(e) if e.get_id() == PRECONDITION_FAILED)
 }

@@ -165,7 +165,11 @@ async fn connected_publisher(
     settings: &Settings,
 ) -> Result<(Publisher, crate::publish::PublisherTask), ToolError> {
     // A one-shot command has no restart to ask for: nobody watches.
-    let (publisher, task) = Publisher::start(settings.broker.clone(), &Watchdog::new());
+    let (publisher, task) = Publisher::start(
+        settings.broker.clone(),
+        &crate::metrics::Metrics::new(),
+        &Watchdog::new(),
+    );
     if publisher.wait_connected(Duration::from_secs(10)).await {
         Ok((publisher, task))
     } else {
@@ -240,9 +244,10 @@ pub async fn remap(settings: &Settings, queue: &str) -> Result<RemapReport, Tool
     use lapin::options::{BasicAckOptions, BasicGetOptions, BasicRejectOptions};
 
     let broker = |e: lapin::Error| ToolError::Broker(e.to_string());
-    let connection = lapin::Connection::connect(
-        settings.broker.url.expose(),
-        lapin::ConnectionProperties::default(),
+    let connection = crate::broker::open_any(
+        &settings.broker.endpoints,
+        &settings.broker.tls,
+        "hookgate remap",
     )
     .await
     .map_err(broker)?;

@@ -438,6 +438,7 @@ fn remap_turns_parked_unmapped_events_into_canonical_ones_with_their_original_id
         let settings = hookgate::config::load(cfg.path()).unwrap();
         let (publisher, task) = hookgate::publish::Publisher::start(
             settings.broker,
+            &hookgate::metrics::Metrics::new(),
             &hookgate::watchdog::Watchdog::new(),
         );
         assert!(

@@ -325,9 +325,35 @@ pub struct Received {
 
 impl Broker {
     pub async fn connect() -> Self {
-        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        Self::connect_to(&amqp_url()).await
+    }
+
+    /// A client of the broker (or cluster node) at `url`.
+    pub async fn connect_to(url: &str) -> Self {
+        let connection = Connection::connect(url, ConnectionProperties::default())
             .await
-            .expect("RabbitMQ on 127.0.0.1:5672 (run scripts/broker start)");
+            .unwrap_or_else(|e| panic!("RabbitMQ at {url} (run scripts/broker start): {e}"));
+        Self::on(connection).await
+    }
+
+    /// A client over `amqps://` that trusts `ca_pem`.
+    pub async fn connect_tls(url: &str, ca_pem: &str) -> Self {
+        let tls = lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain: Some(ca_pem.to_owned()),
+        };
+        let connection = Connection::connect_with_config(
+            url,
+            ConnectionProperties::default(),
+            tls,
+            lapin::runtime::default_runtime().unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("RabbitMQ over TLS at {url}: {e}"));
+        Self::on(connection).await
+    }
+
+    async fn on(connection: Connection) -> Self {
         let channel = connection.create_channel().await.unwrap();
         Self {
             connection,
@@ -335,10 +361,52 @@ impl Broker {
         }
     }
 
+    /// As [`Broker::bind_queue`], but a durable quorum queue (replicated on
+    /// every node of a cluster, its leader on the node this client is on).
+    pub async fn bind_quorum_queue(&self, exchange: &str, pattern: &str) -> String {
+        hookgate::publish::declare_topology(&self.connection, exchange)
+            .await
+            .unwrap();
+        let queue = unique("test-quorum");
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("quorum".into()),
+        );
+        args.insert(
+            "x-queue-leader-locator".into(),
+            lapin::types::AMQPValue::LongString("client-local".into()),
+        );
+        // Gone a minute after the test stops using it.
+        args.insert("x-expires".into(), lapin::types::AMQPValue::LongInt(60_000));
+        self.channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await
+            .unwrap();
+        self.channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.into(),
+                pattern.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        queue
+    }
+
     /// Declares the exchange topology as the gateway would, plus an
     /// exclusive queue bound with `pattern`, and returns the queue name.
     pub async fn bind_queue(&self, exchange: &str, pattern: &str) -> String {
-        hookgate::publish::declare_topology(&self.channel, exchange)
+        hookgate::publish::declare_topology(&self.connection, exchange)
             .await
             .unwrap();
         let queue = unique("test-queue");
@@ -434,6 +502,20 @@ pub fn config_text_with_admin(
     extra_admin: &str,
     sources: &str,
 ) -> String {
+    let broker = format!("url = \"{amqp}\"");
+    config_text_on_broker(cert, &broker, exchange, extra_server, extra_admin, sources)
+}
+
+/// The config text with `broker` as the `[broker]` table's endpoint keys
+/// (`url = …`, or `urls = […]` with TLS keys).
+pub fn config_text_on_broker(
+    cert: &TestCert,
+    broker: &str,
+    exchange: &str,
+    extra_server: &str,
+    extra_admin: &str,
+    sources: &str,
+) -> String {
     format!(
         r#"
 [server]
@@ -443,7 +525,7 @@ tls_key = "{key}"
 {extra_server}
 
 [broker]
-url = "{amqp}"
+{broker}
 exchange = "{exchange}"
 confirm_timeout_ms = 2000
 connect_timeout_ms = 1000
@@ -515,9 +597,46 @@ impl TestGateway {
         wait_for_broker: bool,
         exchange: String,
     ) -> Self {
+        let broker = format!("url = \"{amqp}\"");
+        Self::launch_on_broker(
+            sources,
+            extra_server,
+            extra_admin,
+            &broker,
+            amqp,
+            wait_for_broker,
+            exchange,
+        )
+        .await
+    }
+
+    /// Starts with `broker` as the `[broker]` endpoint keys (a cluster's
+    /// `urls`, amqps trust), on a fresh exchange.
+    pub async fn start_on_broker(sources: &str, broker: &str, wait_for_broker: bool) -> Self {
+        Self::launch_on_broker(
+            sources,
+            "",
+            "",
+            broker,
+            "",
+            wait_for_broker,
+            unique("test-exchange"),
+        )
+        .await
+    }
+
+    async fn launch_on_broker(
+        sources: &str,
+        extra_server: &str,
+        extra_admin: &str,
+        broker: &str,
+        amqp: &str,
+        wait_for_broker: bool,
+        exchange: String,
+    ) -> Self {
         let cert = TestCert::generate();
         let text =
-            config_text_with_admin(&cert, amqp, &exchange, extra_server, extra_admin, sources);
+            config_text_on_broker(&cert, broker, &exchange, extra_server, extra_admin, sources);
         let config_path = cert.dir.path().join("hookgate.toml");
         std::fs::write(&config_path, &text).unwrap();
         let settings =

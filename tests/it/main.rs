@@ -37,3 +37,6 @@ mod attacks;
 
 /// Thin Nexio pings filled in from a fake vendor API.
 mod enrich;
+
+/// A real 3-node RabbitMQ cluster: a node killed under load, a memory alarm, amqps.
+mod cluster;

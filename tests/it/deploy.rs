@@ -189,8 +189,8 @@ fn the_definitions_declare_the_documented_topology() {
     assert_eq!(parked["auto_delete"], false);
     assert_eq!(
         parked["arguments"],
-        json!({}),
-        "a classic queue, as the gateway declares it"
+        json!({ "x-queue-type": "quorum" }),
+        "a quorum queue, as the gateway declares it"
     );
     assert_eq!(find(queues, "hookgate.dead")["durable"], true);
     for name in ["payments", "unmapped"] {

@@ -32,6 +32,13 @@ use crate::vendors::{AmountUnit, MapOptions, VendorKind};
 /// the largest vendor body we know of is a few KiB, so 256 KiB leaves room
 /// for growth while bounding memory per request.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
+/// Request bodies being read or waiting in the pipeline share this budget
+/// (`server.max_buffered_body_bytes`), whatever the protocol: without it,
+/// HTTP/2's 64 streams per connection let one client hold
+/// `max_connections × 64 × max_body_bytes` in memory before any
+/// authentication. 64 MiB is 256 full-size bodies at once, well under the
+/// shipped 512 Mi memory limit.
+pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Most `server.max_connections`: beyond any file-descriptor limit a host
 /// would grant, and well within what one semaphore can count.
 pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
@@ -157,6 +164,8 @@ pub struct RawServer {
     pub tls_key: Option<String>,
     /// Request bodies above this many bytes get 413.
     pub max_body_bytes: Option<usize>,
+    /// All request bodies being read or held at once share this many bytes.
+    pub max_buffered_body_bytes: Option<usize>,
     /// Connections beyond this wait in the kernel backlog instead of costing memory.
     pub max_connections: Option<usize>,
     /// Time allowed for the TLS handshake.
@@ -371,6 +380,8 @@ pub struct ServerSettings {
     pub tls: Option<TlsPaths>,
     /// Request body cap.
     pub max_body_bytes: usize,
+    /// Budget of body bytes buffered across every connection and stream.
+    pub max_buffered_body_bytes: usize,
     /// Concurrent connection cap.
     pub max_connections: usize,
     /// TLS handshake deadline.
@@ -739,6 +750,20 @@ fn build_server(b: &mut Builder, raw: &RawServer) -> Option<ServerSettings> {
         Some(n) => n,
         None => DEFAULT_MAX_BODY_BYTES,
     };
+    let max_buffered_body_bytes = raw
+        .max_buffered_body_bytes
+        .unwrap_or(DEFAULT_MAX_BUFFERED_BODY_BYTES);
+    if max_buffered_body_bytes < max_body_bytes {
+        b.error(
+            "server.max_buffered_body_bytes",
+            format!("must be at least server.max_body_bytes ({max_body_bytes}), or no full-size body could be read"),
+        );
+    } else if max_buffered_body_bytes > u32::MAX as usize {
+        b.error(
+            "server.max_buffered_body_bytes",
+            format!("must be at most {}", u32::MAX),
+        );
+    }
     let max_connections = b.count(
         "server.max_connections",
         raw.max_connections,
@@ -773,6 +798,7 @@ fn build_server(b: &mut Builder, raw: &RawServer) -> Option<ServerSettings> {
         listen: listen?,
         tls,
         max_body_bytes,
+        max_buffered_body_bytes,
         max_connections,
         handshake_timeout,
         header_timeout,
@@ -1524,6 +1550,20 @@ api_key = \"api-key\"
                 "{key} missing from {found:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_body_budget_must_hold_at_least_one_full_body() {
+        let small = GOOD.replace(
+            "max_body_bytes = 262144",
+            "max_body_bytes = 262144\nmax_buffered_body_bytes = 1000",
+        );
+        assert_eq!(keys(&small), ["server.max_buffered_body_bytes"]);
+        let settings = from_toml_with_env(GOOD, &env).expect("valid config");
+        assert_eq!(
+            settings.server.max_buffered_body_bytes,
+            DEFAULT_MAX_BUFFERED_BODY_BYTES
+        );
     }
 
     #[test]

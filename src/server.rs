@@ -6,7 +6,14 @@
 //! connection's task under `server.handshake_timeout_ms`; the request head
 //! must arrive within `server.header_timeout_ms` (slowloris); the body within
 //! `server.body_timeout_ms` and under `server.max_body_bytes` (a declared
-//! `Content-Length` over the cap is refused before any byte is read). A
+//! `Content-Length` over the cap is refused before any byte is read). Every
+//! body, before its first byte is read, takes its size (the declared length,
+//! else the cap) from one budget shared by all connections and streams,
+//! `server.max_buffered_body_bytes`, and holds it until its request is
+//! answered: a request that cannot get it within the body deadline gets 503.
+//! HTTP/2 receive windows are small (64 KiB per stream, 256 KiB per
+//! connection), so what a client pushes ahead of that budget stays bounded
+//! per connection too. A
 //! response write that makes no progress for `server.write_timeout_ms` (a
 //! client that stopped reading) closes the connection, and so does
 //! `server.idle_timeout_ms` without a request in progress: hyper closes an
@@ -68,6 +75,7 @@ impl Listener {
     /// (up to `drain`), and returns.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>, drain: Duration) {
         let limit = Arc::new(Semaphore::new(self.settings.max_connections));
+        let bodies = Arc::new(Semaphore::new(self.settings.max_buffered_body_bytes));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -78,6 +86,8 @@ impl Listener {
             .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(64)
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
             .max_header_list_size(64 * 1024)
             .keep_alive_interval(Some(Duration::from_secs(30)));
         let builder = Arc::new(builder);
@@ -111,11 +121,13 @@ impl Listener {
             let idle_timeout = runtime.server.idle_timeout;
             let activity = Arc::new(Activity::new());
             let requests = activity.clone();
+            let bodies = bodies.clone();
             let service = hyper::service::service_fn(move |req| {
                 let pipeline = pipeline.clone();
+                let bodies = bodies.clone();
                 let busy = requests.begin();
                 async move {
-                    let response = handle(req, peer, pipeline).await;
+                    let response = handle(req, peer, pipeline, &bodies).await;
                     drop(busy);
                     Ok::<_, Infallible>(response)
                 }
@@ -408,8 +420,20 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for ClientIo<IO> {
 
 type HttpResponse = Response<Full<Bytes>>;
 
+/// HTTP/2 receive window per stream: what a client may send ahead of the
+/// handler reading it. Webhook bodies are a few KiB; larger ones flow as the
+/// handler reads.
+pub const H2_STREAM_WINDOW: u32 = 64 * 1024;
+/// HTTP/2 receive window per connection, across its streams.
+pub const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
+
 /// Routes one request; see the README's status code table.
-async fn handle(req: Request<Incoming>, peer: SocketAddr, pipeline: Arc<Pipeline>) -> HttpResponse {
+async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    pipeline: Arc<Pipeline>,
+    bodies: &Semaphore,
+) -> HttpResponse {
     let started = Instant::now();
     let received_at = SystemTime::now();
     let rt = pipeline.runtime();
@@ -447,8 +471,19 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, pipeline: Arc<Pipeline
     if declared.is_some_and(|n| n > settings.max_body_bytes as u64) {
         return finish(None, error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"));
     }
+    // The body's share of the budget, held until the answer is sent.
+    let deadline = tokio::time::Instant::now() + settings.body_timeout;
+    let want = declared.map_or(settings.max_body_bytes, |n| n as usize);
+    let want = u32::try_from(want).expect("config bounds the body budget to u32");
+    let Ok(Ok(_budget)) = tokio::time::timeout_at(deadline, bodies.acquire_many(want)).await else {
+        tracing::warn!(source = %source.id, "Body budget exhausted; answering 503.");
+        let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, "busy; retry later");
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        return finish(None, resp);
+    };
     let read = Limited::new(body, settings.max_body_bytes).collect();
-    let body = match tokio::time::timeout(settings.body_timeout, read).await {
+    let body = match tokio::time::timeout_at(deadline, read).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             return finish(None, error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"));

@@ -939,3 +939,101 @@ async fn http2_rapid_reset_does_not_take_the_gateway_down() {
     assert_eq!(status, 200);
     gw.stop().await;
 }
+
+/// Peak resident memory of a process (`VmHWM`), in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+        / 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_http2_bodies_cannot_take_the_gateway_past_its_body_budget() {
+    // The gateway as its own process, so /proc shows its memory alone; the
+    // per-address limit is opened up so every stream reaches the body read.
+    let cert = crate::support::TestCert::generate();
+    let exchange = crate::support::unique("test-exchange");
+    let text = crate::support::config_text(
+        &cert,
+        &amqp_url(),
+        &exchange,
+        "ip_rate_limit = { per_second = 100000, burst = 100000 }",
+        USAEPAY_SOURCE,
+    )
+    .replace("[admin]\nlisten = \"127.0.0.1:0\"\n", "");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookgate.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut gateway = crate::support::GatewayProcess::spawn(&path, true);
+    let addr = gateway.addr;
+    let before = peak_rss_mib(gateway.child.id());
+
+    // 34 connections × 64 streams × 262,000-byte bodies, no credentials:
+    // 570 MB on the wire, all of it pushed at once.
+    let body = Bytes::from(vec![b'{'; 262_000]);
+    let mut attack = tokio::task::JoinSet::new();
+    for _ in 0..34 {
+        let mut tls = (*cert.client_config()).clone();
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = connector.connect(name, tcp).await.unwrap();
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        for _ in 0..64 {
+            let mut sender = sender.clone();
+            let body = body.clone();
+            attack.spawn(async move {
+                let req = Request::builder()
+                    .method("POST")
+                    .uri("https://localhost/webhooks/usaepay-main")
+                    .header("content-length", body.len())
+                    .body(Full::new(body))
+                    .unwrap();
+                match sender.send_request(req).await {
+                    Ok(resp) => resp.status().as_u16(),
+                    Err(_) => 0,
+                }
+            });
+        }
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    while let Some(status) = attack.join_next().await {
+        *statuses.entry(status.unwrap()).or_insert(0) += 1;
+    }
+    let peak = peak_rss_mib(gateway.child.id());
+    assert_eq!(
+        statuses.get(&200),
+        None,
+        "nothing unauthenticated got through: {statuses:?}"
+    );
+    // Bodies in memory are bounded by the 64 MiB budget (plus the copy made
+    // when one is joined) and 256 KiB of HTTP/2 window per connection; the
+    // unbounded gateway reached about 565 MiB here.
+    assert!(
+        peak < before + 200,
+        "peak RSS {peak} MiB (from {before} MiB at start) under the attack; statuses {statuses:?}"
+    );
+
+    // A real vendor is still served afterwards.
+    let client = crate::support::Client::new(addr, &cert);
+    let reply = client
+        .post(
+            "/webhooks/usaepay-main",
+            &signed_usaepay_headers(),
+            USAEPAY_BODY,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let _ = gateway.child.kill();
+    let _ = gateway.child.wait();
+    eprintln!("peak RSS {peak} MiB from {before} MiB; statuses {statuses:?}");
+}

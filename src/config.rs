@@ -544,10 +544,19 @@ pub fn from_toml_with_env(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Settings, ConfigErrors> {
+    // toml's own Display quotes the offending line, which may hold an inline
+    // secret: say where it is and what is wrong, never what it says.
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let at = e.span().map_or(String::new(), |span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" at line {line}, column {column}")
+        });
+        let what = crate::scrub::without_quoted_values(e.message(), 300);
         ConfigErrors(vec![ConfigError {
             key: "config".into(),
-            message: e.to_string().trim_end().replace('\n', "\n    "),
+            message: format!("TOML{at}: {what}"),
         }])
     })?;
     raw.build(env)
@@ -1044,6 +1053,11 @@ fn build_sources(b: &mut Builder, raw: &[RawSource], default_rate: Rate) -> Sour
             b.error(
                 format!("{at}.id"),
                 format!("`{id}` must be 1 to 64 characters of a-z, 0-9, `_` or `-`"),
+            );
+        } else if id == crate::server::UNKNOWN_SOURCE {
+            b.error(
+                format!("{at}.id"),
+                "`unknown` is reserved: requests to no configured source are counted under it",
             );
         } else if !seen.insert(id.clone()) {
             b.error(
@@ -1550,6 +1564,34 @@ api_key = \"api-key\"
                 "{key} missing from {found:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_syntax_error_says_where_without_echoing_the_line() {
+        let text = GOOD.replace(
+            "password = \"${USAEPAY_BASIC_PASSWORD}\"",
+            "password = \"inline-hunter2",
+        );
+        let found = errors(&text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].message.starts_with("TOML at line "),
+            "{}",
+            found[0].message
+        );
+        assert!(
+            !found[0].message.contains("hunter2"),
+            "{}",
+            found[0].message
+        );
+        let typed = GOOD.replace("max_body_bytes = 262144", "max_body_bytes = \"hunter2\"");
+        let found = errors(&typed);
+        assert!(
+            !found[0].message.contains("hunter2"),
+            "{}",
+            found[0].message
+        );
+        assert!(found[0].message.contains("line 6"), "{}", found[0].message);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! vendors/       one module per vendor behind the `Vendor` trait
 //! canonical.rs   the CloudEvents envelope, `data`, exact amounts, event ids
 //! guard.rs       masks full card numbers before anything is published
+//! scrub.rs       error text from input without the quoted values
 //! broker.rs      broker endpoints, amqps trust, opening one connection
 //! publish.rs     lapin connection supervisor, confirm-mode channels
 //! ratelimit.rs   per-source quotas and the per-IP guard (governor)
@@ -48,6 +49,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod publish;
 pub mod ratelimit;
+pub mod scrub;
 pub mod secret;
 pub mod server;
 pub mod spool;

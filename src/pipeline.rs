@@ -237,6 +237,27 @@ impl Pipeline {
         Ok(client)
     }
 
+    /// Refuses a request whose body-free credentials fail (see
+    /// [`crate::auth::Authenticator::check_head`]) before its body is read;
+    /// counted like any refusal.
+    pub fn check_head(&self, source: &Source, presented: &Presented<'_>) -> Result<(), Outcome> {
+        source
+            .auth
+            .check_head(presented)
+            .map_err(|error| self.refused(source, error))
+    }
+
+    fn refused(&self, source: &Source, error: AuthError) -> Outcome {
+        self.metrics
+            .auth_failures
+            .get_or_create(&SourceReason {
+                source: source.id.clone(),
+                reason: error.reason(),
+            })
+            .inc();
+        Outcome::Unauthorized(error)
+    }
+
     /// Authenticates, applies the source quota, maps, publishes.
     pub async fn process(&self, source: &Source, inbound: Inbound) -> Outcome {
         let presented = Presented {
@@ -247,16 +268,7 @@ impl Pipeline {
         };
         let verified = match source.auth.verify(&presented, inbound.body) {
             Ok(verified) => verified,
-            Err(error) => {
-                self.metrics
-                    .auth_failures
-                    .get_or_create(&SourceReason {
-                        source: source.id.clone(),
-                        reason: error.reason(),
-                    })
-                    .inc();
-                return Outcome::Unauthorized(error);
-            }
+            Err(error) => return self.refused(source, error),
         };
 
         if let Err(retry) = source.limiter.check() {
@@ -498,7 +510,7 @@ pub fn to_event(
                 source_id,
                 verified.body(),
                 raw.as_deref(),
-                error.0,
+                error.into_reason(),
                 received_at,
             )
         }

@@ -43,8 +43,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::auth::AuthError;
-use crate::config::ServerSettings;
+use crate::auth::{AuthError, Presented};
+use crate::config::{ServerSettings, Source};
 use crate::pipeline::{Inbound, NotSafe, Outcome, Pipeline};
 use crate::ratelimit::RetryAfter;
 use http_body_util::{BodyExt, Full, Limited};
@@ -420,6 +420,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for ClientIo<IO> {
 
 type HttpResponse = Response<Full<Bytes>>;
 
+/// The `source` label and log field of requests that name no configured
+/// source (and of those refused by the per-address limit before the source
+/// is looked up); config refuses it as a source id.
+pub const UNKNOWN_SOURCE: &str = "unknown";
+
 /// HTTP/2 receive window per stream: what a client may send ahead of the
 /// handler reading it. Webhook bodies are a few KiB; larger ones flow as the
 /// handler reads.
@@ -447,8 +452,21 @@ async fn handle(
             .insert(ALLOW, HeaderValue::from_static("POST"));
         return resp;
     }
+    // The per-address limit comes first, so probing for source ids costs
+    // budget like any other request; such probes are counted and logged as
+    // source `unknown` (an id no source may have).
+    let unknown = |response: HttpResponse| {
+        pipeline
+            .metrics()
+            .request(UNKNOWN_SOURCE, response.status().as_u16());
+        log(UNKNOWN_SOURCE, started, None, response)
+    };
+    let client_ip = match pipeline.admit(&rt, peer.ip(), req.headers()) {
+        Ok(ip) => ip,
+        Err(retry) => return unknown(too_many(retry)),
+    };
     let Some(source) = pipeline.lookup(&rt, source_id, token.is_some()) else {
-        return error(StatusCode::NOT_FOUND, "not found");
+        return unknown(error(StatusCode::NOT_FOUND, "not found"));
     };
     let token = token.map(str::to_owned);
     let finish = |event_id: Option<&str>, response: HttpResponse| {
@@ -457,12 +475,18 @@ async fn handle(
             .request(&source.id, response.status().as_u16());
         log(&source.id, started, event_id, response)
     };
-    let client_ip = match pipeline.admit(&rt, peer.ip(), req.headers()) {
-        Ok(ip) => ip,
-        Err(retry) => return finish(None, too_many(retry)),
-    };
 
     let (parts, body) = req.into_parts();
+    // Credentials that need no body are checked before any of it is read.
+    let head = Presented {
+        headers: &parts.headers,
+        token: token.as_deref(),
+        client_ip,
+        now: received_at,
+    };
+    if let Err(outcome) = pipeline.check_head(&source, &head) {
+        return finish(None, refusal(&source, outcome));
+    }
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
@@ -527,11 +551,45 @@ async fn handle(
             );
         }
     };
-    if let Outcome::Unauthorized(reason) = &outcome {
-        tracing::info!(source = %source.id, reason = reason.reason(), "Request refused by authentication.");
+    if let Outcome::Unauthorized(_) = &outcome {
+        return finish(None, refusal(&source, outcome));
     }
     let (event_id, response) = respond(outcome);
     finish(event_id.as_deref(), response)
+}
+
+/// The answer to a request refused by authentication, logged with its reason.
+/// A source that requires several methods is told only that authentication
+/// failed (the log line and `hookgate_auth_failures_total` say which), so a
+/// caller cannot learn that one of its guesses was right.
+fn refusal(source: &Source, outcome: Outcome) -> HttpResponse {
+    let Outcome::Unauthorized(reason) = outcome else {
+        return respond(outcome).1;
+    };
+    tracing::info!(source = %source.id, reason = reason.reason(), "Request refused by authentication.");
+    let status = match reason {
+        AuthError::IpNotAllowed => StatusCode::FORBIDDEN,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    let several = source.auth.methods() > 1;
+    let text = if several && status == StatusCode::UNAUTHORIZED {
+        "authentication failed".to_owned()
+    } else {
+        reason.to_string()
+    };
+    let mut resp = error(status, &text);
+    let challenge = if several {
+        status == StatusCode::UNAUTHORIZED && source.auth.basic.is_some()
+    } else {
+        reason.wants_basic_challenge()
+    };
+    if challenge {
+        resp.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"hookgate\""),
+        );
+    }
+    resp
 }
 
 /// 429 with the limiter's own wait as `Retry-After`.
@@ -552,19 +610,9 @@ fn respond(outcome: Outcome) -> (Option<String>, HttpResponse) {
             let body = receipt(&event_id, false);
             (Some(event_id), json(StatusCode::OK, body))
         }
+        // Answered by `refusal`, which knows the source.
         Outcome::Unauthorized(reason) => {
-            let status = match reason {
-                AuthError::IpNotAllowed => StatusCode::FORBIDDEN,
-                _ => StatusCode::UNAUTHORIZED,
-            };
-            let mut resp = error(status, reason.to_string().as_str());
-            if reason.wants_basic_challenge() {
-                resp.headers_mut().insert(
-                    WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Basic realm=\"hookgate\""),
-                );
-            }
-            (None, resp)
+            (None, error(StatusCode::UNAUTHORIZED, &reason.to_string()))
         }
         Outcome::RateLimited(retry) => (None, too_many(retry)),
         Outcome::Duplicate { event_id } => {

@@ -141,8 +141,12 @@ impl AuthError {
 }
 
 impl Authenticator {
-    /// Runs every configured check; the body is returned verified or not at all.
-    pub fn verify(&self, presented: &Presented<'_>, body: Bytes) -> Result<Verified, AuthError> {
+    /// The checks that need no body: client address, URL token, Basic, and
+    /// that exactly one signature header is there. The handler runs them
+    /// before it reads the body, so a request without credentials is refused
+    /// without buffering its body; [`Self::verify`] runs them again with the
+    /// signature, so a [`Verified`] still comes from one place only.
+    pub fn check_head(&self, presented: &Presented<'_>) -> Result<(), AuthError> {
         if let Some(allow) = &self.ip_allow {
             if !allow.contains(presented.client_ip) {
                 return Err(AuthError::IpNotAllowed);
@@ -158,9 +162,28 @@ impl Authenticator {
             basic.verify(presented.headers)?;
         }
         if let Some(hmac) = &self.hmac {
+            hmac.header_value(presented.headers)?;
+        }
+        Ok(())
+    }
+
+    /// Runs every configured check; the body is returned verified or not at all.
+    pub fn verify(&self, presented: &Presented<'_>, body: Bytes) -> Result<Verified, AuthError> {
+        self.check_head(presented)?;
+        if let Some(hmac) = &self.hmac {
             hmac.verify(presented.headers, &body, presented.now)?;
         }
         Ok(Verified { body })
+    }
+
+    /// How many methods the source requires; with more than one, a refusal
+    /// does not say which failed (the metric label still does), so one
+    /// secret cannot be guessed apart from the others.
+    pub fn methods(&self) -> usize {
+        usize::from(self.ip_allow.is_some())
+            + usize::from(self.token.is_some())
+            + usize::from(self.basic.is_some())
+            + usize::from(self.hmac.is_some())
     }
 
     /// Whether the source is reached through `/webhooks/{id}/{token}`.

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hmac::{Hmac, Mac};
 use hyper::HeaderMap;
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 use super::AuthError;
 use crate::secret::Secret;
@@ -85,6 +86,17 @@ impl HmacVerifier {
         self.scheme
     }
 
+    /// The one signature header's value: missing, repeated or not text is
+    /// refused without looking at the body.
+    pub fn header_value<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, AuthError> {
+        let mut values = headers.get_all(self.scheme.header()).iter();
+        let value = values.next().ok_or(AuthError::SignatureMissing)?;
+        if values.next().is_some() {
+            return Err(AuthError::SignatureMalformed);
+        }
+        value.to_str().map_err(|_| AuthError::SignatureMalformed)
+    }
+
     /// Checks the request's signature header against every key.
     pub fn verify(
         &self,
@@ -92,13 +104,7 @@ impl HmacVerifier {
         body: &[u8],
         now: SystemTime,
     ) -> Result<(), AuthError> {
-        let header = self.scheme.header();
-        let mut values = headers.get_all(header).iter();
-        let value = values.next().ok_or(AuthError::SignatureMissing)?;
-        if values.next().is_some() {
-            return Err(AuthError::SignatureMalformed);
-        }
-        let value = value.to_str().map_err(|_| AuthError::SignatureMalformed)?;
+        let value = self.header_value(headers)?;
         match self.scheme {
             SignatureScheme::HexBody { .. } => {
                 let signature = decode_hex(value.trim())?;
@@ -113,20 +119,40 @@ impl HmacVerifier {
                 };
                 // The MAC is checked first so that a stale but genuine request is
                 // told apart from a forgery in logs and metrics.
+                // One MAC per key over the body, compared with every
+                // candidate: a header with many `v1=` parts costs comparisons,
+                // not full-body MACs.
                 let prefix = format!("{timestamp}.");
-                let mut matched = Err(AuthError::SignatureMismatch);
-                for signature in signatures {
-                    if self.check(&[prefix.as_bytes(), body], &signature).is_ok() {
-                        matched = Ok(());
+                let expected = self.macs_of(&[prefix.as_bytes(), body]);
+                let mut matched = false;
+                for signature in &signatures {
+                    for mac in &expected {
+                        matched |= bool::from(mac.as_slice().ct_eq(signature.as_slice()));
                     }
                 }
-                matched?;
+                if !matched {
+                    return Err(AuthError::SignatureMismatch);
+                }
                 if skew > self.tolerance {
                     return Err(AuthError::SignatureExpired);
                 }
                 Ok(())
             }
         }
+    }
+
+    /// The MAC of `parts` under every key.
+    fn macs_of(&self, parts: &[&[u8]]) -> Vec<Vec<u8>> {
+        self.macs
+            .iter()
+            .map(|mac| {
+                let mut mac = mac.clone();
+                for part in parts {
+                    mac.update(part);
+                }
+                mac.finalize().into_bytes().to_vec()
+            })
+            .collect()
     }
 
     fn check(&self, parts: &[&[u8]], signature: &[u8]) -> Result<(), AuthError> {
@@ -390,5 +416,33 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn any_of_several_v1_candidates_may_match_and_none_of_them_is_enough_alone() {
+        let signed_at = UNIX_EPOCH + Duration::from_secs(1_554_146_049);
+        let genuine = NEXIO_HEADER.split_once("v1=").unwrap().1;
+        let decoys = (0..7).map(|i| format!("v1={}", format!("{i:x}").repeat(64)));
+        let with_genuine_last = format!(
+            "t=1554146049,{},v1={genuine}",
+            decoys.clone().collect::<Vec<_>>().join(",")
+        );
+        assert_eq!(
+            nexio(300).verify(
+                &header("nexio-signature", &with_genuine_last),
+                NEXIO_BODY.as_bytes(),
+                signed_at
+            ),
+            Ok(())
+        );
+        let only_decoys = format!("t=1554146049,{}", decoys.collect::<Vec<_>>().join(","));
+        assert_eq!(
+            nexio(300).verify(
+                &header("nexio-signature", &only_decoys),
+                NEXIO_BODY.as_bytes(),
+                signed_at
+            ),
+            Err(AuthError::SignatureMismatch)
+        );
     }
 }

@@ -96,12 +96,34 @@ impl Default for MapOptions {
 /// Why a body could not be mapped; the text becomes the `unmapped` reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct MappingError(pub String);
+pub struct MappingError(String);
+
+/// Longest `unmapped` reason, in characters: the reason goes into the
+/// published event and a WARN log line, and must stay a line, whatever the
+/// body held.
+pub const MAX_REASON_CHARS: usize = 300;
 
 impl MappingError {
-    /// A reason naming the field and what was wrong with it.
+    /// A reason naming the field and what was wrong with it. Whatever the
+    /// caller wrote (a mapper's text, serde's, a parser's), values quoted in
+    /// it are replaced by `…` and it is cut at [`MAX_REASON_CHARS`], so a
+    /// reason never carries the body's data (a secret, a name, a card number)
+    /// into the event or the log: see [`crate::scrub::without_quoted_values`].
     pub fn new(reason: impl Into<String>) -> Self {
-        Self(reason.into())
+        Self(crate::scrub::without_quoted_values(
+            &reason.into(),
+            MAX_REASON_CHARS,
+        ))
+    }
+
+    /// The reason text.
+    pub fn reason(&self) -> &str {
+        &self.0
+    }
+
+    /// The reason text, owned.
+    pub fn into_reason(self) -> String {
+        self.0
     }
 }
 
@@ -170,6 +192,44 @@ pub(crate) fn from_unix_seconds(secs: i64) -> Option<OffsetDateTime> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reasons_keep_field_names_and_drop_values() {
+        let serde = serde_json::from_str::<std::collections::HashMap<String, u64>>(
+            r#"{"amount": "4111111111111111 hunter2"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        let reason = MappingError::new(format!("body is not the expected JSON: {serde}"));
+        assert!(!reason.reason().contains("4111"), "{}", reason.reason());
+        assert!(!reason.reason().contains("hunter2"), "{}", reason.reason());
+        assert!(
+            reason.reason().contains("line 1 column"),
+            "{}",
+            reason.reason()
+        );
+        let missing = MappingError::new("missing field `event_id` at line 1 column 2");
+        assert_eq!(
+            missing.reason(),
+            "missing field `event_id` at line 1 column 2"
+        );
+        let mapper = MappingError::new("data.amount: `12,34 secret` is not a number");
+        assert_eq!(mapper.reason(), "data.amount: `…` is not a number");
+        let escaped = MappingError::new(r#"invalid type: string "a \" b", expected u64"#);
+        assert_eq!(
+            escaped.reason(),
+            r#"invalid type: string "…", expected u64"#
+        );
+    }
+
+    #[test]
+    fn reasons_are_one_bounded_line() {
+        let long = MappingError::new(format!("data.x: bad\r\nforged line {}", "x".repeat(1000)));
+        assert!(long.reason().chars().count() <= MAX_REASON_CHARS + 1);
+        assert!(!long.reason().contains('\n') && !long.reason().contains('\r'));
+        let unclosed = MappingError::new("value `never closed 4111111111111111");
+        assert_eq!(unclosed.reason(), "value `…`");
+    }
+
     use super::*;
 
     #[test]

@@ -348,9 +348,10 @@ mod tests {
             panic!("a numeric event_id is refused");
         };
         assert!(
-            error.0.contains("expected a string") && error.0.contains(" at line 1 column "),
+            error.reason().contains("expected a string")
+                && error.reason().contains(" at line 1 column "),
             "{}",
-            error.0
+            error.reason()
         );
     }
 

@@ -1037,3 +1037,108 @@ async fn unauthenticated_http2_bodies_cannot_take_the_gateway_past_its_body_budg
     let _ = gateway.child.wait();
     eprintln!("peak RSS {peak} MiB from {before} MiB; statuses {statuses:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_that_need_no_body_are_refused_before_the_body_is_read() {
+    let gw = start("").await;
+    // A head that declares a large body and then sends none of it: with
+    // the Basic check after the body read, this would wait the 15 s body
+    // deadline and then answer 408.
+    let mut tls = gw.client().tls_stream().await.unwrap();
+    tls.write_all(
+        b"POST /webhooks/usaepay-main HTTP/1.1\r\nhost: localhost\r\n\
+          content-type: application/json\r\ncontent-length: 200000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut head = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut head))
+        .await
+        .expect("answered without waiting for the body")
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        gw.metric("hookgate_auth_failures_total{source=\"usaepay-main\",reason=\"basic_missing\"}")
+            .await,
+        1.0
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_with_two_methods_never_says_which_one_failed() {
+    let gw = start("").await;
+    let client = gw.client();
+    let right_password_no_signature = client
+        .post(
+            "/webhooks/usaepay-main",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", BASIC),
+            ],
+            USAEPAY_BODY,
+        )
+        .await;
+    let wrong_password_right_signature = client
+        .post(
+            "/webhooks/usaepay-main",
+            &[
+                ("content-type", "application/json"),
+                ("x-signature", crate::gateway::USAEPAY_SIGNATURE),
+                ("authorization", "Basic d2ViaG9vay11c2VyOndyb25n"),
+            ],
+            USAEPAY_BODY,
+        )
+        .await;
+    for reply in [
+        &right_password_no_signature,
+        &wrong_password_right_signature,
+    ] {
+        assert_eq!(reply.status, 401);
+        assert_eq!(
+            reply.body["error"], "authentication failed",
+            "{:?}",
+            reply.body
+        );
+        assert_eq!(
+            reply.headers.get("www-authenticate").unwrap(),
+            "Basic realm=\"hookgate\""
+        );
+    }
+    // Operators still see which check failed.
+    for reason in ["signature_missing", "basic_mismatch"] {
+        let series =
+            format!("hookgate_auth_failures_total{{source=\"usaepay-main\",reason=\"{reason}\"}}");
+        assert_eq!(gw.metric(&series).await, 1.0, "{reason}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probing_for_source_ids_spends_the_address_budget_and_is_counted() {
+    let gw = start("ip_rate_limit = { per_second = 1, burst = 5 }").await;
+    let prober = gw.client().connecting_from("127.0.0.4");
+    let mut statuses = Vec::new();
+    for n in 0..8 {
+        let path = format!("/webhooks/guess-{n}");
+        statuses.push(prober.post(&path, &[], "{}").await.status.as_u16());
+    }
+    assert_eq!(statuses[..5], [404; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert_eq!(
+        gw.metric("hookgate_requests_total{source=\"unknown\",status=\"404\"}")
+            .await,
+        5.0
+    );
+    assert_eq!(
+        gw.metric("hookgate_requests_total{source=\"unknown\",status=\"429\"}")
+            .await,
+        3.0
+    );
+    // Another address is not affected.
+    assert_still_serves(&gw, "a probe from another address").await;
+    gw.stop().await;
+}

@@ -440,9 +440,24 @@ fn the_kubernetes_manifests_have_every_kind_and_probe_the_admin_port() {
         "Secret",
         "PodDisruptionBudget",
         "HorizontalPodAutoscaler",
+        "NetworkPolicy",
     ] {
         assert!(objects.contains_key(kind), "no {kind} in deploy/k8s");
     }
+    // The admin port is open only to the listed sources; the public one to all.
+    let policy = &objects["NetworkPolicy"][0]["spec"];
+    let rules = policy["ingress"].as_vec().unwrap();
+    let admin_rule = rules
+        .iter()
+        .find(|r| r["ports"][0]["port"].as_str() == Some("admin"))
+        .expect("a rule for the admin port");
+    assert!(
+        !admin_rule["from"].as_vec().unwrap().is_empty(),
+        "the admin port is not open to everyone"
+    );
+    assert!(rules
+        .iter()
+        .any(|r| r["ports"][0]["port"].as_str() == Some("https") && r["from"].is_badvalue()));
     let workloads: Vec<&Yaml> = ["StatefulSet", "Deployment"]
         .iter()
         .filter_map(|k| objects.get(*k))

@@ -183,6 +183,8 @@ pub struct RawServer {
     pub trusted_proxies: Vec<String>,
     /// Per-client-address limit, checked before authentication.
     pub ip_rate_limit: Option<RawRate>,
+    /// IPv6 clients in one network of this prefix length share one budget.
+    pub ipv6_prefix_len: Option<u8>,
     /// How long in-flight requests may run after shutdown begins.
     pub drain_timeout_ms: Option<u64>,
 }
@@ -401,6 +403,8 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<IpNet>,
     /// Per-client-address limit.
     pub ip_rate_limit: Rate,
+    /// IPv6 prefix length sharing one per-address budget.
+    pub ipv6_prefix_len: u8,
     /// Shutdown drain deadline.
     pub drain_timeout: Duration,
 }
@@ -800,9 +804,18 @@ fn build_server(b: &mut Builder, raw: &RawServer) -> Option<ServerSettings> {
         raw.ip_rate_limit.as_ref(),
         Rate::new(per_second, burst).expect("non-zero default"),
     );
+    let ipv6_prefix_len = match raw.ipv6_prefix_len {
+        Some(n @ 1..=128) => n,
+        Some(_) => {
+            b.error("server.ipv6_prefix_len", "must be 1 to 128");
+            crate::ratelimit::DEFAULT_IPV6_PREFIX_LEN
+        }
+        None => crate::ratelimit::DEFAULT_IPV6_PREFIX_LEN,
+    };
     let drain_timeout = b.duration_ms("server.drain_timeout_ms", raw.drain_timeout_ms, 30_000);
     Some(ServerSettings {
         ip_rate_limit,
+        ipv6_prefix_len,
         drain_timeout,
         listen: listen?,
         tls,

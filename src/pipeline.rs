@@ -65,10 +65,12 @@ impl Runtime {
         tls: Option<TlsAcceptor>,
         previous: Option<&Runtime>,
     ) -> Self {
-        let mut per_ip = Arc::new(IpLimiter::new(server.ip_rate_limit));
+        let mut per_ip = Arc::new(IpLimiter::new(server.ip_rate_limit, server.ipv6_prefix_len));
         if let Some(previous) = previous {
             sources.inherit_state(&previous.sources);
-            if previous.per_ip.rate() == per_ip.rate() {
+            if previous.per_ip.rate() == per_ip.rate()
+                && previous.per_ip.ipv6_prefix_len() == per_ip.ipv6_prefix_len()
+            {
                 per_ip = previous.per_ip.clone();
             }
         }

@@ -115,8 +115,14 @@ impl<C: Clock + Clone> SourceLimiter<C> {
 }
 
 /// Per-client-address budgets, checked before any authentication work.
+///
+/// An IPv6 client usually holds a whole /64 (and can pick any address in
+/// it), so IPv6 addresses share the budget of their network prefix
+/// (`server.ipv6_prefix_len`, /64 by default); IPv4-mapped IPv6 addresses
+/// count as the IPv4 address they carry.
 pub struct IpLimiter<C: Clock = DefaultClock> {
     rate: Rate,
+    ipv6_prefix_len: u8,
     limiter: RateLimiter<IpAddr, DashMapStateStore<IpAddr>, C, NoOpMiddleware<C::Instant>>,
     clock: C,
 }
@@ -129,10 +135,14 @@ impl<C: Clock> std::fmt::Debug for IpLimiter<C> {
     }
 }
 
+/// The default IPv6 prefix that shares one budget.
+pub const DEFAULT_IPV6_PREFIX_LEN: u8 = 64;
+
 impl IpLimiter {
-    /// A limiter on the real clock.
-    pub fn new(rate: Rate) -> Self {
-        Self::with_clock(rate, DefaultClock::default())
+    /// A limiter on the real clock, IPv6 clients keyed by their
+    /// `ipv6_prefix_len`-bit network.
+    pub fn new(rate: Rate, ipv6_prefix_len: u8) -> Self {
+        Self::with_clock(rate, DefaultClock::default()).keyed_by(ipv6_prefix_len)
     }
 }
 
@@ -141,8 +151,30 @@ impl<C: Clock + Clone> IpLimiter<C> {
     pub fn with_clock(rate: Rate, clock: C) -> Self {
         Self {
             rate,
+            ipv6_prefix_len: DEFAULT_IPV6_PREFIX_LEN,
             limiter: RateLimiter::dashmap_with_clock(rate.quota(), clock.clone()),
             clock,
+        }
+    }
+
+    /// The same limiter with IPv6 clients keyed by a `prefix_len`-bit network
+    /// (clamped to 1..=128).
+    pub fn keyed_by(mut self, prefix_len: u8) -> Self {
+        self.ipv6_prefix_len = prefix_len.clamp(1, 128);
+        self
+    }
+
+    /// The IPv6 prefix length that shares one budget.
+    pub fn ipv6_prefix_len(&self) -> u8 {
+        self.ipv6_prefix_len
+    }
+
+    /// The key whose budget `ip` spends.
+    fn budget_key(&self, ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, self.ipv6_prefix_len)
+                .map_or(IpAddr::V6(v6), |net| IpAddr::V6(net.trunc().addr())),
+            v4 => v4,
         }
     }
 
@@ -154,7 +186,7 @@ impl<C: Clock + Clone> IpLimiter<C> {
     /// Takes one request from `ip`'s budget, or says when one will be available.
     pub fn check(&self, ip: IpAddr) -> Result<(), RetryAfter> {
         self.limiter
-            .check_key(&ip)
+            .check_key(&self.budget_key(ip))
             .map_err(|not_until| RetryAfter(not_until.wait_time_from(self.clock.now())))
     }
 
@@ -173,6 +205,26 @@ impl<C: Clock + Clone> IpLimiter<C> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ipv6_clients_share_their_64_and_mapped_v4_is_v4() {
+        let limiter = IpLimiter::new(Rate::new(1, 2).unwrap(), 64);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(limiter.check(a).is_ok());
+        assert!(limiter.check(b).is_ok());
+        assert!(limiter.check(a).is_err(), "one budget for the whole /64");
+        assert!(limiter.check(other).is_ok(), "the next /64 has its own");
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert!(limiter.check(v4).is_ok());
+        assert!(limiter.check(mapped).is_ok());
+        assert!(
+            limiter.check(v4).is_err(),
+            "a mapped address is its IPv4 address"
+        );
+    }
+
     use super::*;
     use governor::clock::FakeRelativeClock;
 

@@ -38,7 +38,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -162,7 +162,7 @@ impl Listener {
                 loop {
                     let why = tokio::select! {
                         _ = conn.as_mut() => break,
-                        _ = activity.idle_for(idle_timeout) => {
+                        _ = activity.idle_for(header_timeout, idle_timeout) => {
                             if closing {
                                 tracing::debug!(peer = %peer, "Connection cut off: the client did not finish closing.");
                                 break;
@@ -218,6 +218,8 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientStream for T {}
 /// request is in progress, however long a request takes.
 struct Activity {
     opened: Instant,
+    /// Whether any request head has arrived complete.
+    began: AtomicBool,
     in_flight: AtomicUsize,
     /// When the last request ended, in ms since `opened`.
     last_ended_ms: AtomicU64,
@@ -231,12 +233,14 @@ impl Activity {
     fn new() -> Self {
         Self {
             opened: Instant::now(),
+            began: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             last_ended_ms: AtomicU64::new(0),
         }
     }
 
     fn begin(self: &Arc<Self>) -> Busy {
+        self.began.store(true, Ordering::Release);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         Busy(self.clone())
     }
@@ -253,10 +257,18 @@ impl Activity {
     }
 
     /// Resolves once the connection has had no request in progress for
-    /// `limit`; never while one is.
-    async fn idle_for(&self, limit: Duration) {
-        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+    /// `limit` (`before_first` until a first request head has arrived
+    /// complete); never while one is. HTTP/1 has hyper's header deadline; an
+    /// HTTP/2 client that sends its preface and then an unfinished header
+    /// block is held only `before_first` (the header timeout) this way.
+    async fn idle_for(&self, before_first: Duration, limit: Duration) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         loop {
+            let limit_ms = if self.began.load(Ordering::Acquire) {
+                ms(limit)
+            } else {
+                ms(before_first.min(limit))
+            };
             let wait_ms = if self.in_flight.load(Ordering::Acquire) > 0 {
                 limit_ms
             } else {

@@ -1142,3 +1142,33 @@ async fn probing_for_source_ids_spends_the_address_budget_and_is_counted() {
     assert_still_serves(&gw, "a probe from another address").await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_header_block_that_never_ends_is_cut_off_at_the_header_timeout() {
+    // Default idle timeout (75 s); the header deadline is what must apply.
+    let gw = start("header_timeout_ms = 1000").await;
+    let mut h2 = h2_tls(&gw).await;
+    // Preface, empty SETTINGS, then HEADERS for stream 1 without END_HEADERS
+    // (flags 0): a header block that is never finished.
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    h2.write_all(b"\0\0\x01\x01\x00\0\0\0\x01\x82")
+        .await
+        .unwrap();
+    let opened = Instant::now();
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(8), h2.read_to_end(&mut sink)).await;
+    assert!(
+        closed.is_ok(),
+        "an unfinished header block held its connection for 8 s"
+    );
+    // One header period to the GOAWAY, at most one more to the cut.
+    assert!(
+        opened.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        opened.elapsed()
+    );
+    assert_still_serves(&gw, "an unfinished HTTP/2 header block").await;
+    gw.stop().await;
+}

@@ -160,8 +160,7 @@ fn request_path(c: &mut Criterion) {
                     .auth
                     .verify(&presented, case.body.clone())
                     .expect("authentic");
-                let (event, _) =
-                    normalize(case.vendor, "bench-source", &options, &verified, received);
+                let event = normalize(case.vendor, "bench-source", &options, &verified, received);
                 black_box(Outgoing::from_event(&event))
             })
         });

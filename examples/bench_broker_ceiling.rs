@@ -55,7 +55,7 @@ fn gateway_message() -> Outgoing {
     let verified = auth
         .verify(&presented, Bytes::from_static(BODY.as_bytes()))
         .expect("authentic");
-    let (event, _) = normalize(
+    let event = normalize(
         VendorKind::Usaepay,
         "usaepay-main",
         &MapOptions::default(),

@@ -270,7 +270,7 @@ async fn finish_lookup(
         source.options.include_personal_data,
         attempts,
     );
-    let (event, _) = to_event(
+    let event = to_event(
         source.vendor,
         &source.id,
         &source.options,

@@ -9,6 +9,14 @@
 //! end) that passes the Luhn check, and such a run is replaced by asterisks
 //! and its last four digits (`************1111`).
 //!
+//! The guard runs on the whole event as it is serialized for the bus
+//! ([`masked_event_json`]): the vendor's data, the mapped fields (`subject`,
+//! `object.id`, `vendor_event_id`, `merchant.id`, …) and an `unmapped`
+//! event's raw body alike. A raw body that is JSON is parsed, masked and
+//! written back (so `\u0034`-escaped digits are seen, and a numeric card
+//! number becomes a masked string: the body stays JSON `remap` can read); a
+//! raw body kept as base64 (not UTF-8) is decoded and masked byte-wise.
+//!
 //! Standalone matters: a 64-hex event id may contain long digit runs, but they
 //! touch letters and are not card numbers. Luhn matters: order numbers and
 //! timestamps of the right length fail it nine times in ten. A false positive
@@ -17,7 +25,130 @@
 
 use std::borrow::Cow;
 
+use base64::Engine;
+use serde::Serialize;
 use serde_json::Value;
+
+/// `event` serialized as it is published, with every full card number in it
+/// masked; returns the bytes and how many were masked. Events with no run of
+/// 13 or more digits anywhere (nearly all) are serialized once and returned
+/// as they are; others are masked field by field as a JSON value.
+pub fn masked_event_json(event: &impl Serialize) -> (Vec<u8>, usize) {
+    let plain = serde_json::to_vec(event).expect("canonical events always serialize");
+    // A raw body may hide digits in escapes or base64: always look inside.
+    let has_raw_body = memchr_str(&plain, b"\"raw_body\"");
+    if !has_raw_body && !has_long_digit_run(&plain) {
+        return (plain, 0);
+    }
+    let mut value: Value = serde_json::from_slice(&plain).expect("just serialized");
+    let mut masked = 0;
+    if let Some(unmapped) = value.pointer_mut("/data/unmapped") {
+        masked += mask_raw_body(unmapped);
+    }
+    masked += mask_pans(&mut value);
+    if masked == 0 {
+        return (plain, 0);
+    }
+    let body = serde_json::to_vec(&value).expect("a JSON value serializes");
+    (body, masked)
+}
+
+/// Masks the card numbers of an `unmapped` event's raw body in place, as
+/// JSON when it parses, as bytes when it is base64, as text otherwise.
+fn mask_raw_body(unmapped: &mut Value) -> usize {
+    let encoding = unmapped["raw_body_encoding"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    let Some(Value::String(raw)) = unmapped.get_mut("raw_body") else {
+        return 0;
+    };
+    match encoding.as_str() {
+        "base64" => {
+            let engine = base64::engine::general_purpose::STANDARD;
+            let Ok(bytes) = engine.decode(raw.as_bytes()) else {
+                return 0;
+            };
+            let (masked, n) = mask_bytes(&bytes);
+            if n > 0 {
+                *raw = engine.encode(masked);
+            }
+            n
+        }
+        _ => {
+            if let Ok(mut doc) = serde_json::from_str::<Value>(raw) {
+                let n = mask_pans(&mut doc);
+                if n > 0 {
+                    *raw = serde_json::to_string(&doc).expect("a JSON value serializes");
+                }
+                return n;
+            }
+            // Not JSON: digits may still be written as \u0030-\u0039 escapes.
+            let decoded = decode_digit_escapes(raw);
+            let (masked, n) = mask_text(&decoded);
+            if n > 0 {
+                *raw = masked.into_owned();
+            }
+            n
+        }
+    }
+}
+
+/// `text` with `\u0030`…`\u0039` (any hex case) written as the digit.
+fn decode_digit_escapes(text: &str) -> Cow<'_, str> {
+    if !text.contains("\\u003") && !text.contains("\\U003") {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(['\\']) {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let digit = tail
+            .get(..6)
+            .filter(|e| e[1..4].eq_ignore_ascii_case("u00") && e.as_bytes()[4] == b'3')
+            .and_then(|e| char::from(e.as_bytes()[5]).to_digit(10));
+        match digit {
+            Some(d) => {
+                out.push(char::from(b'0' + d as u8));
+                rest = &tail[6..];
+            }
+            None => {
+                out.push('\\');
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn memchr_str(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Whether `bytes` hold 13 or more digits in one run (single spaces or
+/// dashes between them allowed): the cheap test before a full scan.
+fn has_long_digit_run(bytes: &[u8]) -> bool {
+    let mut digits = 0;
+    let mut previous_was_separator = false;
+    for &b in bytes {
+        if b.is_ascii_digit() {
+            digits += 1;
+            if digits >= 13 {
+                return true;
+            }
+            previous_was_separator = false;
+        } else if (b == b' ' || b == b'-') && digits > 0 && !previous_was_separator {
+            previous_was_separator = true;
+        } else {
+            digits = 0;
+            previous_was_separator = false;
+        }
+    }
+    false
+}
 
 /// Masks card-number-like runs everywhere in `value`; returns how many.
 pub fn mask_pans(value: &mut Value) -> usize {
@@ -60,8 +191,19 @@ const SHORTEST_PAN: u64 = 1_000_000_000_000;
 /// Text without one (nearly all of it) is returned borrowed: the guard scans
 /// every string of every event, and should not copy each one to do so.
 pub fn mask_text(text: &str) -> (Cow<'_, str>, usize) {
-    let bytes = text.as_bytes();
-    let mut out = String::new();
+    match mask_bytes(text.as_bytes()) {
+        (Cow::Borrowed(_), n) => (Cow::Borrowed(text), n),
+        (Cow::Owned(bytes), n) => (
+            Cow::Owned(String::from_utf8(bytes).expect("only ASCII digits are replaced")),
+            n,
+        ),
+    }
+}
+
+/// [`mask_text`] over bytes that need not be UTF-8 (a raw body kept as
+/// base64): runs are ASCII, so the bytes around them are left as they are.
+pub fn mask_bytes(bytes: &[u8]) -> (Cow<'_, [u8]>, usize) {
+    let mut out: Vec<u8> = Vec::new();
     let mut count = 0;
     let mut i = 0;
     let mut copied = 0;
@@ -92,31 +234,37 @@ pub fn mask_text(text: &str) -> (Cow<'_, str>, usize) {
             }
         }
         let standalone = end == bytes.len() || !bytes[end].is_ascii_alphanumeric();
-        let run = &text[i..end];
+        let run = &bytes[i..end];
         if standalone && (13..=19).contains(&digits) && luhn(run) {
-            let all: Vec<u8> = run.bytes().filter(u8::is_ascii_digit).collect();
+            let all: Vec<u8> = run.iter().copied().filter(u8::is_ascii_digit).collect();
             if count == 0 {
-                out.reserve(text.len());
+                out.reserve(bytes.len());
             }
-            out.push_str(&text[copied..i]);
-            out.extend(std::iter::repeat_n('*', all.len() - 4));
-            out.push_str(std::str::from_utf8(&all[all.len() - 4..]).expect("ASCII digits"));
+            out.extend_from_slice(&bytes[copied..i]);
+            out.extend(std::iter::repeat_n(b'*', all.len() - 4));
+            out.extend_from_slice(&all[all.len() - 4..]);
             copied = end;
             count += 1;
         }
         i = end.max(i + 1);
     }
     if count == 0 {
-        return (Cow::Borrowed(text), 0);
+        return (Cow::Borrowed(bytes), 0);
     }
-    out.push_str(&text[copied..]);
+    out.extend_from_slice(&bytes[copied..]);
     (Cow::Owned(out), count)
 }
 
 /// The Luhn checksum over the digits of `run` (separators ignored).
-fn luhn(run: &str) -> bool {
+fn luhn(run: &[u8]) -> bool {
     let mut sum = 0;
-    for (k, d) in run.bytes().filter(u8::is_ascii_digit).rev().enumerate() {
+    for (k, d) in run
+        .iter()
+        .copied()
+        .filter(u8::is_ascii_digit)
+        .rev()
+        .enumerate()
+    {
         let mut v = u32::from(d - b'0');
         if k % 2 == 1 {
             v *= 2;
@@ -184,5 +332,74 @@ mod tests {
         assert_eq!(v["negative"], "-*********2222");
         assert_eq!(v["amount"], 600);
         assert_eq!(v["id"], "6679c388e32ac6f528894a8f");
+    }
+
+    fn published(event: &Value) -> (Value, usize) {
+        let (bytes, n) = masked_event_json(event);
+        (serde_json::from_slice(&bytes).expect("still JSON"), n)
+    }
+
+    #[test]
+    fn mapped_fields_are_scanned_not_only_the_vendor_data() {
+        let event = json!({
+            "subject": "4111111111111111",
+            "data": { "object": { "id": "4012888888881881" }, "vendor_event_id": "x 5500-0000-0000-0004" }
+        });
+        let (out, n) = published(&event);
+        assert_eq!(n, 3);
+        assert_eq!(out["subject"], "************1111");
+        assert_eq!(out["data"]["object"]["id"], "************1881");
+        assert_eq!(out["data"]["vendor_event_id"], "x ************0004");
+    }
+
+    #[test]
+    fn an_event_without_long_digit_runs_is_serialized_once_and_untouched() {
+        let event = json!({ "id": "c9440ac4-0dfd-84f3-b5e7-52682989c27b", "time": "2021-04-07T15:14:26Z", "minor": 500 });
+        let (bytes, n) = masked_event_json(&event);
+        assert_eq!(n, 0);
+        assert_eq!(bytes, serde_json::to_vec(&event).unwrap());
+    }
+
+    #[test]
+    fn a_json_raw_body_stays_json_and_escaped_digits_are_seen() {
+        let raw = r#"{"pan":4111111111111111,"note":"\u0034111111111111111 x"}"#;
+        let event =
+            json!({ "data": { "unmapped": { "raw_body_encoding": "utf8", "raw_body": raw } } });
+        let (out, n) = published(&event);
+        assert_eq!(n, 2);
+        let body: Value =
+            serde_json::from_str(out["data"]["unmapped"]["raw_body"].as_str().unwrap())
+                .expect("the masked raw body is still JSON, so remap can read it");
+        assert_eq!(body["pan"], "************1111");
+        assert_eq!(body["note"], "************1111 x");
+    }
+
+    #[test]
+    fn a_text_raw_body_with_escaped_digits_is_masked() {
+        let raw = r#"not json: card \u00341\u00311111111111111 ok"#;
+        let event =
+            json!({ "data": { "unmapped": { "raw_body_encoding": "utf8", "raw_body": raw } } });
+        let (out, n) = published(&event);
+        assert_eq!(n, 1);
+        assert_eq!(
+            out["data"]["unmapped"]["raw_body"],
+            "not json: card ************1111 ok"
+        );
+    }
+
+    #[test]
+    fn a_base64_raw_body_is_decoded_masked_and_encoded_again() {
+        let engine = base64::engine::general_purpose::STANDARD;
+        let mut raw = b"\xff\xfe card=4111111111111111;".to_vec();
+        raw.push(0x80);
+        let event = json!({ "data": { "unmapped": { "raw_body_encoding": "base64", "raw_body": engine.encode(&raw) } } });
+        let (out, n) = published(&event);
+        assert_eq!(n, 1);
+        let decoded = engine
+            .decode(out["data"]["unmapped"]["raw_body"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(&decoded[..2], b"\xff\xfe", "the other bytes are kept");
+        assert!(decoded.windows(16).all(|w| w != b"4111111111111111"));
+        assert!(decoded.windows(16).any(|w| w == b"************1111"));
     }
 }

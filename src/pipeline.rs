@@ -301,7 +301,7 @@ impl Pipeline {
             _ => false,
         };
 
-        let (event, masked) = to_event(
+        let event = to_event(
             source.vendor,
             &source.id,
             &source.options,
@@ -309,6 +309,7 @@ impl Pipeline {
             mapped,
             received_at,
         );
+        let (outgoing, masked) = Outgoing::guarded(&event);
         if masked > 0 {
             tracing::warn!(source = %source.id, event_id = %event.id, masked, "Full card numbers found in the vendor's data; masked before publishing.");
             self.count_by(&self.metrics.pan_masked, &source.id, masked as u64);
@@ -317,7 +318,6 @@ impl Pipeline {
             self.count(&self.metrics.unmapped, &source.id);
         }
 
-        let outgoing = Outgoing::from_event(&event);
         let safe = match (&self.pending, deferred) {
             // Safe once fsynced; the enrichment worker publishes it when the look-up settles.
             (Some(pending), true) => append(pending, &outgoing).await,
@@ -471,15 +471,15 @@ pub fn settle(
 }
 
 /// Maps a verified body and builds the event that will be published; pure,
-/// so tests and tools run exactly what the request path runs. Returns the
-/// event and how many card numbers were masked.
+/// so tests and tools run exactly what the request path runs. The card
+/// guard runs when the event is serialized ([`Outgoing::from_event`]).
 pub fn normalize(
     vendor_kind: VendorKind,
     source_id: &str,
     options: &MapOptions,
     verified: &Verified,
     received_at: OffsetDateTime,
-) -> (Event, usize) {
+) -> Event {
     let mapped = vendor_kind.vendor().map(verified, options);
     to_event(
         vendor_kind,
@@ -492,7 +492,7 @@ pub fn normalize(
 }
 
 /// The event for a mapping result: the mapped event, or an `unmapped` one
-/// carrying the (redacted) body and the reason; then the card-number guard.
+/// carrying the (redacted) body and the reason.
 pub fn to_event(
     vendor_kind: VendorKind,
     source_id: &str,
@@ -500,9 +500,9 @@ pub fn to_event(
     verified: &Verified,
     mapped: Result<Mapped, MappingError>,
     received_at: OffsetDateTime,
-) -> (Event, usize) {
+) -> Event {
     let vendor = vendor_kind.vendor();
-    let mut event = match mapped {
+    match mapped {
         Ok(mapped) => Event::from_mapped(vendor_kind, source_id, mapped, received_at),
         Err(error) => {
             tracing::warn!(source = %source_id, reason = %error, "Body not understood; publishing as unmapped.");
@@ -516,23 +516,5 @@ pub fn to_event(
                 received_at,
             )
         }
-    };
-    let masked = mask_card_numbers(&mut event);
-    (event, masked)
-}
-
-/// Applies the PAN guard to everything vendor-controlled in an event: the
-/// parsed vendor data and, for `unmapped` events, the raw body text.
-fn mask_card_numbers(event: &mut Event) -> usize {
-    let mut masked = crate::guard::mask_pans(&mut event.data.facts.vendor_data);
-    if let Some(unmapped) = event.data.facts.unmapped.as_mut() {
-        if unmapped.raw_body_encoding == "utf8" {
-            let (text, n) = crate::guard::mask_text(&unmapped.raw_body);
-            if n > 0 {
-                unmapped.raw_body = text.into_owned();
-                masked += n;
-            }
-        }
     }
-    masked
 }

@@ -106,16 +106,25 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    /// Serializes an event once, for the broker and (if needed) the spool.
+    /// Serializes an event once, for the broker and (if needed) the spool,
+    /// through the card-number guard: nothing reaches the bus any other way.
     pub fn from_event(event: &Event) -> Self {
-        Self {
+        Self::guarded(event).0
+    }
+
+    /// As [`Self::from_event`], and how many full card numbers the guard
+    /// masked (for the metric and the warning).
+    pub fn guarded(event: &Event) -> (Self, usize) {
+        let (body, masked) = crate::guard::masked_event_json(event);
+        let outgoing = Self {
             id: event.id.clone(),
             source: event.source.clone(),
             event_type: event.event_type.clone(),
             time: event.time.clone(),
             routing_key: event.routing_key(),
-            body: serde_json::to_vec(event).expect("canonical events always serialize"),
-        }
+            body,
+        };
+        (outgoing, masked)
     }
 }
 

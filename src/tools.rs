@@ -198,7 +198,7 @@ pub async fn send(settings: &Settings, source_id: &str, body: Vec<u8>) -> Result
         .ok_or_else(|| ToolError::UnknownSource(source_id.to_owned()))?;
     let verified = Verified::vouched_by_operator(body);
     let now = time::OffsetDateTime::now_utc();
-    let (event, _) = normalize(source.vendor, &source.id, &source.options, &verified, now);
+    let event = normalize(source.vendor, &source.id, &source.options, &verified, now);
     let outgoing = Outgoing::from_event(&event);
     publish_all(settings, std::slice::from_ref(&outgoing)).await?;
     Ok(Sent {
@@ -336,7 +336,7 @@ fn remapped_event(settings: &Settings, message: &[u8]) -> Remapped {
         })
         .unwrap_or_else(time::OffsetDateTime::now_utc);
     let verified = Verified::vouched_by_operator(body);
-    let (mut event, _) = normalize(
+    let mut event = normalize(
         source.vendor,
         &source.id,
         &source.options,

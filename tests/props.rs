@@ -68,10 +68,10 @@ fn option_sets() -> [MapOptions; 3] {
 fn published(vendor: VendorKind, body: &[u8], options: &MapOptions) -> Result<Value, String> {
     let received = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
     let verified = Verified::assume_verified_for_tests(body.to_vec());
-    let (event, _) =
-        hookgate::pipeline::normalize(vendor, "prop-source", options, &verified, received);
-    let text = serde_json::to_string(&event).map_err(|e| format!("serialize: {e}"))?;
-    serde_json::from_str(&text).map_err(|e| format!("a consumer cannot parse the event: {e}"))
+    let event = hookgate::pipeline::normalize(vendor, "prop-source", options, &verified, received);
+    // What goes on the bus: serialized through the card-number guard.
+    let body = hookgate::publish::Outgoing::from_event(&event).body;
+    serde_json::from_slice(&body).map_err(|e| format!("a consumer cannot parse the event: {e}"))
 }
 
 /// Maps `body` for `vendor` under every option set and checks the result is

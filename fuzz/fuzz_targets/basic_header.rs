@@ -20,8 +20,14 @@ fuzz_target!(|data: &[u8]| {
     match creds.verify(&headers) {
         Ok(()) => {
             let values: Vec<_> = headers.get_all(AUTHORIZATION).iter().collect();
-            assert_eq!(values.len(), 1, "accepted with several Authorization headers");
-            let text = values[0].to_str().expect("accepted header is visible ASCII");
+            assert_eq!(
+                values.len(),
+                1,
+                "accepted with several Authorization headers"
+            );
+            let text = values[0]
+                .to_str()
+                .expect("accepted header is visible ASCII");
             let (scheme, rest) = text.trim().split_once(' ').expect("scheme and credentials");
             assert!(scheme.eq_ignore_ascii_case("basic"));
             let decoded = {

@@ -35,11 +35,11 @@ pub fn map_and_check(kind: VendorKind, data: &[u8]) {
     let verified = Verified::assume_verified_for_tests(data.to_vec());
     let received = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid time");
     for options in option_sets() {
-        let (event, _) =
+        let event =
             hookgate::pipeline::normalize(kind, "fuzz-source", &options, &verified, received);
         let mapped = event.event_type != hookgate::canonical::UNMAPPED;
-        let text = serde_json::to_string(&event).expect("a canonical event always serializes");
-        let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        let body = hookgate::publish::Outgoing::from_event(&event).body;
+        let value: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
             panic!("published event is not JSON a consumer can parse ({e}); mapped={mapped}")
         });
         check_envelope(&value, mapped);
@@ -68,4 +68,89 @@ fn check_envelope(event: &Value, mapped: bool) {
         assert!(amount["value"].is_string(), "amount.value is a string");
         assert!(amount["minor"].is_i64(), "amount.minor is an integer");
     }
+}
+
+/// The card-number guard over any JSON document: what it publishes parses,
+/// and no string in it (nor the raw body of an `unmapped` event, as JSON or
+/// text) still holds a standalone, Luhn-valid run of 13 to 19 digits.
+pub fn guard_and_check(data: &[u8]) {
+    let Ok(document) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let (published, _) = hookgate::guard::masked_event_json(&document);
+    let published: Value = serde_json::from_slice(&published).expect("the guard's output is JSON");
+    assert_no_card_number(&published);
+    if let Some(raw) = published
+        .pointer("/data/unmapped/raw_body")
+        .and_then(Value::as_str)
+    {
+        if let Ok(inner) = serde_json::from_str::<Value>(raw) {
+            assert_no_card_number(&inner);
+        }
+    }
+}
+
+fn assert_no_card_number(value: &Value) {
+    match value {
+        Value::String(s) => assert!(!holds_card_number(s), "card number left in {s:?}"),
+        Value::Number(n) => assert!(!holds_card_number(&n.to_string()), "card number left: {n}"),
+        Value::Array(items) => items.iter().for_each(assert_no_card_number),
+        Value::Object(map) => map.values().for_each(assert_no_card_number),
+        Value::Bool(_) | Value::Null => {}
+    }
+}
+
+/// Written apart from the guard: every standalone run of digits with single
+/// space or dash separators, 13 to 19 digits long, that passes Luhn.
+fn holds_card_number(text: &str) -> bool {
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit()
+            || (i > 0 && chars[i - 1].is_alphanumeric() && chars[i - 1].is_ascii())
+        {
+            i += 1;
+            continue;
+        }
+        let mut digits = Vec::new();
+        let mut j = i;
+        while j < chars.len() {
+            if chars[j].is_ascii_digit() {
+                digits.push(chars[j].to_digit(10).unwrap());
+                j += 1;
+            } else if matches!(chars[j], ' ' | '-')
+                && chars.get(j + 1).is_some_and(char::is_ascii_digit)
+            {
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        let standalone = chars
+            .get(j)
+            .is_none_or(|c| !(c.is_ascii() && c.is_alphanumeric()));
+        if standalone && (13..=19).contains(&digits.len()) {
+            let sum: u32 = digits
+                .iter()
+                .rev()
+                .enumerate()
+                .map(|(k, &d)| {
+                    if k % 2 == 1 {
+                        if d * 2 > 9 {
+                            d * 2 - 9
+                        } else {
+                            d * 2
+                        }
+                    } else {
+                        d
+                    }
+                })
+                .sum();
+            if sum % 10 == 0 {
+                return true;
+            }
+        }
+        i = j.max(i + 1);
+    }
+    false
 }

@@ -74,8 +74,9 @@ pub fn map_fixture(
 ) -> Value {
     let received = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
     let verified = Verified::assume_verified_for_tests(body.to_vec());
-    let (event, _) = hookgate::pipeline::normalize(vendor, source_id, options, &verified, received);
-    serde_json::to_value(&event).unwrap()
+    let event = hookgate::pipeline::normalize(vendor, source_id, options, &verified, received);
+    let published = hookgate::publish::Outgoing::from_event(&event).body;
+    serde_json::from_slice(&published).unwrap()
 }
 
 /// Adds a full test card number next to the vendor's own fields (at the top

@@ -378,3 +378,84 @@ auth = { basic = { username = "webhook-user", password = "webhook-pass" } }
     assert!(errors.is_empty(), "{errors:?}");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_full_card_number_is_published_whatever_field_or_encoding_holds_it() {
+    let gw = TestGateway::start(USAEPAY_SOURCE).await;
+    let broker = Broker::connect().await;
+    let queue = broker.bind_queue(&gw.exchange, "#").await;
+    let client = gw.client();
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a mapped field (event_id)",
+            USAEPAY_BODY
+                .replace(
+                    "c088bc2884a2c3b4043991b04d96ceda7c65043778233dedb26bfd5853705dfd",
+                    "4111111111111111",
+                )
+                .into_bytes(),
+        ),
+        (
+            "escaped digits in a body that does not map",
+            br#"{"event_type": 7, "note": "\u0034111111111111111"}"#.to_vec(),
+        ),
+        (
+            "a numeric card number in a body that does not map",
+            br#"{"event_type": 7, "pan": 4012888888881881}"#.to_vec(),
+        ),
+        ("a body that is not UTF-8", {
+            let mut b = b"\xff\xfe pan=5500000000000004 ".to_vec();
+            b.push(0x80);
+            b
+        }),
+    ];
+    for (what, body) in &bodies {
+        let signature = crate::support::usaepay_signature("example-signature-key", body);
+        let reply = client
+            .post(
+                "/webhooks/usaepay-main",
+                &[
+                    ("x-signature", signature.as_str()),
+                    ("authorization", BASIC),
+                ],
+                body.clone(),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{what}: {:?}", reply.body);
+    }
+    let published = broker.drain(&queue).await;
+    assert_eq!(published.len(), bodies.len());
+    for message in published {
+        let text = String::from_utf8(message.raw.clone()).unwrap();
+        let mut seen = vec![text.clone()];
+        // Look inside the raw body too, however it is encoded.
+        if let Some(raw) = message
+            .body
+            .pointer("/data/unmapped/raw_body")
+            .and_then(Value::as_str)
+        {
+            seen.push(raw.to_owned());
+            if let Ok(bytes) =
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, raw)
+            {
+                seen.push(String::from_utf8_lossy(&bytes).into_owned());
+            }
+            if let Ok(doc) = serde_json::from_str::<Value>(raw) {
+                seen.push(doc.to_string());
+            }
+        }
+        for view in seen {
+            for pan in ["4111111111111111", "4012888888881881", "5500000000000004"] {
+                assert!(!view.contains(pan), "{pan} published: {view}");
+            }
+        }
+        if message.body["type"] == "unmapped" {
+            let reason = message.body["data"]["unmapped"]["reason"].as_str().unwrap();
+            assert!(
+                !reason.contains("4012") && !reason.contains("41111"),
+                "{reason}"
+            );
+        }
+    }
+    gw.stop().await;
+}

@@ -228,6 +228,12 @@ impl Control {
             (Some(problem), Some(_)) => degraded.push(format!("{problem}; events are spooled")),
             (Some(problem), None) => blocking.push(problem),
         }
+        if let Some(failing) = self.pipeline.spool().and_then(spool::Spool::failing_for) {
+            blocking.push(format!(
+                "spool writes failing for {} s (disk full?); events cannot be kept",
+                failing.as_secs()
+            ));
+        }
         if let Some(spool) = self.pipeline.spool() {
             let stats = spool.stats();
             // Within 1% of the bound counts as full: the next events may not fit.
@@ -300,6 +306,9 @@ fn acceptor(settings: &Settings) -> Result<Option<tokio_rustls::TlsAcceptor>, tl
         None => None,
     })
 }
+
+/// How often housekeeping runs.
+const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(30);
 
 /// A running gateway: the public listener, the admin listener and the broker connection.
 pub struct Gateway {
@@ -508,14 +517,26 @@ pub(crate) async fn close_if_last<T: Send + 'static>(shared: Arc<T>) {
 
 /// Periodic upkeep: forget client addresses whose budget is full again (so
 /// the per-IP table stays bounded by recent traffic) and drop dedup ids older
-/// than the window.
+/// than the window. Returns early, which the watchdog turns into a restart,
+/// when the spool's writes have failed for longer than
+/// [`spool::MAX_WRITE_FAILURE`]: a gateway that can keep no event helps no
+/// one by staying up.
 async fn housekeeping(pipeline: Arc<Pipeline>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut tick = tokio::time::interval(HOUSEKEEPING_PERIOD);
     tick.tick().await;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
+        }
+        if let Some(failing) = pipeline.spool().and_then(spool::Spool::failing_for) {
+            if failing > spool::MAX_WRITE_FAILURE {
+                tracing::error!(
+                    failing_s = failing.as_secs(),
+                    "Spool writes have failed for too long; stopping for a restart."
+                );
+                return;
+            }
         }
         pipeline.runtime().per_ip.forget_idle();
         if let Some(dedup) = pipeline.dedup() {

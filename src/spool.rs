@@ -66,6 +66,17 @@
 //! - On open after a crash redb verifies and repairs the file; its time grows
 //!   with the file, which the bound keeps small.
 //!
+//! # Write errors
+//!
+//! After an I/O error (a full disk, most often) redb refuses every later
+//! operation on that handle, also once space is back. The writer therefore
+//! drops the handle and opens the file again before its next batch (redb
+//! repairs what the failed commit left), and keeps trying on every batch while
+//! that fails. While writes fail, [`Spool::failing_for`] says for how long:
+//! readiness answers 503, and past [`MAX_WRITE_FAILURE`] housekeeping stops
+//! the process so its supervisor restarts it, rather than leaving a gateway
+//! that can only refuse.
+//!
 //! # The bound
 //!
 //! `max_bytes` bounds the sum, over stored entries, of key size (8) plus encoded
@@ -113,6 +124,8 @@ pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// redb's page cache: the spool is read front to back, a small cache is plenty.
 const CACHE_BYTES: usize = 8 * 1024 * 1024;
+/// How long writes may keep failing before the gateway stops to be restarted.
+pub const MAX_WRITE_FAILURE: Duration = Duration::from_secs(300);
 
 /// Why the spool could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +188,10 @@ struct Inner {
 /// What the handles and the writer thread share.
 struct State {
     dir: PathBuf,
-    db: Database,
+    /// The open file; `None` only while the writer reopens it.
+    db: std::sync::RwLock<Option<Database>>,
+    /// When writes started failing (Unix epoch ms), 0 while they succeed.
+    failing_since_ms: AtomicU64,
     max_bytes: u64,
     events: AtomicU64,
     bytes: AtomicU64,
@@ -219,10 +235,7 @@ impl Spool {
             SpoolError::Io(format!("spool {}: {what}: {e}", dir.display()))
         };
         std::fs::create_dir_all(dir).map_err(|e| io("cannot create the directory", &e))?;
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(dir.join(FILE_NAME))
-            .map_err(|e| io(&format!("cannot open {FILE_NAME}"), &e))?;
+        let db = open_file(dir).map_err(|e| io(&format!("cannot open {FILE_NAME}"), &e))?;
 
         // Create the tables and check the format in one durable transaction.
         let mut next_seq = 1;
@@ -271,7 +284,8 @@ impl Spool {
 
         let state = Arc::new(State {
             dir: dir.to_path_buf(),
-            db,
+            db: std::sync::RwLock::new(Some(db)),
+            failing_since_ms: AtomicU64::new(0),
             max_bytes,
             events: AtomicU64::new(events),
             bytes: AtomicU64::new(bytes),
@@ -321,7 +335,13 @@ impl Spool {
     /// its sequence number rather than being skipped silently.
     pub fn oldest(&self, limit: usize) -> Result<Vec<SpooledEvent>, SpoolError> {
         let state = &self.inner.state;
-        let txn = state.db.begin_read().map_err(|e| self.io(&e))?;
+        let txn = {
+            let db = state.db.read().unwrap_or_else(|p| p.into_inner());
+            let db = db
+                .as_ref()
+                .ok_or_else(|| self.io(&"being reopened after a write error"))?;
+            db.begin_read().map_err(|e| self.io(&e))?
+        };
         let table = txn.open_table(EVENTS).map_err(|e| self.io(&e))?;
         let mut out = Vec::with_capacity(limit.min(1024));
         for entry in table.iter().map_err(|e| self.io(&e))?.take(limit) {
@@ -403,6 +423,15 @@ impl Spool {
         crate::close_if_last(self.inner).await;
     }
 
+    /// How long writes have been failing (a full disk, an I/O error), or
+    /// `None` while they succeed: readiness and housekeeping act on it.
+    pub fn failing_for(&self) -> Option<Duration> {
+        match self.inner.state.failing_since_ms.load(Ordering::Acquire) {
+            0 => None,
+            since => Some(Duration::from_millis(now_ms().saturating_sub(since))),
+        }
+    }
+
     /// Durable commits made so far (each one `fsync`), for the group-commit test.
     #[cfg(test)]
     pub(crate) fn commit_count(&self) -> u64 {
@@ -456,6 +485,8 @@ impl Drop for Inner {
 struct Writer {
     state: Arc<State>,
     next_seq: u64,
+    /// A write failed: the handle is unusable until the file is opened again.
+    reopen: bool,
     /// Since when a non-durable commit is waiting for an `fsync`.
     dirty_since: Option<Instant>,
 }
@@ -468,6 +499,7 @@ impl Writer {
         Self {
             state,
             next_seq,
+            reopen: false,
             dirty_since: None,
         }
     }
@@ -527,9 +559,14 @@ impl Writer {
         let mut events = self.state.events.load(Ordering::Acquire);
         let mut bytes = self.state.bytes.load(Ordering::Acquire);
 
-        let result = self.apply(&batch, durable, &mut events, &mut bytes);
+        let result = self
+            .reopen_if_needed()
+            .and_then(|()| self.apply(&batch, durable, &mut events, &mut bytes));
         let outcomes = match result {
             Ok(outcomes) => {
+                if self.state.failing_since_ms.swap(0, Ordering::AcqRel) != 0 {
+                    tracing::info!(dir = %self.state.dir.display(), "Spool writes succeed again.");
+                }
                 self.state.events.store(events, Ordering::Release);
                 self.state.bytes.store(bytes, Ordering::Release);
                 if durable {
@@ -543,6 +580,13 @@ impl Writer {
             Err(e) => {
                 // Nothing of the batch is stored; hand its sequence numbers out again.
                 self.next_seq = first_seq;
+                self.reopen = true;
+                let _ = self.state.failing_since_ms.compare_exchange(
+                    0,
+                    now_ms().max(1),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
                 tracing::error!(dir = %self.state.dir.display(), error = %e, "Spool commit failed.");
                 batch.iter().map(|_| Err(self.io(&e))).collect()
             }
@@ -568,6 +612,27 @@ impl Writer {
         }
     }
 
+    /// After a failed write, drops the unusable handle and opens the file
+    /// again (redb repairs it), then recounts what it holds: the failed
+    /// commit is either wholly there or wholly not.
+    fn reopen_if_needed(&mut self) -> Result<(), redb::Error> {
+        if !self.reopen {
+            return Ok(());
+        }
+        let mut slot = self.state.db.write().unwrap_or_else(|p| p.into_inner());
+        // The old handle holds the file lock; it must go before the new open.
+        *slot = None;
+        let db = open_file(&self.state.dir)?;
+        let (events, bytes, next_seq) = count(&db)?;
+        *slot = Some(db);
+        self.state.events.store(events, Ordering::Release);
+        self.state.bytes.store(bytes, Ordering::Release);
+        self.next_seq = self.next_seq.max(next_seq);
+        self.reopen = false;
+        tracing::info!(dir = %self.state.dir.display(), events, "Spool reopened after a write error.");
+        Ok(())
+    }
+
     /// Writes the batch into one transaction and commits it. `Err` means the
     /// whole transaction failed; per-request refusals (full, corrupt) are `Ok`
     /// outcomes of their own.
@@ -579,7 +644,11 @@ impl Writer {
         bytes: &mut u64,
     ) -> Result<Vec<Outcome>, redb::Error> {
         let start = self.next_seq;
-        let mut txn = self.state.db.begin_write()?;
+        let db = self.state.db.read().unwrap_or_else(|p| p.into_inner());
+        let mut txn = db
+            .as_ref()
+            .ok_or(redb::Error::DatabaseClosed)?
+            .begin_write()?;
         txn.set_durability(if durable {
             Durability::Immediate
         } else {
@@ -644,8 +713,15 @@ impl Writer {
         if self.dirty_since.is_none() {
             return;
         }
+        if self.reopen {
+            return;
+        }
         let result = (|| -> Result<(), redb::Error> {
-            let mut txn = self.state.db.begin_write()?;
+            let db = self.state.db.read().unwrap_or_else(|p| p.into_inner());
+            let mut txn = db
+                .as_ref()
+                .ok_or(redb::Error::DatabaseClosed)?
+                .begin_write()?;
             txn.set_durability(Durability::Immediate)?;
             txn.commit()?;
             Ok(())
@@ -667,6 +743,30 @@ impl Writer {
     fn io(&self, e: &dyn std::fmt::Display) -> SpoolError {
         SpoolError::Io(format!("spool {}: {e}", self.state.dir.display()))
     }
+}
+
+/// Opens (or creates) the spool's file, repairing it after a crash.
+fn open_file(dir: &Path) -> Result<Database, redb::DatabaseError> {
+    redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create(dir.join(FILE_NAME))
+}
+
+/// Entries, their accounted bytes and the next free sequence number.
+fn count(db: &Database) -> Result<(u64, u64, u64), redb::Error> {
+    let (mut events, mut bytes, mut next_seq) = (0u64, 0u64, 1u64);
+    let txn = db.begin_read()?;
+    if let Some(stored) = txn.open_table(META)?.get("next_seq")? {
+        next_seq = stored.value().max(1);
+    }
+    let table = txn.open_table(EVENTS)?;
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        events += 1;
+        bytes += KEY_SIZE + value.value().len() as u64;
+        next_seq = next_seq.max(key.value().saturating_add(1));
+    }
+    Ok((events, bytes, next_seq))
 }
 
 fn store_next_seq(txn: &WriteTransaction, next_seq: u64) -> Result<(), redb::Error> {
@@ -1207,5 +1307,77 @@ mod tests {
             assert_eq!(event.outgoing, outgoing(n), "entry {} differs", event.seq);
         }
         assert_eq!(spool.stats().events, stored.len() as u64);
+    }
+
+    /// A small tmpfs mounted for one test and unmounted after it.
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        /// `None` (the caller skips, saying so) unless running as root.
+        fn mount(size: &str) -> Option<Self> {
+            let dir = tempfile::tempdir().unwrap();
+            let mounted = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            mounted.then_some(Self(dir))
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_fails_appends_and_the_spool_recovers_once_space_is_back() {
+        let Some(disk) = Tmpfs::mount("4m") else {
+            eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
+            return;
+        };
+        let dir = disk.0.path().join("spool");
+        let spool = Spool::open(&dir, 1 << 30).unwrap();
+        assert_eq!(spool.append(&outgoing(1)).await.unwrap(), 1);
+        // Fill the disk to the last byte.
+        let filler = disk.0.path().join("filler");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&filler).unwrap();
+            let chunk = vec![0u8; 64 * 1024];
+            while f.write_all(&chunk).is_ok() {}
+            let small = [0u8; 512];
+            while f.write_all(&small).is_ok() {}
+            let _ = f.sync_all();
+        }
+        let mut big = outgoing(2);
+        big.body = vec![b'x'; 512 * 1024];
+        assert!(matches!(spool.append(&big).await, Err(SpoolError::Io(_))));
+        assert!(spool.failing_for().is_some(), "the failure is visible");
+        // Still failing while the disk is full, whatever is asked.
+        assert!(spool.append(&big).await.is_err());
+
+        std::fs::remove_file(&filler).unwrap();
+        let seq = spool
+            .append(&big)
+            .await
+            .expect("appends work again once space is back");
+        assert!(seq >= 2);
+        assert_eq!(spool.failing_for(), None);
+        let held: Vec<String> = spool
+            .oldest(10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.outgoing.id)
+            .collect();
+        assert_eq!(
+            held,
+            ["evt_00001", "evt_00002"],
+            "nothing lost, nothing doubled"
+        );
+        spool.close().await;
     }
 }

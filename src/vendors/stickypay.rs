@@ -356,8 +356,18 @@ fn redact(value: &mut Value, personal: bool) {
     let mut secrets = Vec::new();
     strip(value, personal, &mut secrets);
     secrets.retain(|s| s.len() >= 8);
-    if !secrets.is_empty() {
-        scrub(value, &secrets);
+    secrets.sort_unstable();
+    secrets.dedup();
+    if secrets.is_empty() {
+        return;
+    }
+    // One automaton for every removed secret, so each remaining string is
+    // read once however many secrets were removed: a body with thousands of
+    // secret-named keys costs linear time, not strings x secrets.
+    match aho_corasick::AhoCorasick::new(&secrets) {
+        Ok(any_secret) => scrub(value, &any_secret),
+        // Cannot happen for plain strings; fail closed: no string survives.
+        Err(_) => scrub_all_strings(value),
     }
 }
 
@@ -403,13 +413,22 @@ fn collect_strings(v: &Value, out: &mut Vec<String>) {
 }
 
 /// Replaces any string that embeds a removed secret value (e.g. in a URL).
-fn scrub(value: &mut Value, secrets: &[String]) {
+fn scrub(value: &mut Value, secrets: &aho_corasick::AhoCorasick) {
     match value {
-        Value::String(s) if secrets.iter().any(|secret| s.contains(secret.as_str())) => {
+        Value::String(s) if secrets.is_match(s.as_str()) => {
             *s = "[redacted]".to_owned();
         }
         Value::Array(items) => items.iter_mut().for_each(|v| scrub(v, secrets)),
         Value::Object(map) => map.values_mut().for_each(|v| scrub(v, secrets)),
+        _ => {}
+    }
+}
+
+fn scrub_all_strings(value: &mut Value) {
+    match value {
+        Value::String(s) => *s = "[redacted]".to_owned(),
+        Value::Array(items) => items.iter_mut().for_each(scrub_all_strings),
+        Value::Object(map) => map.values_mut().for_each(scrub_all_strings),
         _ => {}
     }
 }
@@ -430,6 +449,25 @@ pub(crate) fn redacted_raw_body(body: &[u8], options: &MapOptions) -> Option<Vec
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn many_removed_secrets_are_each_scrubbed_wherever_they_are_embedded() {
+        let mut doc = serde_json::Map::new();
+        for n in 0..2000 {
+            doc.insert(format!("secret_{n}"), json!(format!("token-{n:06}-abcdef")));
+            doc.insert(
+                format!("url_{n}"),
+                json!(format!("https://x.test/?t=token-{n:06}-abcdef")),
+            );
+            doc.insert(format!("note_{n}"), json!(format!("plain note {n}")));
+        }
+        let mut doc = Value::Object(doc);
+        redact(&mut doc, false);
+        assert!(doc.get("secret_7").is_none());
+        assert_eq!(doc["url_1999"], "[redacted]");
+        assert_eq!(doc["url_0"], "[redacted]");
+        assert_eq!(doc["note_1999"], "plain note 1999");
+    }
 
     const PRIVATE_KEY: &str = "private:5f1c9a7e-3b2d-4c8e-9f0a-1b2c3d4e5f60";
 

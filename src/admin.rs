@@ -9,7 +9,11 @@
 //! At most [`MAX_CONNECTIONS`] connections are served at once (more wait in
 //! the kernel backlog), each for at most a minute: probes and a scraper need
 //! a handful, and a flood of connections to an exposed admin port must not
-//! use up the file descriptors the public listener needs.
+//! use up the file descriptors the public listener needs. When all of them
+//! are taken (32 keep-alive clients suffice), [`PROBE_CONNECTIONS`] more are
+//! kept for the orchestrator: such a connection answers one request, only
+//! `/healthz` or `/readyz` (anything else gets 503), within two seconds, so
+//! liveness and readiness stay answerable whoever holds the other slots.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -30,6 +34,8 @@ type AdminResponse = Response<Full<Bytes>>;
 
 /// Admin connections served at once.
 pub const MAX_CONNECTIONS: usize = 32;
+/// Connections kept for `/healthz` and `/readyz` when the others are taken.
+pub const PROBE_CONNECTIONS: usize = 4;
 
 /// Serves admin requests until `stop` flips.
 pub async fn serve(
@@ -40,10 +46,16 @@ pub async fn serve(
 ) {
     let token = Arc::new(token);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let probe_slots = Arc::new(Semaphore::new(PROBE_CONNECTIONS));
     loop {
-        let Some(permit) = crate::server::connection_slot(&slots, &mut stop).await else {
-            return;
+        // A general slot when there is one; else one kept for probes.
+        let (permit, probes_only) = tokio::select! {
+            biased;
+            permit = slots.clone().acquire_owned() => (permit, false),
+            permit = probe_slots.clone().acquire_owned() => (permit, true),
+            _ = stop.changed() => return,
         };
+        let Ok(permit) = permit else { return };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -60,17 +72,38 @@ pub async fn serve(
         let service = hyper::service::service_fn(move |req| {
             let control = control.clone();
             let token = token.clone();
-            async move { Ok::<_, Infallible>(route(req, &control, token.as_ref().as_ref()).await) }
+            async move {
+                let response = if probes_only && !is_probe(&req) {
+                    json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        serde_json::json!({ "error": "admin busy: only /healthz and /readyz are served" }),
+                    )
+                } else {
+                    route(req, &control, token.as_ref().as_ref()).await
+                };
+                Ok::<_, Infallible>(response)
+            }
         });
+        let (header_timeout, lifetime) = if probes_only {
+            (Duration::from_secs(2), Duration::from_secs(2))
+        } else {
+            (Duration::from_secs(5), Duration::from_secs(60))
+        };
         tokio::spawn(async move {
             let _permit = permit;
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
+                .header_read_timeout(header_timeout)
+                .keep_alive(!probes_only)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+            let _ = tokio::time::timeout(lifetime, conn).await;
         });
     }
+}
+
+/// A liveness or readiness probe.
+fn is_probe(req: &Request<Incoming>) -> bool {
+    req.method() == Method::GET && matches!(req.uri().path(), "/healthz" | "/readyz")
 }
 
 async fn route(req: Request<Incoming>, control: &Control, token: Option<&Secret>) -> AdminResponse {

@@ -39,6 +39,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 /// authentication. 64 MiB is 256 full-size bodies at once, well under the
 /// shipped 512 Mi memory limit.
 pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Connections one client address may hold open at once unless the config
+/// says otherwise: a quarter of the default listener, far above what a vendor
+/// opens (USAePay, the most, up to 20 per endpoint).
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
 /// Most `server.max_connections`: beyond any file-descriptor limit a host
 /// would grant, and well within what one semaphore can count.
 pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
@@ -168,6 +172,8 @@ pub struct RawServer {
     pub max_buffered_body_bytes: Option<usize>,
     /// Connections beyond this wait in the kernel backlog instead of costing memory.
     pub max_connections: Option<usize>,
+    /// Connections one client address may hold open at once.
+    pub max_connections_per_address: Option<usize>,
     /// Time allowed for the TLS handshake.
     pub handshake_timeout_ms: Option<u64>,
     /// Time allowed to receive the request head (slowloris guard).
@@ -386,6 +392,8 @@ pub struct ServerSettings {
     pub max_buffered_body_bytes: usize,
     /// Concurrent connection cap.
     pub max_connections: usize,
+    /// Concurrent connections per client address (trusted proxies exempt).
+    pub max_connections_per_address: usize,
     /// TLS handshake deadline.
     pub handshake_timeout: Duration,
     /// Request-head deadline.
@@ -783,6 +791,12 @@ fn build_server(b: &mut Builder, raw: &RawServer) -> Option<ServerSettings> {
         1024,
         MAX_CONNECTIONS_LIMIT,
     );
+    let max_connections_per_address = b.count(
+        "server.max_connections_per_address",
+        raw.max_connections_per_address,
+        DEFAULT_MAX_CONNECTIONS_PER_ADDRESS.min(max_connections),
+        max_connections,
+    );
     let handshake_timeout = b.duration_ms(
         "server.handshake_timeout_ms",
         raw.handshake_timeout_ms,
@@ -822,6 +836,7 @@ fn build_server(b: &mut Builder, raw: &RawServer) -> Option<ServerSettings> {
         max_body_bytes,
         max_buffered_body_bytes,
         max_connections,
+        max_connections_per_address,
         handshake_timeout,
         header_timeout,
         body_timeout,

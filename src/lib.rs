@@ -20,6 +20,7 @@
 //! canonical.rs   the CloudEvents envelope, `data`, exact amounts, event ids
 //! guard.rs       masks full card numbers before anything is published
 //! scrub.rs       error text from input without the quoted values
+//! per_address.rs open connections per client address
 //! broker.rs      broker endpoints, amqps trust, opening one connection
 //! publish.rs     lapin connection supervisor, confirm-mode channels
 //! ratelimit.rs   per-source quotas and the per-IP guard (governor)
@@ -46,6 +47,7 @@ pub mod drain;
 pub mod enrich;
 pub mod guard;
 pub mod metrics;
+pub mod per_address;
 pub mod pipeline;
 pub mod publish;
 pub mod ratelimit;

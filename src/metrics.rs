@@ -85,6 +85,8 @@ pub struct Metrics {
     pub rate_limited: Family<SourceLabel, Counter>,
     /// Requests refused by the per-client-address guard, before authentication.
     pub ip_rate_limited: Counter,
+    /// Connections closed at accept: their address held its connection limit.
+    pub connections_refused: Counter,
     /// Time from publish to the broker's answer.
     pub publish_seconds: Histogram,
     /// Broker answers: ack, nack, returned, timeout, unavailable.
@@ -146,6 +148,12 @@ impl Metrics {
             "ip_rate_limited",
             "Requests refused by the per-client-address limit before authentication",
             ip_rate_limited.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept because their address held server.max_connections_per_address",
+            connections_refused.clone(),
         );
         let publish_seconds = Histogram::new(exponential_buckets(0.000_5, 2.0, 14));
         registry.register(
@@ -244,6 +252,7 @@ impl Metrics {
             auth_failures,
             rate_limited,
             ip_rate_limited,
+            connections_refused,
             publish_seconds,
             confirms,
             unmapped,

@@ -135,6 +135,17 @@ impl<C: Clock> std::fmt::Debug for IpLimiter<C> {
     }
 }
 
+/// The address that stands for one client in per-address limits: an IPv4
+/// address (IPv4-mapped IPv6 included) as it is, an IPv6 address as its
+/// `ipv6_prefix_len`-bit network.
+pub fn client_key(ip: IpAddr, ipv6_prefix_len: u8) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, ipv6_prefix_len.clamp(1, 128))
+            .map_or(IpAddr::V6(v6), |net| IpAddr::V6(net.trunc().addr())),
+        v4 => v4,
+    }
+}
+
 /// The default IPv6 prefix that shares one budget.
 pub const DEFAULT_IPV6_PREFIX_LEN: u8 = 64;
 
@@ -171,11 +182,7 @@ impl<C: Clock + Clone> IpLimiter<C> {
 
     /// The key whose budget `ip` spends.
     fn budget_key(&self, ip: IpAddr) -> IpAddr {
-        match ip.to_canonical() {
-            IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, self.ipv6_prefix_len)
-                .map_or(IpAddr::V6(v6), |net| IpAddr::V6(net.trunc().addr())),
-            v4 => v4,
-        }
+        client_key(ip, self.ipv6_prefix_len)
     }
 
     /// The configured rate.

@@ -75,6 +75,11 @@ impl Listener {
     /// (up to `drain`), and returns.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>, drain: Duration) {
         let limit = Arc::new(Semaphore::new(self.settings.max_connections));
+        let per_address = crate::per_address::ConnectionsPerAddress::new(
+            self.settings.max_connections_per_address,
+            self.settings.ipv6_prefix_len,
+            self.settings.trusted_proxies.clone(),
+        );
         let bodies = Arc::new(Semaphore::new(self.settings.max_buffered_body_bytes));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -110,6 +115,13 @@ impl Listener {
                 },
                 _ = shutdown.changed() => break,
             };
+            let Some(counted) = per_address.open(peer.ip()) else {
+                // Over its share: closed at once, the slot free for others.
+                self.pipeline.metrics().connections_refused.inc();
+                tracing::debug!(peer = %peer, "Connection refused: the address holds its limit of connections.");
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let pipeline = self.pipeline.clone();
             // TLS and timeouts come from the config in force when the connection opened.
@@ -136,6 +148,7 @@ impl Listener {
             let mut stop = shutdown.clone();
             tokio::spawn(async move {
                 let _permit = permit;
+                let _counted = counted;
                 let stream: Box<dyn ClientStream> = match tls {
                     None => Box::new(stream),
                     Some(acceptor) => {

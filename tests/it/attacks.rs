@@ -1200,3 +1200,39 @@ async fn an_http2_header_block_that_never_ends_is_cut_off_at_the_header_timeout(
     assert_still_serves(&gw, "an unfinished HTTP/2 header block").await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_more_than_its_share_of_connections() {
+    let gw = start("max_connections_per_address = 3").await;
+    let from = |ip: &str| {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        socket.connect(gw.addr)
+    };
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(from("127.0.0.6").await.unwrap());
+    }
+    let mut fourth = from("127.0.0.6").await.unwrap();
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(2), fourth.read(&mut byte)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the fourth connection from one address is closed at once: {closed:?}"
+    );
+    assert_eq!(gw.metric("hookgate_connections_refused_total").await, 1.0);
+    // Others are served, and the address gets its places back as it closes.
+    assert_still_serves(&gw, "one address holding its share").await;
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let vendor = gw.client().connecting_from("127.0.0.6");
+    let reply = vendor
+        .post(
+            "/webhooks/usaepay-main",
+            &signed_usaepay_headers(),
+            USAEPAY_BODY,
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    gw.stop().await;
+}

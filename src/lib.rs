@@ -192,6 +192,12 @@ impl Control {
         if new.server.header_timeout != fixed.server.header_timeout {
             keys.push("server.header_timeout_ms");
         }
+        if new.server.max_buffered_body_bytes != fixed.server.max_buffered_body_bytes {
+            keys.push("server.max_buffered_body_bytes");
+        }
+        if new.server.max_connections_per_address != fixed.server.max_connections_per_address {
+            keys.push("server.max_connections_per_address");
+        }
         if new.broker.endpoints != fixed.broker.endpoints
             || new.broker.tls != fixed.broker.tls
             || new.broker.exchange != fixed.broker.exchange

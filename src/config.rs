@@ -39,6 +39,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 /// authentication. 64 MiB is 256 full-size bodies at once, well under the
 /// shipped 512 Mi memory limit.
 pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// The `source` label and log field of requests that name no configured
+/// source (and of those refused by the per-address limit before the source
+/// is looked up); reserved, so no source may have it as its id.
+pub const UNKNOWN_SOURCE: &str = "unknown";
 /// Connections one client address may hold open at once unless the config
 /// says otherwise: a quarter of the default listener, far above what a vendor
 /// opens (USAePay, the most, up to 20 per endpoint).
@@ -1082,7 +1086,7 @@ fn build_sources(b: &mut Builder, raw: &[RawSource], default_rate: Rate) -> Sour
                 format!("{at}.id"),
                 format!("`{id}` must be 1 to 64 characters of a-z, 0-9, `_` or `-`"),
             );
-        } else if id == crate::server::UNKNOWN_SOURCE {
+        } else if id == UNKNOWN_SOURCE {
             b.error(
                 format!("{at}.id"),
                 "`unknown` is reserved: requests to no configured source are counted under it",

@@ -44,7 +44,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::auth::{AuthError, Presented};
-use crate::config::{ServerSettings, Source};
+use crate::config::{ServerSettings, Source, UNKNOWN_SOURCE};
 use crate::pipeline::{Inbound, NotSafe, Outcome, Pipeline};
 use crate::ratelimit::RetryAfter;
 use http_body_util::{BodyExt, Full, Limited};
@@ -444,11 +444,6 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for ClientIo<IO> {
 }
 
 type HttpResponse = Response<Full<Bytes>>;
-
-/// The `source` label and log field of requests that name no configured
-/// source (and of those refused by the per-address limit before the source
-/// is looked up); config refuses it as a source id.
-pub const UNKNOWN_SOURCE: &str = "unknown";
 
 /// HTTP/2 receive window per stream: what a client may send ahead of the
 /// handler reading it. Webhook bodies are a few KiB; larger ones flow as the

@@ -164,19 +164,8 @@ async fn when_the_connected_node_is_killed_every_accepted_event_reaches_the_quor
     assert_eq!(accepted.len(), 120);
 
     let reader = Broker::connect_to(&Cluster::url(survivor)).await;
-    let mut arrived = HashSet::new();
-    while !accepted.is_subset(&arrived) && killed_at.elapsed() < Duration::from_secs(15) {
-        if let Some(message) = reader.next(&queue, Duration::from_millis(300)).await {
-            arrived.insert(
-                message
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .unwrap()
-                    .to_string(),
-            );
-        }
-    }
+    let deadline = tokio::time::Instant::from_std(killed_at) + Duration::from_secs(15);
+    let arrived = reader.ids_until(&queue, &accepted, deadline).await;
     let missing = accepted.difference(&arrived).count();
     assert_eq!(
         missing,
@@ -253,20 +242,8 @@ async fn during_a_memory_alarm_requests_are_spooled_at_once_and_drain_when_it_cl
     assert!(gw.metric("hookgate_spooled_total").await >= 1.0);
 
     drop(alarm);
-    let cleared = Instant::now();
-    let mut arrived = HashSet::new();
-    while !accepted.is_subset(&arrived) && cleared.elapsed() < Duration::from_secs(20) {
-        if let Some(message) = reader.next(&queue, Duration::from_millis(300)).await {
-            arrived.insert(
-                message
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .unwrap()
-                    .to_string(),
-            );
-        }
-    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let arrived = reader.ids_until(&queue, &accepted, deadline).await;
     assert!(
         accepted.is_subset(&arrived),
         "{} of {} events did not arrive after the alarm cleared",

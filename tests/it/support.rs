@@ -390,16 +390,7 @@ impl Broker {
             )
             .await
             .unwrap();
-        self.channel
-            .queue_bind(
-                queue.as_str().into(),
-                exchange.into(),
-                pattern.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        self.bind(&queue, exchange, pattern).await;
         queue
     }
 
@@ -422,9 +413,15 @@ impl Broker {
             )
             .await
             .unwrap();
+        self.bind(&queue, exchange, pattern).await;
+        queue
+    }
+
+    /// Binds `queue` to `exchange` with `pattern`.
+    async fn bind(&self, queue: &str, exchange: &str, pattern: &str) {
         self.channel
             .queue_bind(
-                queue.as_str().into(),
+                queue.into(),
                 exchange.into(),
                 pattern.into(),
                 QueueBindOptions::default(),
@@ -432,7 +429,25 @@ impl Broker {
             )
             .await
             .unwrap();
-        queue
+    }
+
+    /// Message ids read from `queue` until every one of `wanted` has come or
+    /// `deadline` passes; what arrived, duplicates folded.
+    pub async fn ids_until(
+        &self,
+        queue: &str,
+        wanted: &std::collections::HashSet<String>,
+        deadline: tokio::time::Instant,
+    ) -> std::collections::HashSet<String> {
+        let mut arrived = std::collections::HashSet::new();
+        while !wanted.is_subset(&arrived) && tokio::time::Instant::now() < deadline {
+            if let Some(message) = self.next(queue, Duration::from_millis(300)).await {
+                if let Some(id) = message.properties.message_id() {
+                    arrived.insert(id.to_string());
+                }
+            }
+        }
+        arrived
     }
 
     /// The next message on `queue`, waiting up to `wait` for one to arrive.

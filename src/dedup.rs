@@ -225,7 +225,11 @@ struct Inner {
 struct Shared {
     /// `{dir}/dedup.redb`, for messages.
     path: PathBuf,
-    db: Database,
+    /// The open file; `None` only while the writer reopens it after a
+    /// write error (redb refuses a handle that saw one, as the spool's doc says).
+    db: std::sync::RwLock<Option<Database>>,
+    /// When commits started failing (Unix epoch ms), 0 while they succeed.
+    failing_since_ms: AtomicU64,
     window_ms: u64,
     max_entries: u64,
     clock: Clock,
@@ -382,7 +386,8 @@ impl DedupWindow {
 
         let shared = Arc::new(Shared {
             path: path.clone(),
-            db,
+            db: std::sync::RwLock::new(Some(db)),
+            failing_since_ms: AtomicU64::new(0),
             window_ms,
             max_entries,
             clock,
@@ -507,6 +512,12 @@ impl DedupWindow {
         shared.health(&index)
     }
 
+    /// How long commits have been failing (a full disk, an I/O error), or
+    /// `None` while they succeed: readiness and housekeeping act on it.
+    pub fn failing_for(&self) -> Option<Duration> {
+        self.inner.shared.failing_for()
+    }
+
     /// Ids in the file after the writer's last commit, for metrics and logs.
     /// Lags by up to one commit: claims not yet committed are not counted,
     /// and ids just past the window count until the next trim.
@@ -615,7 +626,9 @@ impl Shared {
 
     /// "by_id" as of the last commit.
     fn open_by_id(&self) -> Result<ReadOnlyTable<Id, u64>, redb::Error> {
-        Ok(self.db.begin_read()?.open_table(BY_ID)?)
+        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        let db = db.as_ref().ok_or(redb::Error::DatabaseClosed)?;
+        Ok(db.begin_read()?.open_table(BY_ID)?)
     }
 
     /// Publishes "by_id" as just committed for [`Shared::stored`]. Must run
@@ -632,6 +645,43 @@ impl Shared {
                     "De-duplication snapshot not refreshed; lookups open the file each time."
                 );
             }
+        }
+    }
+
+    /// After a failed commit: lets go of the lookup snapshot and the old
+    /// handle (which holds the file lock) and opens the file again. A lookup
+    /// may still hold the old snapshot for a moment, so the open is retried
+    /// briefly before the batch is given up.
+    fn reopen(&self) -> Result<(), redb::Error> {
+        self.snapshot.store(None);
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        *slot = None;
+        let mut tries = 0;
+        let db = loop {
+            match redb::Builder::new()
+                .set_cache_size(CACHE_BYTES)
+                .create(&self.path)
+            {
+                Ok(db) => break db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        *slot = Some(db);
+        drop(slot);
+        self.refresh_snapshot();
+        tracing::info!(file = %self.path.display(), "De-duplication file reopened after a write error.");
+        Ok(())
+    }
+
+    /// How long commits have been failing, `None` while they succeed.
+    fn failing_for(&self) -> Option<Duration> {
+        match self.failing_since_ms.load(Ordering::Acquire) {
+            0 => None,
+            since => Some(Duration::from_millis(system_now_ms().saturating_sub(since))),
         }
     }
 
@@ -710,6 +760,7 @@ fn writer(shared: Arc<Shared>) {
         }
     }
     let _stopped = Stopped(&shared);
+    let mut reopen = false;
 
     loop {
         let (batch, trim_request, closing, dropped) = {
@@ -755,7 +806,31 @@ fn writer(shared: Arc<Shared>) {
             );
         }
         if !batch.is_empty() || trim_request.is_some() {
-            let failure = match write_batch(&shared, &batch) {
+            let written = if reopen {
+                shared.reopen().and_then(|()| {
+                    reopen = false;
+                    write_batch(&shared, &batch)
+                })
+            } else {
+                write_batch(&shared, &batch)
+            };
+            match &written {
+                Ok(_) => {
+                    if shared.failing_since_ms.swap(0, Ordering::AcqRel) != 0 {
+                        tracing::info!(file = %shared.path.display(), "De-duplication commits succeed again.");
+                    }
+                }
+                Err(_) => {
+                    reopen = true;
+                    let _ = shared.failing_since_ms.compare_exchange(
+                        0,
+                        system_now_ms().max(1),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                }
+            }
+            let failure = match written {
                 Ok(Some(entries)) => {
                     shared.commits.fetch_add(1, Ordering::AcqRel);
                     shared.entries.store(entries, Ordering::Release);
@@ -802,7 +877,11 @@ fn writer(shared: Arc<Shared>) {
 /// commits only if something changed. `Ok(Some(ids in the file))` when a
 /// transaction was committed.
 fn write_batch(shared: &Shared, batch: &VecDeque<(u64, Id)>) -> Result<Option<u64>, redb::Error> {
-    let mut txn = shared.db.begin_write()?;
+    let db = shared.db.read().unwrap_or_else(PoisonError::into_inner);
+    let mut txn = db
+        .as_ref()
+        .ok_or(redb::Error::DatabaseClosed)?
+        .begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     let (changed, entries) = {
         let mut accepted = txn.open_table(ACCEPTED)?;
@@ -1045,7 +1124,8 @@ mod tests {
 
     impl DedupWindow {
         fn table_lens(&self) -> (u64, u64) {
-            table_lens(&self.inner.shared.db)
+            let db = self.inner.shared.db.read().unwrap();
+            table_lens(db.as_ref().expect("open"))
         }
     }
 
@@ -1530,5 +1610,52 @@ mod tests {
         eprintln!("after abort: {late} of {CRASH_CLAIMS} last-moment claims survived");
         assert_eq!(window.len(), (CRASH_CLAIMS + late) as u64);
         assert_eq!(window.unsynced_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_fails_commits_and_the_window_recovers_once_space_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: mounting a tmpfs needs root (CI runs as root)");
+            return;
+        }
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(self.0).status();
+            }
+        }
+        let _unmount = Unmount(dir.path());
+        let window = DedupWindow::open(&dir.path().join("dedup"), 73 * HOUR, 1_000_000).unwrap();
+        window.claim("first").await.unwrap();
+        window.settle().await;
+        let filler = dir.path().join("filler");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&filler).unwrap();
+            while f.write_all(&[0u8; 64 * 1024]).is_ok() {}
+            while f.write_all(&[0u8; 512]).is_ok() {}
+            let _ = f.sync_all();
+        }
+        // Enough claims that their commit must grow the file.
+        for n in 0..20_000 {
+            let _ = window.claim(&format!("during-{n}")).await;
+        }
+        window.settle().await;
+        assert!(window.failing_for().is_some(), "the failure is visible");
+
+        std::fs::remove_file(&filler).unwrap();
+        let _ = window.claim("after").await;
+        window.settle().await;
+        assert_eq!(window.failing_for(), None, "commits succeed again");
+        assert!(window.claim("after-2").await.is_ok());
+        window.settle().await;
+        assert!(window.seen("first") && window.seen("after"));
+        window.close().await;
     }
 }

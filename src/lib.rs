@@ -242,6 +242,17 @@ impl Control {
                 failing.as_secs()
             ));
         }
+        if let Some(failing) = self
+            .pipeline
+            .dedup()
+            .and_then(dedup::DedupWindow::failing_for)
+        {
+            // Events stay safe; only repeats may be published twice meanwhile.
+            degraded.push(format!(
+                "dedup commits failing for {} s (disk full?); repeats may be published twice",
+                failing.as_secs()
+            ));
+        }
         if let Some(spool) = self.pipeline.spool() {
             let stats = spool.stats();
             // Within 1% of the bound counts as full: the next events may not fit.
@@ -526,7 +537,7 @@ pub(crate) async fn close_if_last<T: Send + 'static>(shared: Arc<T>) {
 /// Periodic upkeep: forget client addresses whose budget is full again (so
 /// the per-IP table stays bounded by recent traffic) and drop dedup ids older
 /// than the window. Returns early, which the watchdog turns into a restart,
-/// when the spool's writes have failed for longer than
+/// when the spool's or the dedup window's writes have failed for longer than
 /// [`spool::MAX_WRITE_FAILURE`]: a gateway that can keep no event helps no
 /// one by staying up.
 async fn housekeeping(pipeline: Arc<Pipeline>, mut stop: watch::Receiver<bool>) {
@@ -537,11 +548,21 @@ async fn housekeeping(pipeline: Arc<Pipeline>, mut stop: watch::Receiver<bool>) 
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        if let Some(failing) = pipeline.spool().and_then(spool::Spool::failing_for) {
-            if failing > spool::MAX_WRITE_FAILURE {
+        let failing = [
+            (
+                "spool",
+                pipeline.spool().and_then(spool::Spool::failing_for),
+            ),
+            (
+                "dedup",
+                pipeline.dedup().and_then(dedup::DedupWindow::failing_for),
+            ),
+        ];
+        for (store, failing) in failing {
+            if failing.is_some_and(|f| f > spool::MAX_WRITE_FAILURE) {
                 tracing::error!(
-                    failing_s = failing.as_secs(),
-                    "Spool writes have failed for too long; stopping for a restart."
+                    store,
+                    "Writes have failed for too long; stopping for a restart."
                 );
                 return;
             }

@@ -41,6 +41,16 @@ pub fn masked_event_json(event: &impl Serialize) -> (Vec<u8>, usize) {
         return (plain, 0);
     }
     let mut value: Value = serde_json::from_slice(&plain).expect("just serialized");
+    // What hookgate itself writes is left as it is: a UUID-shaped id can
+    // hold a Luhn-valid run of digits, and masking it would change the id
+    // consumers de-duplicate on (and part it from the AMQP message_id).
+    let generated: Vec<(&str, Value)> = match value.as_object_mut() {
+        Some(envelope) => GENERATED_FIELDS
+            .iter()
+            .filter_map(|key| envelope.remove(*key).map(|v| (*key, v)))
+            .collect(),
+        None => Vec::new(),
+    };
     let mut masked = 0;
     if let Some(unmapped) = value.pointer_mut("/data/unmapped") {
         masked += mask_raw_body(unmapped);
@@ -49,9 +59,25 @@ pub fn masked_event_json(event: &impl Serialize) -> (Vec<u8>, usize) {
     if masked == 0 {
         return (plain, 0);
     }
+    if let Some(envelope) = value.as_object_mut() {
+        for (key, v) in generated {
+            envelope.insert(key.to_owned(), v);
+        }
+    }
     let body = serde_json::to_vec(&value).expect("a JSON value serializes");
     (body, masked)
 }
+
+/// Envelope fields hookgate writes itself, never from a vendor's text.
+const GENERATED_FIELDS: [&str; 7] = [
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "time",
+    "datacontenttype",
+    "dataschema",
+];
 
 /// Masks the card numbers of an `unmapped` event's raw body in place, as
 /// JSON when it parses, as bytes when it is base64, as text otherwise.
@@ -401,5 +427,21 @@ mod tests {
         assert_eq!(&decoded[..2], b"\xff\xfe", "the other bytes are kept");
         assert!(decoded.windows(16).all(|w| w != b"4111111111111111"));
         assert!(decoded.windows(16).any(|w| w == b"************1111"));
+    }
+
+    #[test]
+    fn the_envelope_hookgate_writes_is_never_masked() {
+        // A UUID-shaped id whose last groups form a Luhn-valid 16-digit run.
+        let id = "cd011ee8-bb6d-87e6-8712-345678901456";
+        let (digits, _) = mask_text("8712-345678901456");
+        assert_ne!(
+            digits, "8712-345678901456",
+            "the run itself would be masked"
+        );
+        let event = json!({ "id": id, "subject": "4111111111111111", "data": {} });
+        let (out, n) = published(&event);
+        assert_eq!(n, 1);
+        assert_eq!(out["id"], id);
+        assert_eq!(out["subject"], "************1111");
     }
 }

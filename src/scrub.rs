@@ -53,3 +53,13 @@ pub fn without_quoted_values(text: &str, max_chars: usize) -> String {
     out.retain(|c| !c.is_control());
     out
 }
+
+/// `text` as one bounded log field: control characters (CR, LF, escapes)
+/// removed, cut at `max_chars` characters. For values from input that are
+/// not error messages (an id read from a body).
+pub fn one_line(text: &str, max_chars: usize) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(max_chars)
+        .collect()
+}

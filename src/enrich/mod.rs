@@ -297,7 +297,7 @@ impl Enricher {
                     if started.elapsed() + wait > period {
                         return answer;
                     }
-                    tracing::debug!(kind = lookup.kind.name(), id = %lookup.id, attempt, error = %error,
+                    tracing::debug!(kind = lookup.kind.name(), id = %crate::scrub::one_line(&lookup.id, 128), attempt, error = %error,
                         wait_ms = wait.as_millis() as u64, "Look-up not answered yet; retrying.");
                     tokio::time::sleep(wait).await;
                     attempt += 1;

@@ -398,3 +398,110 @@ async fn the_logs_of_a_run_through_every_fixture_hold_no_secret() {
         "request paths are never logged"
     );
 }
+
+/// Everything the gateway logs while a test runs, in the text format.
+#[derive(Clone, Default)]
+struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_card_number_or_forged_line_reaches_the_log() {
+    let capture = LogCapture::default();
+    // This test process's only subscriber (nextest runs each test alone):
+    // text format, every level hookgate writes.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("hookgate=debug")
+        .with_ansi(false)
+        .with_writer(capture.clone())
+        .try_init();
+    let gw = TestGateway::start(&sources()).await;
+    let client = gw.client();
+    // A value where each vendor's parser expects an object, so its error
+    // would quote it: a card number, a secret and a line break.
+    let value = r#""4111111111111111\r\nFORGED line hunter2-log-secret""#;
+    let hostile = |secret_key: &str| {
+        format!(
+            r#"{{"type": "event", "event_type": "transaction.sale.success", "event_id": "x",
+                "eventType": "TRANSACTION_AUTHORIZED", "event_body": {value}, "data": {value},
+                "v2": {value}, "{secret_key}": "hunter2-log-secret", "note": "4012888888881881"}}"#
+        )
+        .into_bytes()
+    };
+    let mut sent = 0;
+    for vendor in VendorKind::ALL {
+        let mut bodies: Vec<Vec<u8>> = fixtures(vendor)
+            .into_iter()
+            .map(|(path, _)| std::fs::read(path).unwrap())
+            .collect();
+        bodies.push(hostile("userPrivateKey"));
+        bodies.push(hostile("apiKey"));
+        for body in bodies {
+            let (path, headers): (String, Vec<(String, String)>) = match vendor {
+                VendorKind::Usaepay => (
+                    "/webhooks/usaepay-main".into(),
+                    vec![
+                        ("x-signature".into(), usaepay_signature(USAEPAY_KEY, &body)),
+                        ("authorization".into(), BASIC.into()),
+                    ],
+                ),
+                VendorKind::Strictly => (
+                    "/webhooks/strictly-main".into(),
+                    vec![(
+                        "authorization".into(),
+                        basic_auth("strictly", STRICTLY_PASSWORD),
+                    )],
+                ),
+                VendorKind::Nexio => (format!("/webhooks/nexio-simple/{NEXIO_TOKEN}"), vec![]),
+                VendorKind::Stickypay => (format!("/webhooks/sticky-main/{STICKY_TOKEN}"), vec![]),
+            };
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let reply = client.post(&path, &headers, body).await;
+            assert_eq!(reply.status, 200, "{path}: {:?}", reply.body);
+            sent += 1;
+        }
+    }
+    assert!(sent > 20, "{sent} bodies sent");
+    gw.stop().await;
+
+    let log = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+    assert!(
+        log.contains("Request handled."),
+        "the capture saw the gateway's log"
+    );
+    let fixture_secrets = [
+        "private:0d9c8b7a-6f5e-4d3c-9b2a-1f0e9d8c7b61",
+        "Zq8!vR2#kLp0-never-publish",
+        "not-a-real-key-0000",
+        "hunter2-log-secret",
+        "4111111111111111",
+        "4012888888881881",
+    ];
+    for secret in CONFIGURED_SECRETS.iter().chain(&fixture_secrets) {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+    for line in log.lines() {
+        assert!(
+            !line.starts_with("FORGED"),
+            "a body forged a log line: {line}"
+        );
+    }
+}

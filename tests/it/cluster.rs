@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::durability::{send, usaepay_event};
-use crate::gateway::{BASIC, USAEPAY_SOURCE};
+use crate::durability::send;
+use crate::gateway::USAEPAY_SOURCE;
 use crate::support::{Broker, TestGateway};
 
 /// Serializes the tests of this file within one test process.
@@ -419,19 +419,8 @@ async fn over_amqps_events_flow_with_the_right_ca_and_are_spooled_with_the_wrong
         other.path("ca.pem").display()
     );
     let gw = TestGateway::start_on_broker(&spool_source(spool.path()), &untrusted, false).await;
-    let (body, signature) = usaepay_event(70_001);
-    let reply = gw
-        .client()
-        .post(
-            "/webhooks/usaepay-main",
-            &[
-                ("x-signature", signature.as_str()),
-                ("authorization", BASIC),
-            ],
-            body,
-        )
-        .await;
-    assert_eq!(reply.status, 200, "accepted into the spool");
+    let (status, _) = send(&gw.client(), 70_001).await;
+    assert_eq!(status, 200, "accepted into the spool");
     let deadline = Instant::now() + Duration::from_secs(10);
     let reasons = loop {
         let (_, ready) = gw.admin("GET", "/readyz").await;

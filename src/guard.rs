@@ -41,15 +41,13 @@ pub fn masked_event_json(event: &impl Serialize) -> (Vec<u8>, usize) {
         return (plain, 0);
     }
     let mut value: Value = serde_json::from_slice(&plain).expect("just serialized");
-    // What hookgate itself writes is left as it is: a UUID-shaped id can
-    // hold a Luhn-valid run of digits, and masking it would change the id
+    // The event id is hookgate's own UUID-shaped hash, and its last groups
+    // can read as a Luhn-valid run of digits: masking it would change the id
     // consumers de-duplicate on (and part it from the AMQP message_id).
-    let generated: Vec<(&str, Value)> = match value.as_object_mut() {
-        Some(envelope) => GENERATED_FIELDS
-            .iter()
-            .filter_map(|key| envelope.remove(*key).map(|v| (*key, v)))
-            .collect(),
-        None => Vec::new(),
+    // Everything else is scanned, envelope included.
+    let own_id = match value.as_object_mut() {
+        Some(envelope) if envelope.get("id").is_some_and(is_uuid_shaped) => envelope.remove("id"),
+        _ => None,
     };
     let mut masked = 0;
     if let Some(unmapped) = value.pointer_mut("/data/unmapped") {
@@ -59,25 +57,26 @@ pub fn masked_event_json(event: &impl Serialize) -> (Vec<u8>, usize) {
     if masked == 0 {
         return (plain, 0);
     }
-    if let Some(envelope) = value.as_object_mut() {
-        for (key, v) in generated {
-            envelope.insert(key.to_owned(), v);
-        }
+    if let (Some(id), Some(envelope)) = (own_id, value.as_object_mut()) {
+        envelope.insert("id".to_owned(), id);
     }
     let body = serde_json::to_vec(&value).expect("a JSON value serializes");
     (body, masked)
 }
 
-/// Envelope fields hookgate writes itself, never from a vendor's text.
-const GENERATED_FIELDS: [&str; 7] = [
-    "specversion",
-    "id",
-    "source",
-    "type",
-    "time",
-    "datacontenttype",
-    "dataschema",
-];
+/// Whether `value` is a string shaped like hookgate's event ids:
+/// 8-4-4-4-12 hexadecimal digits.
+pub fn is_uuid_shaped(value: &Value) -> bool {
+    let Some(text) = value.as_str() else {
+        return false;
+    };
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
 
 /// Masks the card numbers of an `unmapped` event's raw body in place, as
 /// JSON when it parses, as bytes when it is base64, as text otherwise.
@@ -443,5 +442,18 @@ mod tests {
         assert_eq!(n, 1);
         assert_eq!(out["id"], id);
         assert_eq!(out["subject"], "************1111");
+    }
+
+    #[test]
+    fn only_a_uuid_shaped_id_is_left_alone() {
+        // Found by fuzzing: a card number under an envelope key must still go.
+        let event = json!({
+            "time": { "unmapped": { "raw_body": "{\"pan\":4111111111111111}" } },
+            "id": "4111111111111111"
+        });
+        let (out, n) = published(&event);
+        assert_eq!(n, 2, "{out}");
+        assert_eq!(out["id"], "************1111");
+        assert!(!out.to_string().contains("4111111111111111"));
     }
 }

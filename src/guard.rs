@@ -49,6 +49,13 @@ pub fn masked_event_json(event: &impl Serialize) -> (Vec<u8>, usize) {
         Some(envelope) if envelope.get("id").is_some_and(is_uuid_shaped) => envelope.remove("id"),
         _ => None,
     };
+    // The canonical amount is a number hookgate parsed (`minor` an integer,
+    // `value` its decimal text, as the schema requires): masking would
+    // break its type. The vendor's own field stays in `vendor_data`, scanned.
+    let amount = value
+        .pointer_mut("/data")
+        .and_then(Value::as_object_mut)
+        .and_then(|data| data.remove("amount"));
     let mut masked = 0;
     if let Some(unmapped) = value.pointer_mut("/data/unmapped") {
         masked += mask_raw_body(unmapped);
@@ -60,11 +67,18 @@ pub fn masked_event_json(event: &impl Serialize) -> (Vec<u8>, usize) {
     if let (Some(id), Some(envelope)) = (own_id, value.as_object_mut()) {
         envelope.insert("id".to_owned(), id);
     }
+    if let (Some(amount), Some(data)) = (
+        amount,
+        value.pointer_mut("/data").and_then(Value::as_object_mut),
+    ) {
+        data.insert("amount".to_owned(), amount);
+    }
     let body = serde_json::to_vec(&value).expect("a JSON value serializes");
     (body, masked)
 }
 
-/// Whether `value` is a string shaped like hookgate's event ids:
+/// Whether `value` is a string shaped like hookgate's event ids (the guard
+/// leaves those alone, as it leaves `data.amount`, a parsed number):
 /// 8-4-4-4-12 hexadecimal digits.
 pub fn is_uuid_shaped(value: &Value) -> bool {
     let Some(text) = value.as_str() else {
@@ -455,5 +469,21 @@ mod tests {
         assert_eq!(n, 2, "{out}");
         assert_eq!(out["id"], "************1111");
         assert!(!out.to_string().contains("4111111111111111"));
+    }
+
+    #[test]
+    fn the_parsed_amount_keeps_its_types() {
+        // Found by the property tests: a 19-digit amount that passes Luhn.
+        let event = json!({ "data": {
+            "amount": { "minor": -5816907958169603492i64, "value": "-58169079581696034.92" },
+            "vendor_data": { "amountToRefund": -5816907958169603492i64 }
+        }});
+        let (out, n) = published(&event);
+        assert_eq!(n, 1, "{out}");
+        assert_eq!(out["data"]["amount"]["minor"], -5816907958169603492i64);
+        assert_eq!(
+            out["data"]["vendor_data"]["amountToRefund"],
+            "-***************3492"
+        );
     }
 }

@@ -49,6 +49,14 @@ pub fn masked_event_json(event: &impl Serialize) -> (Vec<u8>, usize) {
         Some(envelope) if envelope.get("id").is_some_and(is_uuid_shaped) => envelope.remove("id"),
         _ => None,
     };
+    // The source id comes from the config, not from a body, and names the
+    // source in `source` and `data.source_id`: an operator may well pick a
+    // number for it.
+    let own_source = value.as_object_mut().and_then(|e| e.remove("source"));
+    let own_source_id = value
+        .pointer_mut("/data")
+        .and_then(Value::as_object_mut)
+        .and_then(|data| data.remove("source_id"));
     // The canonical amount is a number hookgate parsed (`minor` an integer,
     // `value` its decimal text, as the schema requires): masking would
     // break its type. The vendor's own field stays in `vendor_data`, scanned.
@@ -67,18 +75,24 @@ pub fn masked_event_json(event: &impl Serialize) -> (Vec<u8>, usize) {
     if let (Some(id), Some(envelope)) = (own_id, value.as_object_mut()) {
         envelope.insert("id".to_owned(), id);
     }
-    if let (Some(amount), Some(data)) = (
-        amount,
-        value.pointer_mut("/data").and_then(Value::as_object_mut),
-    ) {
-        data.insert("amount".to_owned(), amount);
+    if let Some(data) = value.pointer_mut("/data").and_then(Value::as_object_mut) {
+        if let Some(amount) = amount {
+            data.insert("amount".to_owned(), amount);
+        }
+        if let Some(source_id) = own_source_id {
+            data.insert("source_id".to_owned(), source_id);
+        }
+    }
+    if let (Some(source), Some(envelope)) = (own_source, value.as_object_mut()) {
+        envelope.insert("source".to_owned(), source);
     }
     let body = serde_json::to_vec(&value).expect("a JSON value serializes");
     (body, masked)
 }
 
 /// Whether `value` is a string shaped like hookgate's event ids (the guard
-/// leaves those alone, as it leaves `data.amount`, a parsed number):
+/// leaves those alone, as it leaves `data.amount`, a parsed number, and the
+/// configured source id):
 /// 8-4-4-4-12 hexadecimal digits.
 pub fn is_uuid_shaped(value: &Value) -> bool {
     let Some(text) = value.as_str() else {
@@ -485,5 +499,17 @@ mod tests {
             out["data"]["vendor_data"]["amountToRefund"],
             "-***************3492"
         );
+    }
+
+    #[test]
+    fn a_numeric_source_id_from_the_config_is_kept() {
+        let event = json!({
+            "source": "/sources/4111111111111111",
+            "data": { "source_id": "4111111111111111", "vendor_data": { "n": "4111111111111111" } }
+        });
+        let (out, n) = published(&event);
+        assert_eq!(n, 1, "{out}");
+        assert_eq!(out["source"], "/sources/4111111111111111");
+        assert_eq!(out["data"]["source_id"], "4111111111111111");
     }
 }

@@ -80,7 +80,8 @@ pub fn guard_and_check(data: &[u8]) {
     let (published, _) = hookgate::guard::masked_event_json(&document);
     let mut published: Value =
         serde_json::from_slice(&published).expect("the guard's output is JSON");
-    // What the guard leaves alone: a UUID-shaped event id, the parsed amount.
+    // What the guard leaves alone: a UUID-shaped event id, the parsed
+    // amount, the configured source id.
     if let Some(envelope) = published.as_object_mut() {
         if envelope
             .get("id")
@@ -94,6 +95,10 @@ pub fn guard_and_check(data: &[u8]) {
         .and_then(Value::as_object_mut)
     {
         data.remove("amount");
+        data.remove("source_id");
+    }
+    if let Some(envelope) = published.as_object_mut() {
+        envelope.remove("source");
     }
     assert_no_card_number(&published);
     if let Some(raw) = published

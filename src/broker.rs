@@ -133,7 +133,9 @@ pub async fn open_any(
             }
         }
     }
-    Err(last.expect("config guarantees at least one endpoint"))
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no broker endpoint configured").into()
+    }))
 }
 
 #[cfg(test)]

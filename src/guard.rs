@@ -40,7 +40,12 @@ pub fn masked_event_json(event: &impl Serialize) -> (Vec<u8>, usize) {
     if !has_raw_body && !has_long_digit_run(&plain) {
         return (plain, 0);
     }
-    let mut value: Value = serde_json::from_slice(&plain).expect("just serialized");
+    // Built from the event, not parsed back from `plain`: a parser has a
+    // depth limit a deep look-up record could reach, a serializer has none.
+    // It cannot fail where `to_vec` just succeeded with the same impl.
+    let Ok(mut value) = serde_json::to_value(event) else {
+        return (plain, 0);
+    };
     // The event id is hookgate's own UUID-shaped hash, and its last groups
     // can read as a Luhn-valid run of digits: masking it would change the id
     // consumers de-duplicate on (and part it from the AMQP message_id).

@@ -518,7 +518,9 @@ async fn handle(
     // The body's share of the budget, held until the answer is sent.
     let deadline = tokio::time::Instant::now() + settings.body_timeout;
     let want = declared.map_or(settings.max_body_bytes, |n| n as usize);
-    let want = u32::try_from(want).expect("config bounds the body budget to u32");
+    // Config bounds both to u32; a larger value could never be granted and
+    // would end in the 503 below, not a panic.
+    let want = u32::try_from(want).unwrap_or(u32::MAX);
     let Ok(Ok(_budget)) = tokio::time::timeout_at(deadline, bodies.acquire_many(want)).await else {
         tracing::warn!(source = %source.id, "Body budget exhausted; answering 503.");
         let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, "busy; retry later");

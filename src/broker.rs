@@ -134,7 +134,11 @@ pub async fn open_any(
         }
     }
     Err(last.unwrap_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, "no broker endpoint configured").into()
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no broker endpoint configured",
+        )
+        .into()
     }))
 }
 

@@ -77,7 +77,7 @@ pub fn guard_and_check(data: &[u8]) {
     let Ok(document) = serde_json::from_slice::<Value>(data) else {
         return;
     };
-    let (published, _) = hookgate::guard::masked_event_json(&document);
+    let (published, _) = hookgate::guard::masked_json(document);
     let mut published: Value =
         serde_json::from_slice(&published).expect("the guard's output is JSON");
     // What the guard leaves alone: a UUID-shaped event id, the parsed

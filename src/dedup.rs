@@ -228,8 +228,8 @@ struct Shared {
     /// The open file; `None` only while the writer reopens it after a
     /// write error (redb refuses a handle that saw one, as the spool's doc says).
     db: std::sync::RwLock<Option<Database>>,
-    /// When commits started failing (Unix epoch ms), 0 while they succeed.
-    failing_since_ms: AtomicU64,
+    /// Whether the last commit failed, and since when.
+    health: crate::write_health::WriteHealth,
     window_ms: u64,
     max_entries: u64,
     clock: Clock,
@@ -387,7 +387,7 @@ impl DedupWindow {
         let shared = Arc::new(Shared {
             path: path.clone(),
             db: std::sync::RwLock::new(Some(db)),
-            failing_since_ms: AtomicU64::new(0),
+            health: Default::default(),
             window_ms,
             max_entries,
             clock,
@@ -515,7 +515,7 @@ impl DedupWindow {
     /// How long commits have been failing (a full disk, an I/O error), or
     /// `None` while they succeed: readiness and housekeeping act on it.
     pub fn failing_for(&self) -> Option<Duration> {
-        self.inner.shared.failing_for()
+        self.inner.shared.health.failing_for()
     }
 
     /// Ids in the file after the writer's last commit, for metrics and logs.
@@ -677,14 +677,6 @@ impl Shared {
         Ok(())
     }
 
-    /// How long commits have been failing, `None` while they succeed.
-    fn failing_for(&self) -> Option<Duration> {
-        match self.failing_since_ms.load(Ordering::Acquire) {
-            0 => None,
-            since => Some(Duration::from_millis(system_now_ms().saturating_sub(since))),
-        }
-    }
-
     /// Logs a failed lookup: the first, then the 2nd, 4th, 8th… so a broken
     /// disk cannot flood the log.
     fn read_failed(&self, error: &redb::Error) {
@@ -816,18 +808,13 @@ fn writer(shared: Arc<Shared>) {
             };
             match &written {
                 Ok(_) => {
-                    if shared.failing_since_ms.swap(0, Ordering::AcqRel) != 0 {
+                    if shared.health.succeeded() {
                         tracing::info!(file = %shared.path.display(), "De-duplication commits succeed again.");
                     }
                 }
                 Err(_) => {
                     reopen = true;
-                    let _ = shared.failing_since_ms.compare_exchange(
-                        0,
-                        system_now_ms().max(1),
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    );
+                    shared.health.failed();
                 }
             }
             let failure = match written {

@@ -21,6 +21,7 @@
 //! guard.rs       masks full card numbers before anything is published
 //! scrub.rs       error text from input without the quoted values
 //! per_address.rs open connections per client address
+//! write_health.rs since when a store's writes fail
 //! broker.rs      broker endpoints, amqps trust, opening one connection
 //! publish.rs     lapin connection supervisor, confirm-mode channels
 //! ratelimit.rs   per-source quotas and the per-IP guard (governor)
@@ -59,6 +60,7 @@ pub mod tls;
 pub mod tools;
 pub mod vendors;
 pub mod watchdog;
+pub mod write_health;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

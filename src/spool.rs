@@ -190,8 +190,8 @@ struct State {
     dir: PathBuf,
     /// The open file; `None` only while the writer reopens it.
     db: std::sync::RwLock<Option<Database>>,
-    /// When writes started failing (Unix epoch ms), 0 while they succeed.
-    failing_since_ms: AtomicU64,
+    /// Whether the last commit failed, and since when.
+    health: crate::write_health::WriteHealth,
     max_bytes: u64,
     events: AtomicU64,
     bytes: AtomicU64,
@@ -285,7 +285,7 @@ impl Spool {
         let state = Arc::new(State {
             dir: dir.to_path_buf(),
             db: std::sync::RwLock::new(Some(db)),
-            failing_since_ms: AtomicU64::new(0),
+            health: Default::default(),
             max_bytes,
             events: AtomicU64::new(events),
             bytes: AtomicU64::new(bytes),
@@ -426,10 +426,7 @@ impl Spool {
     /// How long writes have been failing (a full disk, an I/O error), or
     /// `None` while they succeed: readiness and housekeeping act on it.
     pub fn failing_for(&self) -> Option<Duration> {
-        match self.inner.state.failing_since_ms.load(Ordering::Acquire) {
-            0 => None,
-            since => Some(Duration::from_millis(now_ms().saturating_sub(since))),
-        }
+        self.inner.state.health.failing_for()
     }
 
     /// Durable commits made so far (each one `fsync`), for the group-commit test.
@@ -564,7 +561,7 @@ impl Writer {
             .and_then(|()| self.apply(&batch, durable, &mut events, &mut bytes));
         let outcomes = match result {
             Ok(outcomes) => {
-                if self.state.failing_since_ms.swap(0, Ordering::AcqRel) != 0 {
+                if self.state.health.succeeded() {
                     tracing::info!(dir = %self.state.dir.display(), "Spool writes succeed again.");
                 }
                 self.state.events.store(events, Ordering::Release);
@@ -581,12 +578,7 @@ impl Writer {
                 // Nothing of the batch is stored; hand its sequence numbers out again.
                 self.next_seq = first_seq;
                 self.reopen = true;
-                let _ = self.state.failing_since_ms.compare_exchange(
-                    0,
-                    now_ms().max(1),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
+                self.state.health.failed();
                 tracing::error!(dir = %self.state.dir.display(), error = %e, "Spool commit failed.");
                 batch.iter().map(|_| Err(self.io(&e))).collect()
             }

@@ -35,7 +35,7 @@ pub async fn run(
         if *stop.borrow() {
             return;
         }
-        if !matches!(publisher.state(), LinkState::Up(_)) {
+        if !matches!(publisher.state(), LinkState::Up) {
             // Down or blocked by an alarm: wait for a link that takes publishes.
             tokio::select! {
                 _ = publisher.wait_usable(Duration::from_secs(1)) => {}

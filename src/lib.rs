@@ -228,7 +228,7 @@ impl Control {
         let mut degraded = Vec::new();
         let mut blocking = Vec::new();
         let problem = match self.pipeline.publisher().state() {
-            LinkState::Up(_) => None,
+            LinkState::Up => None,
             LinkState::Down(None) => Some("broker disconnected".to_owned()),
             LinkState::Down(Some(last)) => Some(format!("broker disconnected ({last})")),
             LinkState::Blocked(reason) => Some(format!("broker blocked publishing ({reason})")),

@@ -65,11 +65,6 @@ impl ConnectionsPerAddress {
             open: self.open.clone(),
         })
     }
-
-    /// Client keys holding at least one connection now.
-    pub fn clients(&self) -> usize {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
 }
 
 impl Drop for Counted {

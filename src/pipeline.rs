@@ -242,14 +242,14 @@ impl Pipeline {
     /// Refuses a request whose body-free credentials fail (see
     /// [`crate::auth::Authenticator::check_head`]) before its body is read;
     /// counted like any refusal.
-    pub fn check_head(&self, source: &Source, presented: &Presented<'_>) -> Result<(), Outcome> {
+    pub fn check_head(&self, source: &Source, presented: &Presented<'_>) -> Result<(), AuthError> {
         source
             .auth
             .check_head(presented)
-            .map_err(|error| self.refused(source, error))
+            .inspect_err(|error| self.count_refusal(source, error))
     }
 
-    fn refused(&self, source: &Source, error: AuthError) -> Outcome {
+    fn count_refusal(&self, source: &Source, error: &AuthError) {
         self.metrics
             .auth_failures
             .get_or_create(&SourceReason {
@@ -257,7 +257,6 @@ impl Pipeline {
                 reason: error.reason(),
             })
             .inc();
-        Outcome::Unauthorized(error)
     }
 
     /// Authenticates, applies the source quota, maps, publishes.
@@ -270,7 +269,10 @@ impl Pipeline {
         };
         let verified = match source.auth.verify(&presented, inbound.body) {
             Ok(verified) => verified,
-            Err(error) => return self.refused(source, error),
+            Err(error) => {
+                self.count_refusal(source, &error);
+                return Outcome::Unauthorized(error);
+            }
         };
 
         if let Err(retry) = source.limiter.check() {

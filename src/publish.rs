@@ -80,8 +80,8 @@ impl PublishError {
 pub enum LinkState {
     /// No connection; the last attempt's failure, if one failed.
     Down(Option<String>),
-    /// Connected to this endpoint (`host:port`) and taking publishes.
-    Up(String),
+    /// Connected and taking publishes.
+    Up,
     /// Connected, but the broker blocks publishing; the reason it gave.
     Blocked(String),
 }
@@ -213,7 +213,7 @@ impl Publisher {
     /// Waits until the link takes publishes (connected and not blocked) or
     /// the deadline passes; the drain waits here.
     pub async fn wait_usable(&self, deadline: Duration) -> bool {
-        self.wait_for(deadline, |s| matches!(s, LinkState::Up(_)))
+        self.wait_for(deadline, |s| matches!(s, LinkState::Up))
             .await
     }
 
@@ -440,11 +440,9 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                     "{}: {reason}",
                     endpoint.name
                 ))));
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => break,
+                if !back_off(&mut backoff, &mut stop).await {
+                    break;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 move_on(&mut at);
                 continue;
             }
@@ -457,9 +455,7 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
         if link.connection.status().blocked() {
             block(&inner, "blocked at connect".to_owned());
         } else {
-            inner
-                .state
-                .send_replace(LinkState::Up(endpoint.name.clone()));
+            inner.state.send_replace(LinkState::Up);
         }
         tracing::info!(endpoint = %endpoint.name, exchange = %inner.settings.exchange, channels = link.channels.len(), "Connected to the broker.");
 
@@ -473,7 +469,7 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                     lapin::Event::ConnectionBlocked(reason) => block(&inner, reason),
                     lapin::Event::ConnectionUnblocked => {
                         tracing::info!(endpoint = %endpoint.name, "The broker unblocked publishing.");
-                        inner.state.send_replace(LinkState::Up(endpoint.name.clone()));
+                        inner.state.send_replace(LinkState::Up);
                     }
                     _ => {}
                 },
@@ -521,15 +517,24 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
         // a node that accepts and then drops us) is retried with the backoff,
         // so a persistent fault does not become a reconnect storm.
         if connected_at.elapsed() < Duration::from_secs(1) {
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => break,
+            if !back_off(&mut backoff, &mut stop).await {
+                break;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         } else {
             backoff = Duration::from_millis(100);
         }
     }
+}
+
+/// Waits out `backoff` and doubles it (to 5 s at most); false when asked to
+/// stop meanwhile.
+async fn back_off(backoff: &mut Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(*backoff) => {}
+        _ = stop.changed() => return false,
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    true
 }
 
 /// Records that the broker blocked publishing, releasing waiting confirms.

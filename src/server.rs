@@ -475,12 +475,13 @@ async fn handle(
     // The per-address limit comes first, so probing for source ids costs
     // budget like any other request; such probes are counted and logged as
     // source `unknown` (an id no source may have).
-    let unknown = |response: HttpResponse| {
+    let answer = |source_id: &str, event_id: Option<&str>, response: HttpResponse| {
         pipeline
             .metrics()
-            .request(UNKNOWN_SOURCE, response.status().as_u16());
-        log(UNKNOWN_SOURCE, started, None, response)
+            .request(source_id, response.status().as_u16());
+        log(source_id, started, event_id, response)
     };
+    let unknown = |response: HttpResponse| answer(UNKNOWN_SOURCE, None, response);
     let client_ip = match pipeline.admit(&rt, peer.ip(), req.headers()) {
         Ok(ip) => ip,
         Err(retry) => return unknown(too_many(retry)),
@@ -489,12 +490,8 @@ async fn handle(
         return unknown(error(StatusCode::NOT_FOUND, "not found"));
     };
     let token = token.map(str::to_owned);
-    let finish = |event_id: Option<&str>, response: HttpResponse| {
-        pipeline
-            .metrics()
-            .request(&source.id, response.status().as_u16());
-        log(&source.id, started, event_id, response)
-    };
+    let finish =
+        |event_id: Option<&str>, response: HttpResponse| answer(&source.id, event_id, response);
 
     let (parts, body) = req.into_parts();
     // Credentials that need no body are checked before any of it is read.
@@ -504,8 +501,8 @@ async fn handle(
         client_ip,
         now: received_at,
     };
-    if let Err(outcome) = pipeline.check_head(&source, &head) {
-        return finish(None, refusal(&source, outcome));
+    if let Err(reason) = pipeline.check_head(&source, &head) {
+        return finish(None, refusal(&source, reason));
     }
     let declared = parts
         .headers
@@ -573,10 +570,10 @@ async fn handle(
             );
         }
     };
-    if let Outcome::Unauthorized(_) = &outcome {
-        return finish(None, refusal(&source, outcome));
-    }
-    let (event_id, response) = respond(outcome);
+    let (event_id, response) = match outcome {
+        Outcome::Unauthorized(reason) => (None, refusal(&source, reason)),
+        outcome => respond(outcome),
+    };
     finish(event_id.as_deref(), response)
 }
 
@@ -584,10 +581,7 @@ async fn handle(
 /// A source that requires several methods is told only that authentication
 /// failed (the log line and `hookgate_auth_failures_total` say which), so a
 /// caller cannot learn that one of its guesses was right.
-fn refusal(source: &Source, outcome: Outcome) -> HttpResponse {
-    let Outcome::Unauthorized(reason) = outcome else {
-        return respond(outcome).1;
-    };
+fn refusal(source: &Source, reason: AuthError) -> HttpResponse {
     tracing::info!(source = %source.id, reason = reason.reason(), "Request refused by authentication.");
     let status = match reason {
         AuthError::IpNotAllowed => StatusCode::FORBIDDEN,

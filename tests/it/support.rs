@@ -494,7 +494,8 @@ pub struct TestGateway {
     pub admin: SocketAddr,
     /// The config file the gateway was started from (rewrite it, then reload).
     pub config_path: PathBuf,
-    pub amqp: String,
+    /// The `[broker]` endpoint keys it was started with, kept on rewrites.
+    pub broker: String,
 }
 
 /// Builds the config text a test gateway runs with.
@@ -618,7 +619,6 @@ impl TestGateway {
             extra_server,
             extra_admin,
             &broker,
-            amqp,
             wait_for_broker,
             exchange,
         )
@@ -633,7 +633,6 @@ impl TestGateway {
             "",
             "",
             broker,
-            "",
             wait_for_broker,
             unique("test-exchange"),
         )
@@ -645,7 +644,6 @@ impl TestGateway {
         extra_server: &str,
         extra_admin: &str,
         broker: &str,
-        amqp: &str,
         wait_for_broker: bool,
         exchange: String,
     ) -> Self {
@@ -677,7 +675,7 @@ impl TestGateway {
             addr,
             admin,
             config_path,
-            amqp: amqp.to_owned(),
+            broker: broker.to_owned(),
         }
     }
 
@@ -696,7 +694,14 @@ impl TestGateway {
 
     /// Rewrites the config file, pointing it at another certificate.
     pub fn rewrite_config_with_cert(&self, cert: &TestCert, sources: &str, extra_server: &str) {
-        let text = config_text(cert, &self.amqp, &self.exchange, extra_server, sources);
+        let text = config_text_on_broker(
+            cert,
+            &self.broker,
+            &self.exchange,
+            extra_server,
+            "",
+            sources,
+        );
         std::fs::write(&self.config_path, text).unwrap();
     }
 

@@ -238,7 +238,6 @@ impl Spool {
         let db = open_file(dir).map_err(|e| io(&format!("cannot open {FILE_NAME}"), &e))?;
 
         // Create the tables and check the format in one durable transaction.
-        let mut next_seq = 1;
         {
             let txn = db.begin_write().map_err(|e| io("cannot write", &e))?;
             {
@@ -261,26 +260,13 @@ impl Spool {
                         )));
                     }
                 }
-                if let Some(stored) = meta.get("next_seq").map_err(|e| io("cannot read", &e))? {
-                    next_seq = stored.value().max(1);
-                }
                 txn.open_table(EVENTS).map_err(|e| io("cannot write", &e))?;
             }
             txn.commit().map_err(|e| io("cannot commit", &e))?;
         }
 
-        // Count what is there.
-        let (mut events, mut bytes) = (0u64, 0u64);
-        {
-            let txn = db.begin_read().map_err(|e| io("cannot read", &e))?;
-            let table = txn.open_table(EVENTS).map_err(|e| io("cannot read", &e))?;
-            for entry in table.iter().map_err(|e| io("cannot read", &e))? {
-                let (key, value) = entry.map_err(|e| io("cannot read", &e))?;
-                events += 1;
-                bytes += KEY_SIZE + value.value().len() as u64;
-                next_seq = next_seq.max(key.value().saturating_add(1));
-            }
-        }
+        // Count what is there, as a reopen after a write error does.
+        let (events, bytes, next_seq) = count(&db).map_err(|e| io("cannot read", &e))?;
 
         let state = Arc::new(State {
             dir: dir.to_path_buf(),

@@ -984,13 +984,7 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
 
 /// Peak resident memory of a process (`VmHWM`), in MiB.
 fn peak_rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmHWM in /proc/<pid>/status")
-        / 1024
+    proc_status_kib(pid, "VmHWM:") / 1024
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

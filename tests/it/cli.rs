@@ -124,8 +124,8 @@ fn sigterm_lets_the_in_flight_request_finish_then_exits_cleanly() {
     )
     .replace("[admin]\nlisten = \"127.0.0.1:0\"\n", "");
     let config = write_config(&text);
-    let gateway = crate::support::GatewayProcess::spawn(config.path(), true);
-    let (mut child, addr) = (gateway.child, gateway.addr);
+    let mut gateway = crate::support::GatewayProcess::spawn(config.path(), true);
+    let addr = gateway.addr;
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let status = runtime.block_on(async {
@@ -145,7 +145,7 @@ fn sigterm_lets_the_in_flight_request_finish_then_exits_cleanly() {
         stream.flush().await.unwrap();
 
         let kill = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &gateway.child.id().to_string()])
             .status()
             .unwrap();
         assert!(kill.success());
@@ -166,9 +166,9 @@ fn sigterm_lets_the_in_flight_request_finish_then_exits_cleanly() {
     });
     assert_eq!(status, "200", "the request in flight at SIGTERM was served");
 
-    let exit = child.wait().unwrap();
+    let exit = gateway.child.wait().unwrap();
     assert!(exit.success(), "clean exit after draining: {exit:?}");
-    let logs = gateway.logs.join().unwrap().join("\n");
+    let logs = gateway.logs_after_exit().join("\n");
     assert!(logs.contains("Broker connection closed."), "{logs}");
 }
 

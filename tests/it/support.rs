@@ -851,7 +851,7 @@ pub struct GatewayProcess {
     pub child: std::process::Child,
     pub addr: SocketAddr,
     /// Log lines after start-up, collected until the process exits.
-    pub logs: std::thread::JoinHandle<Vec<String>>,
+    logs: Option<std::thread::JoinHandle<Vec<String>>>,
 }
 
 impl GatewayProcess {
@@ -885,7 +885,28 @@ impl GatewayProcess {
         }
         let addr = addr.expect("the gateway logs its address as JSON");
         let logs = std::thread::spawn(move || lines.map_while(Result::ok).collect());
-        Self { child, addr, logs }
+        Self {
+            child,
+            addr,
+            logs: Some(logs),
+        }
+    }
+
+    /// Every log line after start-up; call once the process has exited.
+    pub fn logs_after_exit(&mut self) -> Vec<String> {
+        let logs = self.logs.take().expect("logs are collected once");
+        logs.join().unwrap()
+    }
+}
+
+impl Drop for GatewayProcess {
+    /// A test that fails midway must not leave its gateway running (it would
+    /// hold the test runner's output pipe open, and the port).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

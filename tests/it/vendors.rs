@@ -374,7 +374,7 @@ async fn the_logs_of_a_run_through_every_fixture_hold_no_secret() {
         .unwrap();
     assert!(kill.success());
     gateway.child.wait().unwrap();
-    let logs = gateway.logs.join().unwrap().join("\n");
+    let logs = gateway.logs_after_exit().join("\n");
     assert!(
         logs.matches("Request handled.").count() >= sent,
         "every request was logged"

@@ -14,6 +14,7 @@
 //! secret.rs      Secret: credentials that never print
 //! tls.rs         PEM files → rustls ServerConfig (TLS 1.2+, h2 + http/1.1)
 //! server.rs      accept loop, limits and timeouts, the thin HTTP handler
+//! body_budget.rs request-body bytes held at once; memory returned after bursts
 //! pipeline.rs    the request path: authenticate → map → publish
 //! auth/          Basic, HMAC signatures, URL token, IP allowlist (constant-time)
 //! vendors/       one module per vendor behind the `Vendor` trait
@@ -40,6 +41,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod body_budget;
 pub mod broker;
 pub mod canonical;
 pub mod config;

@@ -44,6 +44,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::auth::{AuthError, Presented};
+use crate::body_budget::BodyBudget;
 use crate::config::{ServerSettings, Source, UNKNOWN_SOURCE};
 use crate::pipeline::{Inbound, NotSafe, Outcome, Pipeline};
 use crate::ratelimit::RetryAfter;
@@ -80,7 +81,11 @@ impl Listener {
             self.settings.ipv6_prefix_len,
             self.settings.trusted_proxies.clone(),
         );
-        let bodies = Arc::new(Semaphore::new(self.settings.max_buffered_body_bytes));
+        let bodies = Arc::new(BodyBudget::new(self.settings.max_buffered_body_bytes));
+        let trimmer = tokio::spawn({
+            let bodies = bodies.clone();
+            async move { bodies.return_memory_after_bursts().await }
+        });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -204,6 +209,7 @@ impl Listener {
                 "Connections still open after the drain deadline; closing them."
             );
         }
+        trimmer.abort();
     }
 }
 
@@ -457,7 +463,7 @@ async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
     pipeline: Arc<Pipeline>,
-    bodies: &Semaphore,
+    bodies: &BodyBudget,
 ) -> HttpResponse {
     let started = Instant::now();
     let received_at = SystemTime::now();
@@ -518,7 +524,7 @@ async fn handle(
     // Config bounds both to u32; a larger value could never be granted and
     // would end in the 503 below, not a panic.
     let want = u32::try_from(want).unwrap_or(u32::MAX);
-    let Ok(Ok(_budget)) = tokio::time::timeout_at(deadline, bodies.acquire_many(want)).await else {
+    let Some(_budget) = bodies.take(want, deadline).await else {
         tracing::warn!(source = %source.id, "Body budget exhausted; answering 503.");
         let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, "busy; retry later");
         resp.headers_mut()

@@ -1050,8 +1050,18 @@ async fn unauthenticated_http2_bodies_cannot_take_the_gateway_past_its_body_budg
         *statuses.entry(status.unwrap()).or_insert(0) += 1;
     }
     let peak = peak_rss_mib(gateway.child.id());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss_mib(gateway.child.id());
+    // Memory goes back after the burst: glibc alone kept ~77 of the ~88 MiB
+    // peak; the gateway trims the freed heap once a burst has passed (checked
+    // every second; ten are allowed).
+    let returned = before + 32;
+    let mut after = rss_mib(gateway.child.id());
+    for _ in 0..100 {
+        if after < returned {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = rss_mib(gateway.child.id());
+    }
     assert_eq!(
         statuses.get(&200),
         None,
@@ -1063,6 +1073,11 @@ async fn unauthenticated_http2_bodies_cannot_take_the_gateway_past_its_body_budg
     assert!(
         peak < before + 200,
         "peak RSS {peak} MiB (from {before} MiB at start) under the attack; statuses {statuses:?}"
+    );
+
+    assert!(
+        after < returned,
+        "RSS {after} MiB 10 s after a {peak} MiB peak, from {before} MiB at start: memory was not returned"
     );
 
     // A real vendor is still served afterwards.
@@ -1077,9 +1092,7 @@ async fn unauthenticated_http2_bodies_cannot_take_the_gateway_past_its_body_budg
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     let _ = gateway.child.kill();
     let _ = gateway.child.wait();
-    eprintln!(
-        "peak RSS {peak} MiB from {before} MiB, {after} MiB 2 s after; statuses {statuses:?}"
-    );
+    eprintln!("peak RSS {peak} MiB from {before} MiB, {after} MiB after; statuses {statuses:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,9 +13,10 @@ use serde_json::{json, Value};
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::gateway::{signed_usaepay_headers, USAEPAY_BODY, USAEPAY_SOURCE};
-use crate::support::{Broker, TestGateway};
+use crate::support::{Broker, TestGateway, TEST_VHOST};
 
-/// The exchange the definitions declare; no other test uses this name.
+/// The exchange the definitions declare (in the tests' vhost); no other
+/// test uses this name.
 const EXCHANGE: &str = "hookgate.events";
 
 fn repo(path: &str) -> PathBuf {
@@ -233,7 +234,20 @@ fn import_definitions() {
         .suffix(".json")
         .tempfile_in(std::env::temp_dir())
         .unwrap();
-    std::fs::write(copy.path(), read("deploy/rabbitmq/definitions.json")).unwrap();
+    // Into the tests' own vhost: the definitions name `/`, where a dev
+    // gateway's `hookgate.events` lives.
+    let mut defs = definitions();
+    defs["vhosts"] = json!([{ "name": TEST_VHOST }]);
+    for kind in ["exchanges", "queues", "bindings"] {
+        for item in defs[kind].as_array_mut().unwrap() {
+            assert_eq!(
+                item["vhost"], "/",
+                "{kind}: the shipped definitions use `/`"
+            );
+            item["vhost"] = json!(TEST_VHOST);
+        }
+    }
+    std::fs::write(copy.path(), defs.to_string()).unwrap();
     std::fs::set_permissions(copy.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = Command::new("rabbitmqctl")
         .arg("import_definitions")
@@ -259,6 +273,8 @@ fn import_definitions() {
             .args([
                 "-q",
                 "list_bindings",
+                "-p",
+                TEST_VHOST,
                 "source_name",
                 "destination_name",
                 "routing_key",

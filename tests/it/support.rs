@@ -25,10 +25,15 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+/// The RabbitMQ virtual host every test works in. `scripts/test` creates it
+/// empty before the run and deletes it after, so tests never touch the
+/// default vhost `/` a dev gateway (the quick start's) publishes into.
+pub const TEST_VHOST: &str = "hookgate-test";
+
 /// The broker the tests use.
 pub fn amqp_url() -> String {
     std::env::var("HOOKGATE_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+        .unwrap_or_else(|_| format!("amqp://guest:guest@127.0.0.1:5672/{TEST_VHOST}"))
 }
 
 /// A name unique to this test run and call.
@@ -332,7 +337,13 @@ impl Broker {
     pub async fn connect_to(url: &str) -> Self {
         let connection = Connection::connect(url, ConnectionProperties::default())
             .await
-            .unwrap_or_else(|e| panic!("RabbitMQ at {url} (run scripts/broker start): {e}"));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "RabbitMQ at {url}: {e} (scripts/test starts the broker and creates the \
+                     `{TEST_VHOST}` vhost; or run `scripts/broker start` and \
+                     `scripts/broker vhost {TEST_VHOST}`)"
+                )
+            });
         Self::on(connection).await
     }
 

@@ -8,7 +8,8 @@
 //! # Layout
 //!
 //! ```text
-//! main.rs        CLI shell: parse flags, print errors, exit codes
+//! main.rs        CLI shell: run what cli.rs parsed, print errors, exit codes
+//! cli.rs         every subcommand and flag (clap), shared with the tests
 //! lib.rs         Gateway: wires the parts below and runs them
 //! config.rs      TOML file → validated Settings (every error names its key)
 //! secret.rs      Secret: credentials that never print
@@ -28,7 +29,8 @@
 //! ratelimit.rs   per-source quotas and the per-IP guard (governor)
 //! metrics.rs     Prometheus series
 //! admin.rs       /healthz, /readyz, /metrics, /admin/reload
-//! tools.rs       `hookgate sign` and `hookgate spool ...`
+//! tools.rs       `hookgate sign`, `send`, `remap` and `spool ...`
+//! tail.rs        `hookgate tail`: canonical events printed as they are published
 //! spool.rs       durable local store for events the broker has not confirmed
 //! drain.rs       background publishing: the spool's drain, deferred look-ups
 //! enrich/        vendor API look-ups that fill thin pings in (Nexio)
@@ -44,6 +46,7 @@ pub mod auth;
 pub mod body_budget;
 pub mod broker;
 pub mod canonical;
+pub mod cli;
 pub mod config;
 pub mod dedup;
 pub mod drain;
@@ -58,6 +61,7 @@ pub mod scrub;
 pub mod secret;
 pub mod server;
 pub mod spool;
+pub mod tail;
 pub mod tls;
 pub mod tools;
 pub mod vendors;

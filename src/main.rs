@@ -4,96 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-
-/// Webhook receiver gateway: authenticate, normalize, publish to RabbitMQ.
-#[derive(Parser)]
-#[command(name = "hookgate", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the gateway.
-    Serve {
-        /// Path to the TOML config file.
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-    /// Validate a config file and list every problem; exits 0 when valid.
-    CheckConfig {
-        /// Path to the TOML config file.
-        #[arg(long, short)]
-        config: PathBuf,
-    },
-    /// Print the URL and headers a vendor would send for a body (a curl command to test a deployment).
-    Sign {
-        /// Path to the TOML config file.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// The source to sign for.
-        #[arg(long)]
-        source: String,
-        /// The body to sign; standard input when absent.
-        #[arg(long)]
-        body: Option<PathBuf>,
-    },
-    /// Push a captured webhook body through the pipeline as if the vendor had sent it.
-    Send {
-        /// Path to the TOML config file.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// The source it would have arrived at.
-        #[arg(long)]
-        source: String,
-        /// The body, exactly as the vendor sends it.
-        file: PathBuf,
-    },
-    /// Re-map events parked as `unmapped` (after an upgrade), publishing them with their original ids.
-    Remap {
-        /// Path to the TOML config file.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// The queue holding the parked `unmapped` events.
-        #[arg(long)]
-        from_queue: String,
-    },
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    Completions {
-        /// The shell to complete for.
-        shell: clap_complete::Shell,
-    },
-    /// Inspect or operate the local spool (stop the gateway first: one process per spool).
-    Spool {
-        /// Path to the TOML config file.
-        #[arg(long, short)]
-        config: PathBuf,
-        #[command(subcommand)]
-        action: SpoolAction,
-    },
-}
-
-#[derive(Subcommand)]
-enum SpoolAction {
-    /// Events and bytes waiting.
-    Stats,
-    /// The oldest entries, one per line.
-    List {
-        /// How many to show.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-    },
-    /// Publish every spooled event now, with confirms.
-    Replay,
-    /// Delete every spooled event. They are lost.
-    Purge {
-        /// Confirms that the events may be lost.
-        #[arg(long)]
-        yes: bool,
-    },
-}
+use clap::Parser;
+use hookgate::cli::{Cli, Command, ConfigArg, SpoolAction};
 
 /// Loads a config for a command, or prints every problem and exits 2.
 fn load(config: &std::path::Path) -> Result<hookgate::config::Settings, ExitCode> {
@@ -119,7 +31,7 @@ fn report<T>(result: Result<T, hookgate::tools::ToolError>, print: impl FnOnce(T
 fn run_tool(command: Command) -> ExitCode {
     match command {
         Command::Sign {
-            config,
+            config: ConfigArg { config },
             source,
             body,
         } => {
@@ -129,7 +41,14 @@ fn run_tool(command: Command) -> ExitCode {
             };
             let (bytes, path) = match &body {
                 Some(path) => match std::fs::read(path) {
-                    Ok(bytes) => (bytes, path.display().to_string()),
+                    // Absolute, so the printed curl works from any directory.
+                    Ok(bytes) => (
+                        bytes,
+                        std::path::absolute(path)
+                            .unwrap_or_else(|_| path.clone())
+                            .display()
+                            .to_string(),
+                    ),
                     Err(e) => {
                         eprintln!("--body {}: {e}", path.display());
                         return ExitCode::from(2);
@@ -149,37 +68,45 @@ fn run_tool(command: Command) -> ExitCode {
                 |out| print!("{out}"),
             )
         }
-        Command::Spool { config, action } => {
-            let settings = match load(&config) {
+        Command::Spool { action } => {
+            let config = match &action {
+                SpoolAction::Stats { config }
+                | SpoolAction::List { config, .. }
+                | SpoolAction::Replay { config }
+                | SpoolAction::Purge { config, .. } => &config.config,
+            };
+            let settings = match load(config) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
             match action {
-                SpoolAction::Stats => report(hookgate::tools::spool_stats(&settings), |out| {
-                    print!("{out}")
-                }),
-                SpoolAction::List { limit } => {
+                SpoolAction::Stats { .. } => {
+                    report(hookgate::tools::spool_stats(&settings), |out| {
+                        print!("{out}")
+                    })
+                }
+                SpoolAction::List { limit, .. } => {
                     report(hookgate::tools::spool_list(&settings, limit), |out| {
                         print!("{out}")
                     })
                 }
-                SpoolAction::Replay => report(
+                SpoolAction::Replay { .. } => report(
                     runtime.block_on(hookgate::tools::spool_replay(&settings)),
                     |n| println!("{n} event(s) published and removed from the spool"),
                 ),
-                SpoolAction::Purge { yes: false } => {
+                SpoolAction::Purge { yes: false, .. } => {
                     eprintln!("purge deletes every spooled event; run again with --yes to confirm");
                     ExitCode::from(2)
                 }
-                SpoolAction::Purge { yes: true } => report(
+                SpoolAction::Purge { yes: true, .. } => report(
                     runtime.block_on(hookgate::tools::spool_purge(&settings)),
                     |n| println!("{n} event(s) deleted"),
                 ),
             }
         }
         Command::Send {
-            config,
+            config: ConfigArg { config },
             source,
             file,
         } => {
@@ -200,7 +127,39 @@ fn run_tool(command: Command) -> ExitCode {
                 |sent| println!("{} {}", sent.id, sent.event_type),
             )
         }
-        Command::Remap { config, from_queue } => {
+        Command::Tail {
+            config: ConfigArg { config },
+            patterns,
+            json,
+        } => {
+            let settings = match load(&config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+            let until_ctrl_c = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            let format = if json {
+                hookgate::tail::Format::Json
+            } else {
+                hookgate::tail::Format::Summary
+            };
+            report(
+                runtime.block_on(hookgate::tail::tail(
+                    &settings,
+                    &patterns,
+                    format,
+                    std::io::stdout(),
+                    until_ctrl_c,
+                )),
+                |n| eprintln!("tail: {n} event(s) seen"),
+            )
+        }
+        Command::Remap {
+            config: ConfigArg { config },
+            from_queue,
+        } => {
             let settings = match load(&config) {
                 Ok(s) => s,
                 Err(code) => return code,
@@ -234,7 +193,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::CheckConfig { config } => match hookgate::config::load(&config) {
+        Command::CheckConfig {
+            config: ConfigArg { config },
+        } => match hookgate::config::load(&config) {
             Ok(settings) => {
                 println!(
                     "{}: ok ({} source(s))",
@@ -248,7 +209,9 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Serve { config } => {
+        Command::Serve {
+            config: ConfigArg { config },
+        } => {
             let settings = match hookgate::config::load(&config) {
                 Ok(settings) => settings,
                 Err(errors) => {

@@ -69,6 +69,41 @@ pub fn server_config(paths: &TlsPaths) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
+/// Whether the configured certificate chains to a public root (Mozilla's,
+/// as browsers and curl's default bundle trust them). `hookgate sign` adds
+/// `--cacert` to its curl when it does not, so the printed command works
+/// pasted as is against a self-signed or private-CA certificate.
+pub fn chains_to_public_root(paths: &TlsPaths) -> Result<bool, TlsError> {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::{CertificateError, Error};
+
+    let certs = load_certs(&paths.cert)?;
+    let Some((leaf, intermediates)) = certs.split_first() else {
+        return Ok(false);
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| TlsError::Pair(e.to_string()))?;
+    // The chain is checked before the name, so a name error means the chain
+    // is trusted; no name is known here (the public host is not in the config).
+    let name = rustls_pki_types::ServerName::try_from("hookgate.invalid")
+        .map_err(|e| TlsError::Pair(e.to_string()))?;
+    let now = rustls_pki_types::UnixTime::now();
+    Ok(
+        match verifier.verify_server_cert(leaf, intermediates, &name, &[], now) {
+            Ok(_) => true,
+            Err(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => true,
+            Err(_) => false,
+        },
+    )
+}
+
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let err = |reason: String| TlsError::Cert {
         path: path.display().to_string(),

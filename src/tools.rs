@@ -27,10 +27,16 @@ pub enum ToolError {
     /// The broker did not take the spooled events.
     #[error("broker: {0}")]
     Broker(String),
+    /// The configured certificate could not be read.
+    #[error(transparent)]
+    Tls(crate::tls::TlsError),
 }
 
 /// The request a vendor would send for `body` to `source`: URL and headers,
-/// as a ready-to-run `curl` command (for testing a deployment by hand).
+/// and a `curl` command that sends it, working pasted as is: `--cacert` the
+/// configured certificate when it does not chain to a public root, the
+/// source's URL token, Basic credentials and signature header included.
+/// `body_path` is where curl reads the body from.
 pub fn sign(
     settings: &Settings,
     source_id: &str,
@@ -41,12 +47,13 @@ pub fn sign(
         .sources
         .get(source_id)
         .ok_or_else(|| ToolError::UnknownSource(source_id.to_owned()))?;
-    let scheme = if settings.server.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let url = format!("{scheme}://{}{}", settings.server.listen, path_for(source));
+    let tls = settings.server.tls.as_ref();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!(
+        "{scheme}://{}{}",
+        reachable_host(settings.server.listen),
+        path_for(source)
+    );
     let mut out = String::new();
     let _ = writeln!(out, "URL: {url}");
     let mut headers = vec![("Content-Type".to_owned(), "application/json".to_owned())];
@@ -65,12 +72,56 @@ pub fn sign(
             "# this source also requires the client address to be in its ip_allow list"
         );
     }
-    let _ = write!(out, "\ncurl -sS {url}");
-    for (name, value) in &headers {
-        let _ = write!(out, " \\\n  -H '{name}: {value}'");
+    let _ = write!(out, "\ncurl -sS");
+    if let Some(paths) = tls {
+        let private = !crate::tls::chains_to_public_root(paths).map_err(ToolError::Tls)?;
+        if private {
+            let cert = std::fs::canonicalize(&paths.cert).unwrap_or_else(|_| paths.cert.clone());
+            let _ = write!(
+                out,
+                " --cacert {}",
+                shell_quote(&cert.display().to_string())
+            );
+        }
     }
-    let _ = writeln!(out, " \\\n  --data-binary @{body_path}");
+    let _ = write!(out, " {}", shell_quote(&url));
+    for (name, value) in &headers {
+        let _ = write!(
+            out,
+            " \\\n  -H {}",
+            shell_quote(&format!("{name}: {value}"))
+        );
+    }
+    let _ = writeln!(
+        out,
+        " \\\n  --data-binary {}",
+        shell_quote(&format!("@{body_path}"))
+    );
     Ok(out)
+}
+
+/// The host a local curl reaches the listener at: `localhost` for a
+/// loopback or every-interface address (what a dev certificate names),
+/// otherwise the address itself.
+fn reachable_host(listen: std::net::SocketAddr) -> String {
+    let ip = listen.ip();
+    if ip.is_loopback() || ip.is_unspecified() {
+        format!("localhost:{}", listen.port())
+    } else {
+        listen.to_string()
+    }
+}
+
+/// `value` as one POSIX shell word.
+fn shell_quote(value: &str) -> String {
+    let plain = value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b));
+    if plain && !value.is_empty() {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', r"'\''"))
+    }
 }
 
 /// The path a source is reached at, token included.
@@ -139,7 +190,8 @@ pub async fn spool_purge(settings: &Settings) -> Result<u64, ToolError> {
 /// removing each once confirmed (what a running gateway's drain does).
 pub async fn spool_replay(settings: &Settings) -> Result<u64, ToolError> {
     let spool = open_spool(settings)?;
-    let (publisher, task) = connected_publisher(settings).await?;
+    let broker = OneShotPublisher::connect(settings).await?;
+    let publisher = &broker.publisher;
     let mut total = 0;
     let result = loop {
         let batch = match spool.oldest_async(64).await {
@@ -149,32 +201,57 @@ pub async fn spool_replay(settings: &Settings) -> Result<u64, ToolError> {
         if batch.is_empty() {
             break Ok(total);
         }
-        let (published, failed) = crate::drain::publish_batch(&spool, &publisher, batch).await;
+        let (published, failed) = crate::drain::publish_batch(&spool, publisher, batch).await;
         total += published;
         if let Some((id, e)) = failed {
             break Err(ToolError::Broker(format!("event {id}: {e}")));
         }
     };
-    task.shutdown().await;
+    broker.close().await;
     spool.close().await;
     result
 }
 
-/// A publisher whose connection is up, or an error after 10 s.
-async fn connected_publisher(
-    settings: &Settings,
-) -> Result<(Publisher, crate::publish::PublisherTask), ToolError> {
-    // A one-shot command has no restart to ask for: nobody watches.
-    let (publisher, task) = Publisher::start(
-        settings.broker.clone(),
-        &crate::metrics::Metrics::new(),
-        &Watchdog::new(),
-    );
-    if publisher.wait_connected(Duration::from_secs(10)).await {
-        Ok((publisher, task))
-    } else {
-        task.shutdown().await;
-        Err(ToolError::Broker("not reachable within 10 s".into()))
+/// A publisher for one command: connected, and closed without alarm.
+struct OneShotPublisher {
+    publisher: Publisher,
+    task: crate::publish::PublisherTask,
+    /// Nobody restarts a one-shot command, but the publisher runs under a
+    /// watchdog like the gateway's; it is stood down before the close so
+    /// that the connection task's end is not reported as a fault.
+    watchdog: Watchdog,
+}
+
+impl OneShotPublisher {
+    /// A publisher whose connection is up, or an error after 10 s.
+    async fn connect(settings: &Settings) -> Result<Self, ToolError> {
+        let watchdog = Watchdog::new();
+        let (publisher, task) = Publisher::start(
+            settings.broker.clone(),
+            &crate::metrics::Metrics::new(),
+            &watchdog,
+        );
+        let one_shot = OneShotPublisher {
+            publisher,
+            task,
+            watchdog,
+        };
+        if one_shot
+            .publisher
+            .wait_connected(Duration::from_secs(10))
+            .await
+        {
+            Ok(one_shot)
+        } else {
+            one_shot.close().await;
+            Err(ToolError::Broker("not reachable within 10 s".into()))
+        }
+    }
+
+    /// Waits for outstanding confirms and closes the connection.
+    async fn close(self) {
+        self.watchdog.stand_down();
+        self.task.shutdown().await;
     }
 }
 
@@ -209,10 +286,11 @@ pub async fn send(settings: &Settings, source_id: &str, body: Vec<u8>) -> Result
 
 /// Publishes with confirms through a short-lived publisher.
 async fn publish_all(settings: &Settings, events: &[Outgoing]) -> Result<(), ToolError> {
-    let (publisher, task) = connected_publisher(settings).await?;
+    let broker = OneShotPublisher::connect(settings).await?;
     let result = async {
         for outgoing in events {
-            publisher
+            broker
+                .publisher
                 .publish(outgoing)
                 .await
                 .map_err(|e| ToolError::Broker(format!("event {}: {e}", outgoing.id)))?;
@@ -220,7 +298,7 @@ async fn publish_all(settings: &Settings, events: &[Outgoing]) -> Result<(), Too
         Ok(())
     }
     .await;
-    task.shutdown().await;
+    broker.close().await;
     result
 }
 
@@ -252,7 +330,8 @@ pub async fn remap(settings: &Settings, queue: &str) -> Result<RemapReport, Tool
     .await
     .map_err(broker)?;
     let channel = connection.create_channel().await.map_err(broker)?;
-    let (publisher, task) = connected_publisher(settings).await?;
+    let broker_link = OneShotPublisher::connect(settings).await?;
+    let publisher = &broker_link.publisher;
     let mut report = RemapReport::default();
     let mut kept = Vec::new();
     let outcome = loop {
@@ -292,7 +371,7 @@ pub async fn remap(settings: &Settings, queue: &str) -> Result<RemapReport, Tool
     for delivery in kept {
         let _ = delivery.reject(BasicRejectOptions { requeue: true }).await;
     }
-    task.shutdown().await;
+    broker_link.close().await;
     let _ = connection.close(200, "remap done".into()).await;
     outcome.map(|()| report)
 }

@@ -215,7 +215,7 @@ auth = {{ token = "sticky-url-token-0123456789" }}
         "{text}"
     );
     assert!(
-        text.contains("url: http://127.0.0.1:8443/webhooks/usaepay-main"),
+        text.contains("url: http://localhost:8443/webhooks/usaepay-main"),
         "{text}"
     );
 
@@ -283,9 +283,10 @@ dir = "{}"
 
     let run = |args: &[&str]| {
         let out = hookgate()
-            .args(["spool", "--config"])
-            .arg(cfg.path())
+            .arg("spool")
             .args(args)
+            .arg("--config")
+            .arg(cfg.path())
             .output()
             .unwrap();
         (
@@ -309,6 +310,7 @@ dir = "{}"
 
     let (code, out, err) = run(&["replay"]);
     assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("ERROR"), "replay succeeded but said:\n{err}");
     assert!(out.contains("3 event(s) published"), "{out}");
     let ids: Vec<String> = runtime.block_on(async {
         broker
@@ -368,6 +370,11 @@ fn send_publishes_a_captured_body_as_if_the_vendor_had_sent_it() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("ERROR"),
+        "send succeeded but said:\n{stderr}"
     );
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let (id, kind) = stdout.trim().split_once(' ').unwrap();
@@ -457,10 +464,11 @@ fn remap_turns_parked_unmapped_events_into_canonical_ones_with_their_original_id
     });
 
     let out = run(&["remap", "--from-queue", &named], cfg.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        !stderr.contains("ERROR"),
+        "remap succeeded but said:\n{stderr}"
     );
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("1 remapped, 1 still unmapped"),
@@ -498,7 +506,15 @@ fn completions_cover_every_subcommand() {
     let out = hookgate().args(["completions", "bash"]).output().unwrap();
     assert!(out.status.success());
     let script = String::from_utf8_lossy(&out.stdout);
-    for sub in ["serve", "check-config", "sign", "send", "remap", "spool"] {
+    for sub in [
+        "serve",
+        "check-config",
+        "sign",
+        "send",
+        "tail",
+        "remap",
+        "spool",
+    ] {
         assert!(
             script.contains(sub),
             "{sub} missing from the bash completions"

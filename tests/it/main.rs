@@ -2,6 +2,7 @@
 //!
 //! Tests that need a broker use the RabbitMQ on 127.0.0.1:5672 (or
 //! `HOOKGATE_TEST_AMQP_URL`) that `.ci/run` / `scripts/broker start` provide,
+//! in its `hookgate-test` vhost (which `scripts/test` creates and deletes),
 //! each with its own random exchange and queue names so they run in parallel.
 
 /// Shared harness: gateway, broker, TLS client, TCP proxy.
@@ -19,6 +20,9 @@ mod outage;
 
 /// The `hookgate` binary: check-config output and exit codes.
 mod cli;
+
+/// The docs' command lines, and the quick start and walkthrough followed literally.
+mod first_hour;
 
 /// Each vendor end to end: its auth method, a refused attempt, no secret on the bus.
 mod vendors;

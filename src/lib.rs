@@ -183,6 +183,8 @@ impl Control {
         let tls = acceptor(&settings)?;
         self.warn_about_fixed(&settings);
         let current = self.pipeline.runtime();
+        self.metrics()
+            .export_sources(settings.sources.iter().map(|s| s.id.as_str()));
         let runtime = Runtime::new(settings.sources, settings.server, tls, Some(&current));
         self.pipeline.swap_runtime(runtime);
         Ok(())
@@ -397,6 +399,7 @@ impl Gateway {
 
         let stores = open_stores(&settings).await?;
         let metrics = Arc::new(Metrics::new());
+        metrics.export_sources(settings.sources.iter().map(|s| s.id.as_str()));
         let watchdog = Watchdog::new();
         let (publisher, publisher_task) =
             Publisher::start(settings.broker.clone(), &metrics, &watchdog);

@@ -74,6 +74,20 @@ impl BrokerMetrics {
     }
 }
 
+/// Outcomes of `hookgate_confirms_total` (`PublishError::label` and `ack`).
+pub const CONFIRM_OUTCOMES: [&str; 6] = [
+    "ack",
+    "nack",
+    "returned",
+    "timeout",
+    "unavailable",
+    "blocked",
+];
+/// Outcomes of `hookgate_enrichment_total`.
+pub const ENRICHMENT_OUTCOMES: [&str; 3] = ["complete", "failed", "deferred"];
+/// Outcomes of `hookgate_reloads_total`.
+pub const RELOAD_OUTCOMES: [&str; 2] = ["ok", "rejected"];
+
 /// Every series hookgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -239,6 +253,18 @@ impl Metrics {
             "Bytes waiting in the spool",
             spool_bytes.clone(),
         );
+        // Every closed-set series is exported at 0 from the start: an alert
+        // on `rate(hookgate_reloads_total{outcome="rejected"}[5m])` must see 0,
+        // not nothing, before the first rejected reload.
+        for (family, outcomes) in [
+            (&confirms, &CONFIRM_OUTCOMES[..]),
+            (&enrichment, &ENRICHMENT_OUTCOMES[..]),
+            (&reloads, &RELOAD_OUTCOMES[..]),
+        ] {
+            for &outcome in outcomes {
+                let _ = family.get_or_create(&OutcomeLabel { outcome });
+            }
+        }
         Self {
             enrichment,
             dedup_hits,
@@ -273,6 +299,24 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    /// Exports the per-source counters at 0 for each configured source (at
+    /// start and after a reload), so that they exist before their first event.
+    pub fn export_sources<'a>(&self, sources: impl IntoIterator<Item = &'a str>) {
+        for source in sources {
+            let label = SourceLabel {
+                source: source.to_owned(),
+            };
+            for family in [
+                &self.rate_limited,
+                &self.unmapped,
+                &self.pan_masked,
+                &self.dedup_hits,
+            ] {
+                let _ = family.get_or_create(&label);
+            }
+        }
     }
 
     /// Counts one answered request.
@@ -316,5 +360,24 @@ mod tests {
             text.contains("# TYPE hookgate_publish_seconds histogram"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn closed_set_and_per_source_series_exist_at_zero_before_any_event() {
+        let m = Metrics::new();
+        m.export_sources(["usaepay-main", "sticky-main"]);
+        let text = m.render();
+        for line in [
+            "hookgate_rate_limited_total{source=\"usaepay-main\"} 0",
+            "hookgate_rate_limited_total{source=\"sticky-main\"} 0",
+            "hookgate_pan_masked_total{source=\"sticky-main\"} 0",
+            "hookgate_unmapped_total{source=\"usaepay-main\"} 0",
+            "hookgate_dedup_hits_total{source=\"usaepay-main\"} 0",
+            "hookgate_enrichment_total{outcome=\"deferred\"} 0",
+            "hookgate_reloads_total{outcome=\"rejected\"} 0",
+            "hookgate_confirms_total{outcome=\"nack\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
     }
 }

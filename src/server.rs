@@ -469,25 +469,27 @@ async fn handle(
     let received_at = SystemTime::now();
     let rt = pipeline.runtime();
     let settings = &rt.server;
+    // Every request is counted and logged once; those that name no
+    // configured source (a wrong path, a probe) as source `unknown`, an id
+    // no source may have.
+    let answer = |source_id: &str, event: Option<Receipt>, response: HttpResponse| {
+        pipeline
+            .metrics()
+            .request(source_id, response.status().as_u16());
+        log(source_id, started, event, response)
+    };
+    let unknown = |response: HttpResponse| answer(UNKNOWN_SOURCE, None, response);
     let Some((source_id, token)) = parse_route(req.uri().path()) else {
-        return error(StatusCode::NOT_FOUND, "not found");
+        return unknown(error(StatusCode::NOT_FOUND, "not found"));
     };
     if req.method() != Method::POST {
         let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
         resp.headers_mut()
             .insert(ALLOW, HeaderValue::from_static("POST"));
-        return resp;
+        return unknown(resp);
     }
     // The per-address limit comes first, so probing for source ids costs
-    // budget like any other request; such probes are counted and logged as
-    // source `unknown` (an id no source may have).
-    let answer = |source_id: &str, event_id: Option<&str>, response: HttpResponse| {
-        pipeline
-            .metrics()
-            .request(source_id, response.status().as_u16());
-        log(source_id, started, event_id, response)
-    };
-    let unknown = |response: HttpResponse| answer(UNKNOWN_SOURCE, None, response);
+    // budget like any other request.
     let client_ip = match pipeline.admit(&rt, peer.ip(), req.headers()) {
         Ok(ip) => ip,
         Err(retry) => return unknown(too_many(retry)),
@@ -497,7 +499,7 @@ async fn handle(
     };
     let token = token.map(str::to_owned);
     let finish =
-        |event_id: Option<&str>, response: HttpResponse| answer(&source.id, event_id, response);
+        |event: Option<Receipt>, response: HttpResponse| answer(&source.id, event, response);
 
     let (parts, body) = req.into_parts();
     // Credentials that need no body are checked before any of it is read.
@@ -576,11 +578,34 @@ async fn handle(
             );
         }
     };
-    let (event_id, response) = match outcome {
+    let (event, response) = match outcome {
         Outcome::Unauthorized(reason) => (None, refusal(&source, reason)),
         outcome => respond(outcome),
     };
-    finish(event_id.as_deref(), response)
+    finish(event.as_ref().map(EventAnswer::receipt), response)
+}
+
+/// The event a request was answered about, for its log line.
+struct EventAnswer {
+    event_id: String,
+    /// A repeat of an accepted event, answered 200 without publishing.
+    duplicate: bool,
+}
+
+impl EventAnswer {
+    fn receipt(&self) -> Receipt<'_> {
+        Receipt {
+            event_id: &self.event_id,
+            duplicate: self.duplicate,
+        }
+    }
+}
+
+/// [`EventAnswer`] borrowed for the log line.
+#[derive(Clone, Copy)]
+struct Receipt<'a> {
+    event_id: &'a str,
+    duplicate: bool,
 }
 
 /// The answer to a request refused by authentication, logged with its reason.
@@ -626,11 +651,17 @@ fn too_many(retry: RetryAfter) -> HttpResponse {
 }
 
 /// Turns the pipeline's verdict into a status and a safe body.
-fn respond(outcome: Outcome) -> (Option<String>, HttpResponse) {
+fn respond(outcome: Outcome) -> (Option<EventAnswer>, HttpResponse) {
+    let about = |event_id: String, duplicate: bool| {
+        Some(EventAnswer {
+            event_id,
+            duplicate,
+        })
+    };
     match outcome {
         Outcome::Accepted { event_id, .. } => {
             let body = receipt(&event_id, false);
-            (Some(event_id), json(StatusCode::OK, body))
+            (about(event_id, false), json(StatusCode::OK, body))
         }
         // Answered by `refusal`, which knows the source.
         Outcome::Unauthorized(reason) => {
@@ -639,7 +670,7 @@ fn respond(outcome: Outcome) -> (Option<String>, HttpResponse) {
         Outcome::RateLimited(retry) => (None, too_many(retry)),
         Outcome::Duplicate { event_id } => {
             let body = receipt(&event_id, true);
-            (Some(event_id), json(StatusCode::OK, body))
+            (about(event_id, true), json(StatusCode::OK, body))
         }
         Outcome::Unavailable { event_id, error: e } => {
             match e {
@@ -658,7 +689,7 @@ fn respond(outcome: Outcome) -> (Option<String>, HttpResponse) {
             );
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static("5"));
-            (Some(event_id), resp)
+            (about(event_id, false), resp)
         }
     }
 }
@@ -715,17 +746,18 @@ fn error(status: StatusCode, reason: &str) -> HttpResponse {
 fn log(
     source_id: &str,
     started: Instant,
-    event_id: Option<&str>,
+    event: Option<Receipt>,
     mut response: HttpResponse,
 ) -> HttpResponse {
     let request_id = next_request_id();
     let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let latency_ms = latency_ms(started.elapsed());
     tracing::info!(
         request_id = %request_id,
         source = %source_id,
         status,
-        event_id = event_id.unwrap_or(""),
+        event_id = event.map_or("", |e| e.event_id),
+        duplicate = event.is_some_and(|e| e.duplicate),
         latency_ms,
         "Request handled."
     );
@@ -733,6 +765,11 @@ fn log(
         response.headers_mut().insert("x-request-id", value);
     }
     response
+}
+
+/// Milliseconds to the microsecond (`0.302`, not `0.30196900000000004`).
+fn latency_ms(elapsed: Duration) -> f64 {
+    elapsed.as_micros() as f64 / 1000.0
 }
 
 /// A process-unique request id: the start time of the process (so ids from
@@ -753,7 +790,14 @@ fn next_request_id() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_route;
+    use super::{latency_ms, parse_route};
+
+    #[test]
+    fn latency_is_logged_to_the_microsecond() {
+        let elapsed = std::time::Duration::from_nanos(301_969_123);
+        assert_eq!(latency_ms(elapsed), 301.969);
+        assert_eq!(latency_ms(std::time::Duration::from_nanos(302_999)), 0.302);
+    }
 
     #[test]
     fn routes_are_matched_raw() {

@@ -348,3 +348,99 @@ async fn the_admin_token_guards_metrics_and_reload_but_not_probes() {
     assert!(text.contains("hookgate_ip_rate_limited_total 0"), "{text}");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_exist_at_zero_and_stray_requests_are_counted() {
+    let gw = TestGateway::start(USAEPAY_SOURCE).await;
+    let (_, text) = gw.admin("GET", "/metrics").await;
+    // An alert on these must see 0 before the first event, not nothing.
+    for line in [
+        "hookgate_rate_limited_total{source=\"usaepay-main\"} 0",
+        "hookgate_pan_masked_total{source=\"usaepay-main\"} 0",
+        "hookgate_unmapped_total{source=\"usaepay-main\"} 0",
+        "hookgate_dedup_hits_total{source=\"usaepay-main\"} 0",
+        "hookgate_enrichment_total{outcome=\"failed\"} 0",
+        "hookgate_reloads_total{outcome=\"rejected\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    let client = gw.client();
+    assert_eq!(client.post("/nowhere", &[], "{}").await.status, 404);
+    let get = client
+        .request("GET", "/webhooks/usaepay-main", &[], Default::default())
+        .await;
+    assert_eq!(get.status, 405);
+    let (_, text) = gw.admin("GET", "/metrics").await;
+    for line in [
+        "hookgate_requests_total{source=\"unknown\",status=\"404\"} 1",
+        "hookgate_requests_total{source=\"unknown\",status=\"405\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_logs_one_line_saying_what_it_was() {
+    use crate::support::{config_text, unique, Client, GatewayProcess};
+    use serde_json::Value;
+
+    let cert = TestCert::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookgate.toml");
+    let text = config_text(
+        &cert,
+        &crate::support::amqp_url(),
+        &unique("test-exchange"),
+        "",
+        USAEPAY_SOURCE,
+    );
+    // A spool keeps the dedup window, so the retry is a duplicate.
+    let spool = dir.path().join("spool");
+    let text = format!("{text}\n[spool]\ndir = \"{}\"\n", spool.display());
+    std::fs::write(&path, text).unwrap();
+    let mut gateway = GatewayProcess::spawn(&path, true);
+    let client = Client::new(gateway.addr, &cert);
+    let headers = signed_usaepay_headers();
+    let first = client
+        .post("/webhooks/usaepay-main", &headers, USAEPAY_BODY)
+        .await;
+    let again = client
+        .post("/webhooks/usaepay-main", &headers, USAEPAY_BODY)
+        .await;
+    assert_eq!((first.status.as_u16(), again.status.as_u16()), (200, 200), "{:?}", first.body);
+    assert_eq!(again.body["duplicate"], true);
+    assert_eq!(client.post("/nowhere", &[], "{}").await.status, 404);
+    std::process::Command::new("kill")
+        .args(["-TERM", &gateway.child.id().to_string()])
+        .status()
+        .unwrap();
+    gateway.child.wait().unwrap();
+
+    let handled: Vec<(String, Value)> = gateway
+        .logs_after_exit()
+        .into_iter()
+        .filter_map(|line| {
+            let entry: Value = serde_json::from_str(&line).ok()?;
+            (entry["message"] == "Request handled.").then_some((line, entry))
+        })
+        .collect();
+    assert_eq!(handled.len(), 3, "one line per request: {handled:?}");
+    let id = first.body["id"].as_str().unwrap();
+    assert_eq!(handled[0].1["event_id"], id);
+    assert_eq!(handled[0].1["duplicate"], false);
+    assert_eq!(handled[1].1["event_id"], id);
+    assert_eq!(handled[1].1["duplicate"], true, "{}", handled[1].0);
+    assert_eq!(handled[2].1["source"], "unknown");
+    assert_eq!(handled[2].1["status"], 404);
+    for (line, _) in &handled {
+        // Milliseconds to the microsecond: at most three decimals.
+        let value = line
+            .split("\"latency_ms\":")
+            .nth(1)
+            .and_then(|rest| rest.split([',', '}']).next())
+            .unwrap_or_else(|| panic!("no latency_ms: {line}"));
+        let decimals = value.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(decimals <= 3, "latency_ms {value} in {line}");
+    }
+}

@@ -408,7 +408,12 @@ async fn each_request_logs_one_line_saying_what_it_was() {
     let again = client
         .post("/webhooks/usaepay-main", &headers, USAEPAY_BODY)
         .await;
-    assert_eq!((first.status.as_u16(), again.status.as_u16()), (200, 200), "{:?}", first.body);
+    assert_eq!(
+        (first.status.as_u16(), again.status.as_u16()),
+        (200, 200),
+        "{:?}",
+        first.body
+    );
     assert_eq!(again.body["duplicate"], true);
     assert_eq!(client.post("/nowhere", &[], "{}").await.status, 404);
     std::process::Command::new("kill")

@@ -27,8 +27,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use crate::control::Control;
 use crate::secret::Secret;
-use crate::Control;
 
 type AdminResponse = Response<Full<Bytes>>;
 

@@ -129,7 +129,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use redb::{
@@ -229,7 +229,7 @@ struct Shared {
     /// write error (redb refuses a handle that saw one, as the spool's doc says).
     db: std::sync::RwLock<Option<Database>>,
     /// Whether the last commit failed, and since when.
-    health: crate::write_health::WriteHealth,
+    health: crate::store::write_health::WriteHealth,
     window_ms: u64,
     max_entries: u64,
     clock: Clock,
@@ -298,7 +298,7 @@ impl DedupWindow {
     /// migrated, expired ids are deleted): call it at start-up or from
     /// `spawn_blocking`.
     pub fn open(dir: &Path, window: Duration, max_entries: u64) -> Result<Self, DedupError> {
-        Self::open_with_clock(dir, window, max_entries, Arc::new(system_now_ms))
+        Self::open_with_clock(dir, window, max_entries, Arc::new(crate::store::now_ms))
     }
 
     /// [`DedupWindow::open`] with a chosen clock, so tests control time.
@@ -541,7 +541,7 @@ impl DedupWindow {
     /// Dropping the last handle does the same but blocks the current thread
     /// for up to one commit.
     pub async fn close(self) {
-        crate::close_if_last(self.inner).await;
+        crate::store::close_if_last(self.inner).await;
     }
 
     /// Transactions committed so far (each one `fsync`), for the batching test.
@@ -1041,13 +1041,6 @@ fn parse_uuid(text: &str) -> Option<Id> {
     let mut id = [0u8; 16];
     hex::decode_to_slice(digits, &mut id).ok()?;
     Some(id)
-}
-
-fn system_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -159,7 +159,7 @@ pub async fn enrichment(
         };
         let mut next_due = Duration::from_secs(1);
         for entry in &batch {
-            let now_ms = now_ms();
+            let now_ms = crate::store::now_ms();
             let due_ms = entry.enqueued_at_ms + schedule(entry.attempts).as_millis() as u64;
             if due_ms > now_ms {
                 next_due = next_due.min(Duration::from_millis(due_ms - now_ms));
@@ -191,13 +191,6 @@ pub async fn enrichment(
 /// Delay before attempt number `attempts + 1` (the inline attempt was the first).
 fn schedule(attempts: u32) -> Duration {
     (0..=attempts).map(crate::enrich::next_delay).sum()
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// One background attempt: `Some(event)` when it is settled (either way),

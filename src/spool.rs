@@ -90,7 +90,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::store::now_ms;
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
@@ -191,7 +193,7 @@ struct State {
     /// The open file; `None` only while the writer reopens it.
     db: std::sync::RwLock<Option<Database>>,
     /// Whether the last commit failed, and since when.
-    health: crate::write_health::WriteHealth,
+    health: crate::store::write_health::WriteHealth,
     max_bytes: u64,
     events: AtomicU64,
     bytes: AtomicU64,
@@ -406,7 +408,7 @@ impl Spool {
     /// opened again. Dropping the last handle does the same, but blocks the
     /// current thread for up to one commit.
     pub async fn close(self) {
-        crate::close_if_last(self.inner).await;
+        crate::store::close_if_last(self.inner).await;
     }
 
     /// How long writes have been failing (a full disk, an I/O error), or
@@ -751,13 +753,6 @@ fn store_next_seq(txn: &WriteTransaction, next_seq: u64) -> Result<(), redb::Err
     let mut meta = txn.open_table(META)?;
     meta.insert("next_seq", next_seq)?;
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Encodes one value (see the module doc for the layout).

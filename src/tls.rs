@@ -69,6 +69,14 @@ pub fn server_config(paths: &TlsPaths) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
+/// The listener's TLS acceptor for the configured files; `None` for plain
+/// HTTP (tests and a TLS-terminating proxy in front).
+pub fn acceptor(paths: Option<&TlsPaths>) -> Result<Option<tokio_rustls::TlsAcceptor>, TlsError> {
+    paths
+        .map(|paths| Ok(tokio_rustls::TlsAcceptor::from(server_config(paths)?)))
+        .transpose()
+}
+
 /// Whether the configured certificate chains to a public root (Mozilla's,
 /// as browsers and curl's default bundle trust them). `hookgate sign` adds
 /// `--cacert` to its curl when it does not, so the printed command works

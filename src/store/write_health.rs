@@ -6,7 +6,9 @@
 //! bound, to stop the process for a restart.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use super::now_ms;
 
 /// When writes started failing (Unix epoch ms), 0 while they succeed.
 #[derive(Debug, Default)]
@@ -37,13 +39,6 @@ impl WriteHealth {
             since => Some(Duration::from_millis(now_ms().saturating_sub(since))),
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

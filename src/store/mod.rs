@@ -1,0 +1,29 @@
+//! What the on-disk stores (the spool and the dedup window, both redb files
+//! with a writer thread) share: the clock they stamp entries with, how long
+//! their writes have been failing, and closing the file off the async
+//! workers. A leaf module: it depends on nothing else in the gateway.
+
+pub mod write_health;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch (0 for a clock before 1970): the stamp
+/// stored with spooled entries and remembered ids.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Drops a store's shared state if this is the last handle to it, on the
+/// blocking pool: dropping the last handle of a spool or dedup store joins
+/// its writer thread after a final commit, which must not stall a runtime
+/// worker. Returns once the file is closed, so the directory can be opened
+/// again.
+pub(crate) async fn close_if_last<T: Send + 'static>(shared: Arc<T>) {
+    if let Ok(inner) = Arc::try_unwrap(shared) {
+        let _ = tokio::task::spawn_blocking(move || drop(inner)).await;
+    }
+}

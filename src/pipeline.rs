@@ -105,10 +105,8 @@ pub enum Outcome {
     Accepted {
         /// The canonical event id.
         event_id: String,
-        /// The canonical type, for the request log.
-        event_type: String,
-        /// Whether it went to the spool rather than straight to the broker.
-        spooled: bool,
+        /// Where it is safe, for the request log.
+        safe: Safe,
     },
     /// The request failed authentication; nothing was published.
     Unauthorized(AuthError),
@@ -127,6 +125,29 @@ pub enum Outcome {
         /// Why.
         error: NotSafe,
     },
+}
+
+/// Where an accepted event is safe when the vendor gets its 200.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Safe {
+    /// The broker confirmed it.
+    Confirmed,
+    /// Fsynced to the spool; the drain publishes it once the broker confirms.
+    Spooled,
+    /// Fsynced to the pending store; published once its deferred vendor
+    /// look-up settles.
+    AwaitingLookup,
+}
+
+impl Safe {
+    /// The log field's value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Safe::Confirmed => "confirmed",
+            Safe::Spooled => "spooled",
+            Safe::AwaitingLookup => "awaiting_lookup",
+        }
+    }
 }
 
 /// Why an event is neither confirmed nor spooled.
@@ -322,7 +343,9 @@ impl Pipeline {
 
         let safe = match (&self.pending, deferred) {
             // Safe once fsynced; the enrichment worker publishes it when the look-up settles.
-            (Some(pending), true) => append(pending, &outgoing).await,
+            (Some(pending), true) => append(pending, &outgoing)
+                .await
+                .map(|()| Safe::AwaitingLookup),
             _ => self.deliver(&outgoing).await,
         };
         if let (Ok(_), Some(dedup)) = (&safe, &self.dedup) {
@@ -332,10 +355,9 @@ impl Pipeline {
             }
         }
         match safe {
-            Ok(spooled) => Outcome::Accepted {
+            Ok(safe) => Outcome::Accepted {
                 event_id: outgoing.id,
-                event_type: outgoing.event_type,
-                spooled,
+                safe,
             },
             Err(error) => Outcome::Unavailable {
                 event_id: outgoing.id,
@@ -401,8 +423,8 @@ impl Pipeline {
     }
 
     /// Publishes with confirms, or (not confirmed) appends to the spool.
-    /// `Ok(true)` means spooled. Shared by requests and the enrichment worker.
-    pub async fn deliver(&self, outgoing: &Outgoing) -> Result<bool, NotSafe> {
+    /// Shared by requests and the enrichment worker.
+    pub async fn deliver(&self, outgoing: &Outgoing) -> Result<Safe, NotSafe> {
         let started = Instant::now();
         let published = self.publisher.publish(outgoing).await;
         self.metrics
@@ -417,15 +439,13 @@ impl Pipeline {
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
         match (published, &self.spool) {
-            (Ok(()), _) => Ok(false),
+            (Ok(()), _) => Ok(Safe::Confirmed),
             (Err(error), None) => Err(NotSafe::Publish(error)),
             // Not confirmed: safe once fsynced locally; the drain task publishes it later.
             (Err(_), Some(spool)) => {
-                let spooled = append(spool, outgoing).await;
-                if spooled.is_ok() {
-                    self.metrics.spooled.inc();
-                }
-                spooled
+                append(spool, outgoing).await?;
+                self.metrics.spooled.inc();
+                Ok(Safe::Spooled)
             }
         }
     }
@@ -444,9 +464,9 @@ impl Pipeline {
 }
 
 /// Appends to a spool (the main one or the pending-enrichment one).
-async fn append(spool: &Spool, outgoing: &Outgoing) -> Result<bool, NotSafe> {
+async fn append(spool: &Spool, outgoing: &Outgoing) -> Result<(), NotSafe> {
     match spool.append(outgoing).await {
-        Ok(_) => Ok(true),
+        Ok(_) => Ok(()),
         Err(SpoolError::Full { .. }) => Err(NotSafe::SpoolFull),
         Err(error) => {
             tracing::error!(error = %error, event_id = %outgoing.id, "Spool write failed; the vendor is asked to retry.");

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::auth::{AuthError, Presented};
 use crate::body_budget::BodyBudget;
 use crate::config::{ServerSettings, Source, UNKNOWN_SOURCE};
-use crate::pipeline::{Inbound, NotSafe, Outcome, Pipeline};
+use crate::pipeline::{Inbound, NotSafe, Outcome, Pipeline, Safe};
 use crate::ratelimit::RetryAfter;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -590,6 +590,8 @@ struct EventAnswer {
     event_id: String,
     /// A repeat of an accepted event, answered 200 without publishing.
     duplicate: bool,
+    /// Where an accepted event is safe.
+    safe: Option<Safe>,
 }
 
 impl EventAnswer {
@@ -597,6 +599,7 @@ impl EventAnswer {
         Receipt {
             event_id: &self.event_id,
             duplicate: self.duplicate,
+            safe: self.safe,
         }
     }
 }
@@ -606,6 +609,7 @@ impl EventAnswer {
 struct Receipt<'a> {
     event_id: &'a str,
     duplicate: bool,
+    safe: Option<Safe>,
 }
 
 /// The answer to a request refused by authentication, logged with its reason.
@@ -652,16 +656,17 @@ fn too_many(retry: RetryAfter) -> HttpResponse {
 
 /// Turns the pipeline's verdict into a status and a safe body.
 fn respond(outcome: Outcome) -> (Option<EventAnswer>, HttpResponse) {
-    let about = |event_id: String, duplicate: bool| {
+    let about = |event_id: String, duplicate: bool, safe: Option<Safe>| {
         Some(EventAnswer {
             event_id,
             duplicate,
+            safe,
         })
     };
     match outcome {
-        Outcome::Accepted { event_id, .. } => {
+        Outcome::Accepted { event_id, safe } => {
             let body = receipt(&event_id, false);
-            (about(event_id, false), json(StatusCode::OK, body))
+            (about(event_id, false, Some(safe)), json(StatusCode::OK, body))
         }
         // Answered by `refusal`, which knows the source.
         Outcome::Unauthorized(reason) => {
@@ -670,7 +675,7 @@ fn respond(outcome: Outcome) -> (Option<EventAnswer>, HttpResponse) {
         Outcome::RateLimited(retry) => (None, too_many(retry)),
         Outcome::Duplicate { event_id } => {
             let body = receipt(&event_id, true);
-            (about(event_id, true), json(StatusCode::OK, body))
+            (about(event_id, true, None), json(StatusCode::OK, body))
         }
         Outcome::Unavailable { event_id, error: e } => {
             match e {
@@ -689,7 +694,7 @@ fn respond(outcome: Outcome) -> (Option<EventAnswer>, HttpResponse) {
             );
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static("5"));
-            (about(event_id, false), resp)
+            (about(event_id, false, None), resp)
         }
     }
 }
@@ -758,6 +763,7 @@ fn log(
         status,
         event_id = event.map_or("", |e| e.event_id),
         duplicate = event.is_some_and(|e| e.duplicate),
+        safe = event.and_then(|e| e.safe).map_or("", Safe::label),
         latency_ms,
         "Request handled."
     );

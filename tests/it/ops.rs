@@ -434,6 +434,7 @@ async fn each_request_logs_one_line_saying_what_it_was() {
     let id = first.body["id"].as_str().unwrap();
     assert_eq!(handled[0].1["event_id"], id);
     assert_eq!(handled[0].1["duplicate"], false);
+    assert_eq!(handled[0].1["safe"], "confirmed", "{}", handled[0].0);
     assert_eq!(handled[1].1["event_id"], id);
     assert_eq!(handled[1].1["duplicate"], true, "{}", handled[1].0);
     assert_eq!(handled[2].1["source"], "unknown");

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use hookgate::auth::{Authenticator, BasicCredentials, HmacVerifier, Presented, SignatureScheme};
+use hookgate::auth::{
+    AuthMethods, Authenticator, BasicCredentials, HmacVerifier, Presented, SignatureScheme,
+};
 use hookgate::pipeline::normalize;
 use hookgate::publish::Outgoing;
 use hookgate::secret::Secret;
@@ -37,7 +39,7 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     let usaepay_body = fixture("usaepay", "seed-transaction-sale-success.json");
-    let usaepay_auth = Authenticator {
+    let usaepay_auth = Authenticator::new(AuthMethods {
         hmac: Some(HmacVerifier::new(
             SignatureScheme::HexBody {
                 header: "x-signature",
@@ -50,9 +52,11 @@ fn cases() -> Vec<Case> {
             Secret::new("webhook-pass"),
         )),
         ..Default::default()
-    };
+    })
+    .expect("one method");
     let mut usaepay_headers = HeaderMap::new();
     let sig = usaepay_auth
+        .methods()
         .hmac
         .as_ref()
         .unwrap()
@@ -61,6 +65,7 @@ fn cases() -> Vec<Case> {
     usaepay_headers.insert(
         "authorization",
         usaepay_auth
+            .methods()
             .basic
             .as_ref()
             .unwrap()
@@ -69,17 +74,19 @@ fn cases() -> Vec<Case> {
             .unwrap(),
     );
 
-    let strictly_auth = Authenticator {
+    let strictly_auth = Authenticator::new(AuthMethods {
         basic: Some(BasicCredentials::new(
             "strictly",
             Secret::new("strictly-pass"),
         )),
         ..Default::default()
-    };
+    })
+    .expect("one method");
     let mut strictly_headers = HeaderMap::new();
     strictly_headers.insert(
         "authorization",
         strictly_auth
+            .methods()
             .basic
             .as_ref()
             .unwrap()
@@ -89,9 +96,12 @@ fn cases() -> Vec<Case> {
     );
 
     let token = "bench-url-token-0123456789abcdef";
-    let token_auth = || Authenticator {
-        token: Some(Secret::new(token)),
-        ..Default::default()
+    let token_auth = || {
+        Authenticator::new(AuthMethods {
+            token: Some(Secret::new(token)),
+            ..Default::default()
+        })
+        .expect("one method")
     };
     vec![
         Case {
@@ -114,13 +124,14 @@ fn cases() -> Vec<Case> {
             name: "strictly_basic_shell_notation",
             vendor: VendorKind::Strictly,
             body: fixture("strictly", "doc-sale-card.txt"),
-            auth: Authenticator {
+            auth: Authenticator::new(AuthMethods {
                 basic: Some(BasicCredentials::new(
                     "strictly",
                     Secret::new("strictly-pass"),
                 )),
                 ..Default::default()
-            },
+            })
+            .expect("one method"),
             headers: strictly_headers,
             token: None,
         },

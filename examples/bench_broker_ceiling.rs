@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use hookgate::auth::{Authenticator, BasicCredentials, Presented};
+use hookgate::auth::{AuthMethods, Authenticator, BasicCredentials, Presented};
 use hookgate::pipeline::normalize;
 use hookgate::publish::{properties, Outgoing};
 use hookgate::secret::Secret;
@@ -39,12 +39,18 @@ const BODY: &str = r#"{"type":"event","event_triggered":"2021-04-07 15:14:26","e
 
 /// The message the gateway publishes for the benchmark body.
 fn gateway_message() -> Outgoing {
-    let auth = Authenticator {
+    let auth = Authenticator::new(AuthMethods {
         basic: Some(BasicCredentials::new("hook", Secret::new("pass"))),
         ..Default::default()
-    };
+    })
+    .expect("one method");
     let mut headers = HeaderMap::new();
-    let basic = auth.basic.as_ref().expect("set above").header_value();
+    let basic = auth
+        .methods()
+        .basic
+        .as_ref()
+        .expect("set above")
+        .header_value();
     headers.insert("authorization", basic.parse().expect("valid header"));
     let presented = Presented {
         headers: &headers,

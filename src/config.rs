@@ -22,7 +22,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::auth::{Authenticator, BasicCredentials, HmacVerifier, IpAllowList};
+use crate::auth::{AuthMethods, Authenticator, BasicCredentials, HmacVerifier, IpAllowList};
 use crate::enrich::{Enricher, NexioApi};
 use crate::ratelimit::{Rate, SourceLimiter};
 use crate::secret::Secret;
@@ -1279,7 +1279,7 @@ fn build_auth(
     vendor: Option<VendorKind>,
 ) -> Option<Authenticator> {
     let at = format!("{at}.auth");
-    let mut auth = Authenticator::default();
+    let mut auth = AuthMethods::default();
     let mut methods = 0;
     if let Some(basic) = &raw.basic {
         methods += 1;
@@ -1350,14 +1350,16 @@ fn build_auth(
             .collect();
         auth.ip_allow = Some(IpAllowList::new(nets));
     }
-    if methods == 0 {
-        b.error(
-            at,
-            "no method configured: set at least one of basic, hmac, token, ip_allow",
-        );
-        return None;
+    match Authenticator::new(auth) {
+        Ok(auth) => Some(auth),
+        // An hmac table for a vendor that does not sign leaves no method
+        // built; that is reported above with its key.
+        Err(_) if methods > 0 => None,
+        Err(no_method) => {
+            b.error(at, format!("{no_method}"));
+            None
+        }
     }
-    Some(auth)
 }
 
 #[cfg(test)]
@@ -1428,7 +1430,14 @@ api_key = \"api-key\"
         assert_eq!(settings.broker.exchange, "hookgate.events");
         let source = settings.sources.get("usaepay-main").expect("source");
         assert_eq!(source.vendor, VendorKind::Usaepay);
-        assert!(source.auth.basic.is_some() && source.auth.hmac.is_some());
+        assert!(source.auth.methods().basic.is_some() && source.auth.methods().hmac.is_some());
+    }
+
+    #[test]
+    fn an_auth_table_with_no_method_is_refused_at_its_key() {
+        let text =
+            format!("{GOOD}\n[[source]]\nid = \"open\"\nvendor = \"stickypay\"\nauth = {{}}\n");
+        assert_eq!(keys(&text), ["source[1].auth"]);
     }
 
     #[test]

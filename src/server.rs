@@ -622,7 +622,7 @@ fn refusal(source: &Source, reason: AuthError) -> HttpResponse {
         AuthError::IpNotAllowed => StatusCode::FORBIDDEN,
         _ => StatusCode::UNAUTHORIZED,
     };
-    let several = source.auth.methods() > 1;
+    let several = source.auth.method_count() > 1;
     let text = if several && status == StatusCode::UNAUTHORIZED {
         "authentication failed".to_owned()
     } else {
@@ -630,7 +630,7 @@ fn refusal(source: &Source, reason: AuthError) -> HttpResponse {
     };
     let mut resp = error(status, &text);
     let challenge = if several {
-        status == StatusCode::UNAUTHORIZED && source.auth.basic.is_some()
+        status == StatusCode::UNAUTHORIZED && source.auth.methods().basic.is_some()
     } else {
         reason.wants_basic_challenge()
     };
@@ -666,7 +666,10 @@ fn respond(outcome: Outcome) -> (Option<EventAnswer>, HttpResponse) {
     match outcome {
         Outcome::Accepted { event_id, safe } => {
             let body = receipt(&event_id, false);
-            (about(event_id, false, Some(safe)), json(StatusCode::OK, body))
+            (
+                about(event_id, false, Some(safe)),
+                json(StatusCode::OK, body),
+            )
         }
         // Answered by `refusal`, which knows the source.
         Outcome::Unauthorized(reason) => {

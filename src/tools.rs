@@ -57,16 +57,16 @@ pub fn sign(
     let mut out = String::new();
     let _ = writeln!(out, "URL: {url}");
     let mut headers = vec![("Content-Type".to_owned(), "application/json".to_owned())];
-    if let Some(basic) = &source.auth.basic {
+    if let Some(basic) = &source.auth.methods().basic {
         headers.push(("Authorization".to_owned(), basic.header_value()));
     }
-    if let Some(hmac) = &source.auth.hmac {
+    if let Some(hmac) = &source.auth.methods().hmac {
         headers.push((hmac.scheme().header().to_owned(), hmac.sign(0, None, body)));
     }
     for (name, value) in &headers {
         let _ = writeln!(out, "{name}: {value}");
     }
-    if source.auth.ip_allow.is_some() {
+    if source.auth.methods().ip_allow.is_some() {
         let _ = writeln!(
             out,
             "# this source also requires the client address to be in its ip_allow list"
@@ -126,7 +126,7 @@ fn shell_quote(value: &str) -> String {
 
 /// The path a source is reached at, token included.
 fn path_for(source: &Source) -> String {
-    match &source.auth.token {
+    match &source.auth.methods().token {
         Some(token) => format!("/webhooks/{}/{}", source.id, token.expose()),
         None => format!("/webhooks/{}", source.id),
     }

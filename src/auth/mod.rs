@@ -28,9 +28,11 @@ pub use signature::{HmacVerifier, SignatureScheme};
 
 use crate::secret::Secret;
 
-/// The checks configured for one source; all present ones must pass.
+/// The methods a source is configured with; every present one must pass.
+/// A plain description: only an [`Authenticator`] built from it checks
+/// anything, and none is built without at least one method.
 #[derive(Debug, Default)]
-pub struct Authenticator {
+pub struct AuthMethods {
     /// `Authorization: Basic` credentials.
     pub basic: Option<BasicCredentials>,
     /// Signature keys and the vendor's scheme.
@@ -40,6 +42,17 @@ pub struct Authenticator {
     /// Allowed client networks.
     pub ip_allow: Option<IpAllowList>,
 }
+
+/// The checks configured for one source; all of them must pass.
+#[derive(Debug)]
+pub struct Authenticator {
+    methods: AuthMethods,
+}
+
+/// An [`AuthMethods`] with no method at all would accept every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no authentication method: set at least one of basic, hmac, token, ip_allow")]
+pub struct NoAuthMethod;
 
 /// What a request presents for authentication.
 #[derive(Debug)]
@@ -73,8 +86,10 @@ impl Verified {
 
     /// A body the operator vouches for: `hookgate send` (a capture from the
     /// vendor's own export) and `hookgate remap` (a body hookgate itself
-    /// authenticated earlier). Never reachable from the request path.
-    pub fn vouched_by_operator(body: impl Into<Bytes>) -> Self {
+    /// authenticated earlier), and the deferred look-up re-reading an event
+    /// it authenticated itself. Crate-private: never reachable from the
+    /// request path, nor from outside the crate.
+    pub(crate) fn vouched_by_operator(body: impl Into<Bytes>) -> Self {
         Self { body: body.into() }
     }
 
@@ -141,27 +156,48 @@ impl AuthError {
 }
 
 impl Authenticator {
+    /// The checks for `methods`; refused when there are none, since a
+    /// source without a method would accept anyone.
+    pub fn new(methods: AuthMethods) -> Result<Self, NoAuthMethod> {
+        let authenticator = Authenticator { methods };
+        if authenticator.method_count() == 0 {
+            return Err(NoAuthMethod);
+        }
+        Ok(authenticator)
+    }
+
+    /// What is configured (read-only), e.g. for `hookgate sign`.
+    pub fn methods(&self) -> &AuthMethods {
+        &self.methods
+    }
+
     /// The checks that need no body: client address, URL token, Basic, and
     /// that exactly one signature header is there. The handler runs them
     /// before it reads the body, so a request without credentials is refused
     /// without buffering its body; [`Self::verify`] runs them again with the
     /// signature, so a [`Verified`] still comes from one place only.
     pub fn check_head(&self, presented: &Presented<'_>) -> Result<(), AuthError> {
-        if let Some(allow) = &self.ip_allow {
+        let AuthMethods {
+            basic,
+            hmac,
+            token,
+            ip_allow,
+        } = &self.methods;
+        if let Some(allow) = ip_allow {
             if !allow.contains(presented.client_ip) {
                 return Err(AuthError::IpNotAllowed);
             }
         }
-        if let Some(expected) = &self.token {
+        if let Some(expected) = token {
             let given = presented.token.ok_or(AuthError::TokenMissing)?;
             if !equal_secrets(given.as_bytes(), expected.expose().as_bytes()) {
                 return Err(AuthError::TokenMismatch);
             }
         }
-        if let Some(basic) = &self.basic {
+        if let Some(basic) = basic {
             basic.verify(presented.headers)?;
         }
-        if let Some(hmac) = &self.hmac {
+        if let Some(hmac) = hmac {
             hmac.header_value(presented.headers)?;
         }
         Ok(())
@@ -170,7 +206,7 @@ impl Authenticator {
     /// Runs every configured check; the body is returned verified or not at all.
     pub fn verify(&self, presented: &Presented<'_>, body: Bytes) -> Result<Verified, AuthError> {
         self.check_head(presented)?;
-        if let Some(hmac) = &self.hmac {
+        if let Some(hmac) = &self.methods.hmac {
             hmac.verify(presented.headers, &body, presented.now)?;
         }
         Ok(Verified { body })
@@ -179,16 +215,17 @@ impl Authenticator {
     /// How many methods the source requires; with more than one, a refusal
     /// does not say which failed (the metric label still does), so one
     /// secret cannot be guessed apart from the others.
-    pub fn methods(&self) -> usize {
-        usize::from(self.ip_allow.is_some())
-            + usize::from(self.token.is_some())
-            + usize::from(self.basic.is_some())
-            + usize::from(self.hmac.is_some())
+    pub fn method_count(&self) -> usize {
+        let m = &self.methods;
+        usize::from(m.ip_allow.is_some())
+            + usize::from(m.token.is_some())
+            + usize::from(m.basic.is_some())
+            + usize::from(m.hmac.is_some())
     }
 
     /// Whether the source is reached through `/webhooks/{id}/{token}`.
     pub fn uses_token(&self) -> bool {
-        self.token.is_some()
+        self.methods.token.is_some()
     }
 }
 
@@ -216,12 +253,21 @@ mod tests {
     }
 
     #[test]
+    fn an_authenticator_without_a_method_cannot_be_built() {
+        assert_eq!(
+            Authenticator::new(AuthMethods::default()).unwrap_err(),
+            NoAuthMethod
+        );
+    }
+
+    #[test]
     fn every_configured_method_must_pass() {
-        let auth = Authenticator {
+        let auth = Authenticator::new(AuthMethods {
             token: Some(Secret::new("0123456789abcdef")),
             ip_allow: Some(IpAllowList::new(vec!["10.0.0.0/8".parse().unwrap()])),
             ..Default::default()
-        };
+        })
+        .unwrap();
         let headers = HeaderMap::new();
         let body = Bytes::from_static(b"{}");
         assert!(auth
@@ -255,7 +301,7 @@ mod tests {
 
     #[test]
     fn hmac_and_basic_together_both_apply() {
-        let auth = Authenticator {
+        let auth = Authenticator::new(AuthMethods {
             basic: Some(BasicCredentials::new(
                 "webhook-user",
                 Secret::new("webhook-pass"),
@@ -268,7 +314,8 @@ mod tests {
                 Duration::from_secs(300),
             )),
             ..Default::default()
-        };
+        })
+        .unwrap();
         let body = Bytes::from_static(b"{\"a\":1}");
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -283,7 +330,7 @@ mod tests {
                 .unwrap_err(),
             AuthError::SignatureMissing
         );
-        let sig = auth.hmac.as_ref().unwrap().sign(0, None, &body);
+        let sig = auth.methods().hmac.as_ref().unwrap().sign(0, None, &body);
         headers.insert("x-signature", sig.parse().unwrap());
         assert!(auth
             .verify(&presented(&headers, None, "127.0.0.1"), body.clone())

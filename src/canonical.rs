@@ -451,17 +451,8 @@ pub fn event_id(vendor: VendorKind, source_id: &str, vendor_event_id: &str) -> S
     let d = h.finalize();
     let mut b = [0u8; 16];
     b.copy_from_slice(&d[..16]);
-    b[6] = (b[6] & 0x0f) | 0x80; // version 8
-    b[8] = (b[8] & 0x3f) | 0x80; // RFC 9562 variant
-    let x = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &x[0..8],
-        &x[8..12],
-        &x[12..16],
-        &x[16..20],
-        &x[20..32]
-    )
+    // Version 8 (custom) with the RFC 9562 variant, lowercase hyphenated.
+    uuid::Uuid::new_v8(b).hyphenated().to_string()
 }
 
 /// A stable identity for bodies that carry none: the hash of the exact bytes,
@@ -624,5 +615,9 @@ mod tests {
         assert_ne!(a, event_id(VendorKind::Usaepay, "main", "abd"));
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "8");
+        // Ids already published must not change: computed independently
+        // (SHA-256 of "hookgate/event-id/v1\0usaepay\0main\0abc", first 16
+        // bytes, version 8 and the RFC 9562 variant set, in Python).
+        assert_eq!(a, "5531484e-3c53-8613-839e-cf3dd5c2e373");
     }
 }

@@ -1025,22 +1025,13 @@ fn id_of(event_id: &str) -> Id {
 }
 
 /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (either case) to its 16 bytes.
+/// Only that form (36 characters): the other spellings `uuid` parses
+/// (simple, braced, URN) would give a second string the same key.
 fn parse_uuid(text: &str) -> Option<Id> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 36 || [8, 13, 18, 23].iter().any(|&i| bytes[i] != b'-') {
+    if text.len() != 36 {
         return None;
     }
-    let mut digits = [0u8; 32];
-    let mut n = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if ![8, 13, 18, 23].contains(&i) {
-            digits[n] = b;
-            n += 1;
-        }
-    }
-    let mut id = [0u8; 16];
-    hex::decode_to_slice(digits, &mut id).ok()?;
-    Some(id)
+    uuid::Uuid::try_parse(text).ok().map(uuid::Uuid::into_bytes)
 }
 
 #[cfg(test)]

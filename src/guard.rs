@@ -104,15 +104,10 @@ pub fn masked_json(mut value: Value) -> (Vec<u8>, usize) {
 /// configured source id):
 /// 8-4-4-4-12 hexadecimal digits.
 pub fn is_uuid_shaped(value: &Value) -> bool {
-    let Some(text) = value.as_str() else {
-        return false;
-    };
-    let groups: Vec<&str> = text.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+    // 36 characters is the hyphenated form only (not simple, braced or URN).
+    value
+        .as_str()
+        .is_some_and(|text| text.len() == 36 && uuid::Uuid::try_parse(text).is_ok())
 }
 
 /// Masks the card numbers of an `unmapped` event's raw body in place, as

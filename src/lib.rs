@@ -11,7 +11,7 @@
 //! main.rs        CLI shell: run what cli.rs parsed, print errors, exit codes
 //! cli.rs         every subcommand and flag (clap), shared with the tests
 //! lib.rs         Gateway: wires the parts below and runs them
-//! config.rs      TOML file → validated Settings (every error names its key)
+//! config/        TOML file → validated Settings (every error names its key)
 //! secret.rs      Secret: credentials that never print
 //! tls.rs         PEM files → rustls ServerConfig (TLS 1.2+, h2 + http/1.1)
 //! server.rs      accept loop, limits and timeouts, the thin HTTP handler
@@ -32,10 +32,10 @@
 //! tools.rs       `hookgate sign`, `send`, `remap` and `spool ...`
 //! tail.rs        `hookgate tail`: canonical events printed as they are published
 //! store/         what the spool and the dedup window share: clock, write health, close
-//! spool.rs       durable local store for events the broker has not confirmed
+//! spool/         durable local store for events the broker has not confirmed
 //! drain.rs       background publishing: the spool's drain, deferred look-ups
 //! enrich/        vendor API look-ups that fill thin pings in (Nexio)
-//! dedup.rs       window of recently accepted ids: repeats are not published twice
+//! dedup/         window of recently accepted ids: repeats are not published twice
 //! watchdog.rs    long-lived tasks; the first that dies stops the process for a restart
 //! ```
 

@@ -467,3 +467,52 @@ fn the_quick_start_and_the_walkthrough_work_as_written() {
         config
     );
 }
+
+#[test]
+fn the_module_maps_name_every_module_and_nothing_else() {
+    // What is in src/: `name.rs` files and `name/` folders.
+    let mut on_disk: Vec<String> = std::fs::read_dir(repo("src"))
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if path.is_dir() {
+                format!("{name}/")
+            } else {
+                name
+            }
+        })
+        .collect();
+    on_disk.sort();
+    let lib = std::fs::read_to_string(repo("src/lib.rs")).unwrap();
+    let block = lib
+        .split("//! ```text\n")
+        .nth(1)
+        .unwrap()
+        .split("//! ```")
+        .next()
+        .unwrap();
+    let mut crate_map: Vec<String> = block
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("//! ")?
+                .split_whitespace()
+                .next()
+                .map(str::to_owned)
+        })
+        .collect();
+    crate_map.sort();
+    assert_eq!(crate_map, on_disk, "the layout in src/lib.rs's doc");
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let mut dev_map: Vec<String> = readme
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("src/")?
+                .split_whitespace()
+                .next()
+                .map(str::to_owned)
+        })
+        .collect();
+    dev_map.sort();
+    assert_eq!(dev_map, on_disk, "the map in README's Development section");
+}

@@ -14,7 +14,7 @@
 //! config/        TOML file → validated Settings (every error names its key)
 //! secret.rs      Secret: credentials that never print
 //! tls.rs         PEM files → rustls ServerConfig (TLS 1.2+, h2 + http/1.1)
-//! server.rs      accept loop, limits and timeouts, the thin HTTP handler
+//! server/        accept loop, connection guard, the thin HTTP handler
 //! body_budget.rs request-body bytes held at once; memory returned after bursts
 //! pipeline.rs    the request path: authenticate → map → publish
 //! auth/          Basic, HMAC signatures, URL token, IP allowlist (constant-time)

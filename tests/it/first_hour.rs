@@ -516,3 +516,34 @@ fn the_module_maps_name_every_module_and_nothing_else() {
     dev_map.sort();
     assert_eq!(dev_map, on_disk, "the map in README's Development section");
 }
+
+#[test]
+fn the_configuration_table_has_one_well_formed_row_per_key() {
+    // Rows once went astray: `source.rate_limit` held the spool's text and
+    // `spool.max_bytes` appeared twice.
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let section = readme
+        .split_once("\n## Configuration\n")
+        .expect("a Configuration section")
+        .1
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut rows = 0;
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        // Markdown splits cells at every `|`, inside backticks too.
+        let cells: Vec<&str> = line
+            .trim()
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect();
+        assert_eq!(cells.len(), 3, "key | default | meaning: {line}");
+        for key in cells[0].split(", ") {
+            assert!(seen.insert(key.to_owned()), "{key} has two rows");
+        }
+        rows += 1;
+    }
+    assert!(rows > 30, "only {rows} rows read");
+}

@@ -47,9 +47,9 @@
 //!   value  accepted_at_ms of the id's entry; "accepted" holds the same (time, id)
 //!
 //! table "meta"      &str -> u64
-//!   "format"       2. A format-1 file (no "by_id") is migrated when opened: "by_id"
-//!                  is filled from "accepted" in the same transaction that writes 2.
-//!                  A higher number was written by a newer hookgate and is refused.
+//!   "format"       2. Any other number is refused, naming the file: a higher one
+//!                  was written by a newer hookgate; format 1 only existed before
+//!                  the first release (remove such a file to start an empty window).
 //! ```
 //!
 //! Every remembered id has one "by_id" row, and the "accepted" key with the
@@ -62,9 +62,8 @@
 //! Each deleted key takes its "by_id" row with it only if the row still holds
 //! that key's time, so a stray older key can never delete a newer entry. An
 //! id claimed again after its entry expired gets a new time: the writer replaces its row and deletes
-//! the old key. A format-1 file may hold such an id under two keys; the
-//! migration walks "accepted" in time order, so the row ends up with the
-//! newest time and the older key expires later without touching it.
+//! the old key; were an id ever under two keys, the older would expire
+//! without touching the row.
 //!
 //! # Durability trade-off
 //!
@@ -146,7 +145,7 @@ const BY_ID: TableDefinition<Id, u64> = TableDefinition::new("by_id");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The database file inside the directory given to [`DedupWindow::open`].
 pub const FILE_NAME: &str = "dedup.redb";
-/// The layout this code reads and writes; format 1 (no "by_id") is migrated.
+/// The layout this code reads and writes.
 const FORMAT: u64 = 2;
 /// Longest a claim waits in memory before the writer commits it: the most a
 /// crash can forget (plus the commit in progress).
@@ -283,8 +282,7 @@ struct Index {
 }
 
 impl DedupWindow {
-    /// Opens (creating the directory and `dedup.redb` if needed, migrating a
-    /// format-1 file) and drops what is older than `window` or beyond
+    /// Opens (creating the directory and `dedup.redb` if needed) and drops what is older than `window` or beyond
     /// `max_entries`, so retries are recognised across restarts. The ids stay
     /// on disk: nothing is loaded into memory.
     ///
@@ -294,8 +292,8 @@ impl DedupWindow {
     /// bytes of disk each, see the module doc; memory does not depend on it);
     /// when it is reached the oldest ids are forgotten first.
     ///
-    /// Blocking (redb repairs the file after a crash, a format-1 file is
-    /// migrated, expired ids are deleted): call it at start-up or from
+    /// Blocking (redb repairs the file after a crash, expired ids are
+    /// deleted): call it at start-up or from
     /// `spawn_blocking`.
     pub fn open(dir: &Path, window: Duration, max_entries: u64) -> Result<Self, DedupError> {
         Self::open_with_clock(dir, window, max_entries, Arc::new(crate::store::now_ms))
@@ -326,10 +324,10 @@ impl DedupWindow {
             .map_err(|e| io("cannot open", &e))?;
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
 
-        // Check (or migrate) the format and drop what this window no longer
-        // covers, in one durable transaction.
+        // Check the format and drop what this window no longer covers, in
+        // one durable transaction.
         let now = clock();
-        let (entries, migrated) = {
+        let entries = {
             let txn = db.begin_write().map_err(|e| io("cannot write", &e))?;
             let counts = {
                 let mut meta = txn.open_table(META).map_err(table_error)?;
@@ -337,11 +335,9 @@ impl DedupWindow {
                     .get("format")
                     .map_err(|e| io("cannot read", &e))?
                     .map(|v| v.value());
-                let migrate = match format {
-                    // A new file.
-                    None => false,
-                    Some(1) => true,
-                    Some(FORMAT) => false,
+                match format {
+                    // A new file, or one this code wrote.
+                    None | Some(FORMAT) => {}
                     Some(other) if other > FORMAT => {
                         return Err(DedupError::Corrupt(format!(
                             "dedup {}: format {other} is not supported (this hookgate reads \
@@ -351,39 +347,27 @@ impl DedupWindow {
                     }
                     Some(other) => {
                         return Err(DedupError::Corrupt(format!(
-                            "dedup {}: format {other} is not supported (this hookgate reads \
-                             1 and {FORMAT})",
+                            "dedup {}: format {other} was written before the first release \
+                             and is not read (this hookgate reads {FORMAT}); remove the file \
+                             to start an empty window (only repeats of past events go \
+                             undetected)",
                             path.display()
                         )));
                     }
-                };
+                }
                 let mut accepted = txn.open_table(ACCEPTED).map_err(table_error)?;
                 let mut by_id = txn.open_table(BY_ID).map_err(table_error)?;
-                let migrated = if migrate {
-                    Some(migrate_v1(&accepted, &mut by_id).map_err(|e| io("cannot migrate", &e))?)
-                } else {
-                    None
-                };
-                if format != Some(FORMAT) {
+                if format.is_none() {
                     meta.insert("format", FORMAT)
                         .map_err(|e| io("cannot write", &e))?;
                 }
                 trim(&mut accepted, &mut by_id, now, window_ms, max_entries)
                     .map_err(|e| io("cannot trim", &e))?;
-                let entries = by_id.len().map_err(|e| io("cannot read", &e))?;
-                (entries, migrated)
+                by_id.len().map_err(|e| io("cannot read", &e))?
             };
             txn.commit().map_err(|e| io("cannot commit", &e))?;
             counts
         };
-        if let Some(ids) = migrated {
-            tracing::info!(
-                file = %path.display(),
-                ids,
-                "De-duplication window migrated from format 1 to {FORMAT}."
-            );
-        }
-
         let shared = Arc::new(Shared {
             path: path.clone(),
             db: std::sync::RwLock::new(Some(db)),
@@ -905,20 +889,6 @@ fn write_batch(shared: &Shared, batch: &VecDeque<(u64, Id)>) -> Result<Option<u6
         txn.abort()?;
         Ok(None)
     }
-}
-
-/// Fills "by_id" from a format-1 file's "accepted" table; returns the ids.
-/// In time order, so an id stored twice ends up with its newest time.
-fn migrate_v1(
-    accepted: &redb::Table<'_, Key, ()>,
-    by_id: &mut redb::Table<'_, Id, u64>,
-) -> Result<u64, redb::Error> {
-    for entry in accepted.iter()? {
-        let (key, _) = entry?;
-        let (at, id) = split_key(&key.value());
-        by_id.insert(id, at)?;
-    }
-    Ok(by_id.len()?)
 }
 
 /// Deletes the entries accepted at or before `now - window` (a key range at

@@ -383,53 +383,57 @@ async fn concurrent_claims_share_commits() {
 }
 
 #[tokio::test]
-async fn format_1_files_are_migrated() {
+async fn a_new_file_is_written_in_the_current_format() {
     let dir = tempfile::tempdir().unwrap();
-    // What format 1 wrote: "accepted" and "meta", no "by_id". Id 3 was
-    // claimed again after its first entry expired (two keys); id 4 is
-    // already past the window.
-    write_format_1(
-        dir.path(),
-        &[
-            (T0 - 100_000, 4),
-            (T0 - 70_000, 3),
-            (T0 - 20_000, 1),
-            (T0 - 10_000, 2),
-            (T0 - 5_000, 3),
-        ],
-    );
-    let (now, clock, window) = minute_window(dir.path());
-    assert_eq!(window.len(), 3);
-    // Id 4 expired and id 3's first key was trimmed at open.
-    assert_eq!(window.table_lens(), (3, 3));
-    for n in 1..=3 {
-        assert!(window.seen(&id(n)), "{n}");
-    }
-    assert!(!window.seen(&id(4)));
-    // Id 3 has its newest time.
-    now.store(T0 + 54_999, Ordering::Release);
-    assert!(window.seen(&id(3)));
-    now.store(T0 + 55_000, Ordering::Release);
-    assert!(!window.seen(&id(3)));
+    let window = DedupWindow::open(dir.path(), HOUR, 10).unwrap();
     window.close().await;
     assert_eq!(file_format(dir.path()), FORMAT);
+}
 
-    // Reopened as format 2, nothing to migrate.
-    now.store(T0, Ordering::Release);
-    let window = DedupWindow::open_with_clock(dir.path(), MINUTE, 1000, clock).unwrap();
-    assert_eq!(window.len(), 3);
-    assert!(window.seen(&id(1)) && window.seen(&id(2)) && window.seen(&id(3)));
-    window.close().await;
-    assert_eq!(file_format(dir.path()), 2);
+#[test]
+fn pre_release_format_1_files_are_refused_with_a_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    write_format_1(dir.path(), &[(T0, 1)]);
+    let err = DedupWindow::open(dir.path(), HOUR, 10).unwrap_err();
+    assert!(matches!(err, DedupError::Corrupt(_)), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains(FILE_NAME) && message.contains("format 1") && message.contains("remove"),
+        "{message}"
+    );
+}
+
+/// A format-2 file written by hand, its rows exactly as given.
+fn write_format_2(dir: &Path, accepted: &[(u64, usize)], by_id: &[(usize, u64)]) {
+    let db = Database::create(dir.join(FILE_NAME)).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(ACCEPTED).unwrap();
+        for &(at, n) in accepted {
+            table.insert(join_key(at, &id_of(&id(n))), ()).unwrap();
+        }
+        let mut table = txn.open_table(BY_ID).unwrap();
+        for &(n, at) in by_id {
+            table.insert(id_of(&id(n)), at).unwrap();
+        }
+        txn.open_table(META)
+            .unwrap()
+            .insert("format", FORMAT)
+            .unwrap();
+    }
+    txn.commit().unwrap();
 }
 
 #[tokio::test]
-async fn a_migrated_duplicate_key_does_not_delete_the_newer_entry() {
-    // A format-1 file can hold an id under two keys (claimed again after
-    // its first entry expired), both live once `window_hours` is raised;
+async fn an_older_key_of_an_id_does_not_delete_its_newer_entry() {
+    // An id under two "accepted" keys, its row holding the newer time:
     // expiry of the older key must leave the row alone.
     let dir = tempfile::tempdir().unwrap();
-    write_format_1(dir.path(), &[(T0, 1), (T0 + 30_000, 1)]);
+    write_format_2(
+        dir.path(),
+        &[(T0, 1), (T0 + 30_000, 1)],
+        &[(1, T0 + 30_000)],
+    );
     let (now, _clock, window) = minute_window(dir.path());
     assert_eq!(window.table_lens(), (2, 1));
     now.store(T0 + 60_000, Ordering::Release);

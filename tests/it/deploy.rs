@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::gateway::{signed_usaepay_headers, USAEPAY_BODY, USAEPAY_SOURCE};
-use crate::support::{Broker, TestGateway, TEST_VHOST};
+use crate::support::{test_vhost, Broker, TestGateway};
 
 /// The exchange the definitions declare (in the tests' vhost); no other
 /// test uses this name.
@@ -237,14 +237,15 @@ fn import_definitions() {
     // Into the tests' own vhost: the definitions name `/`, where a dev
     // gateway's `hookgate.events` lives.
     let mut defs = definitions();
-    defs["vhosts"] = json!([{ "name": TEST_VHOST }]);
+    let vhost = test_vhost();
+    defs["vhosts"] = json!([{ "name": vhost }]);
     for kind in ["exchanges", "queues", "bindings"] {
         for item in defs[kind].as_array_mut().unwrap() {
             assert_eq!(
                 item["vhost"], "/",
                 "{kind}: the shipped definitions use `/`"
             );
-            item["vhost"] = json!(TEST_VHOST);
+            item["vhost"] = json!(vhost);
         }
     }
     std::fs::write(copy.path(), defs.to_string()).unwrap();
@@ -274,7 +275,7 @@ fn import_definitions() {
                 "-q",
                 "list_bindings",
                 "-p",
-                TEST_VHOST,
+                &vhost,
                 "source_name",
                 "destination_name",
                 "routing_key",

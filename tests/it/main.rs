@@ -2,7 +2,7 @@
 //!
 //! Tests that need a broker use the RabbitMQ on 127.0.0.1:5672 (or
 //! `HOOKGATE_TEST_AMQP_URL`) that `.ci/run` / `scripts/broker start` provide,
-//! in its `hookgate-test` vhost (which `scripts/test` creates and deletes),
+//! in a vhost of the run's own (which `scripts/test` creates and deletes),
 //! each with its own random exchange and queue names so they run in parallel.
 
 /// Shared harness: gateway, broker, TLS client, TCP proxy.

@@ -25,15 +25,25 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-/// The RabbitMQ virtual host every test works in. `scripts/test` creates it
-/// empty before the run and deletes it after, so tests never touch the
-/// default vhost `/` a dev gateway (the quick start's) publishes into.
+/// The RabbitMQ virtual host tests work in when `HOOKGATE_TEST_AMQP_URL`
+/// names none. `scripts/test` creates one of its own for each run (empty,
+/// deleted after), so tests never touch the default vhost `/` a dev gateway
+/// (the quick start's) publishes into, and two runs never share one.
 pub const TEST_VHOST: &str = "hookgate-test";
 
 /// The broker the tests use.
 pub fn amqp_url() -> String {
     std::env::var("HOOKGATE_TEST_AMQP_URL")
         .unwrap_or_else(|_| format!("amqp://guest:guest@127.0.0.1:5672/{TEST_VHOST}"))
+}
+
+/// The vhost of [`amqp_url`] (its path, which these URLs never escape).
+pub fn test_vhost() -> String {
+    let url = amqp_url();
+    let after_host = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+    after_host
+        .split_once('/')
+        .map_or(String::new(), |(_, vhost)| vhost.to_owned())
 }
 
 /// A name unique to this test run and call.

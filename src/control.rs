@@ -140,7 +140,7 @@ impl Control {
     pub fn readiness(&self) -> Readiness {
         let mut degraded = Vec::new();
         let mut blocking = Vec::new();
-        let problem = match self.pipeline.publisher().state() {
+        let problem = match self.pipeline.sink().state() {
             LinkState::Up => None,
             LinkState::Down(None) => Some("broker disconnected".to_owned()),
             LinkState::Down(Some(last)) => Some(format!("broker disconnected ({last})")),
@@ -197,7 +197,7 @@ impl Control {
     /// Brings state gauges up to date; called right before a scrape so they
     /// are exact at the moment they are read.
     pub fn refresh_gauges(&self) {
-        let connected = self.pipeline.publisher().is_connected();
+        let connected = self.pipeline.sink().is_connected();
         self.metrics().broker_connected.set(i64::from(connected));
         if let Some(spool) = self.pipeline.spool() {
             let stats = spool.stats();

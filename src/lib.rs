@@ -16,7 +16,7 @@
 //! tls.rs         PEM files → rustls ServerConfig (TLS 1.2+, h2 + http/1.1)
 //! server/        accept loop, connection guard, the thin HTTP handler
 //! body_budget.rs request-body bytes held at once; memory returned after bursts
-//! pipeline.rs    the request path: authenticate → map → publish
+//! pipeline/      the request path: authenticate → map → publish (unit-tested through a fake sink)
 //! auth/          Basic, HMAC signatures, URL token, IP allowlist (constant-time)
 //! vendors/       one module per vendor behind the `Vendor` trait
 //! canonical.rs   the CloudEvents envelope, `data`, exact amounts, event ids
@@ -152,6 +152,8 @@ pub struct Gateway {
     pending: Option<spool::Spool>,
     dedup: Option<dedup::DedupWindow>,
     control: Arc<Control>,
+    /// The broker link the pipeline publishes through.
+    publisher: Publisher,
     publisher_task: PublisherTask,
 }
 
@@ -216,7 +218,7 @@ impl Gateway {
         let dedup = stores.dedup.clone();
         let pipeline = Arc::new(Pipeline::new(
             runtime,
-            publisher.clone(),
+            Arc::new(publisher.clone()),
             stores,
             metrics.clone(),
         ));
@@ -281,6 +283,7 @@ impl Gateway {
             pending,
             dedup,
             control,
+            publisher,
             publisher_task,
         })
     }
@@ -302,7 +305,7 @@ impl Gateway {
 
     /// The broker handle (readiness, tests).
     pub fn publisher(&self) -> &Publisher {
-        self.control.pipeline.publisher()
+        &self.publisher
     }
 
     /// Resolves when one of the gateway's long-lived tasks (a listener, the

@@ -21,6 +21,8 @@
 //! [`Publisher::publish`] fails at once with [`PublishError::Unavailable`]
 //! instead of making the vendor wait.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -71,6 +73,37 @@ impl PublishError {
             Self::ConfirmTimeout(_) => "timeout",
             Self::Blocked(_) => "blocked",
         }
+    }
+}
+
+/// A publish in progress, boxed so that [`EventSink`] can be used as a
+/// trait object.
+pub type Publishing<'a> = Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send + 'a>>;
+
+/// Where the pipeline hands events to be confirmed: the broker link
+/// ([`Publisher`]) in the gateway, a fake in the pipeline's unit tests, so
+/// that every [`crate::pipeline::Outcome`] can be checked without a broker
+/// (the seam svix-bridge keeps between its receivers and their outputs).
+pub trait EventSink: Send + Sync {
+    /// Publishes with a confirm: `Ok` once the broker has the event.
+    fn publish<'a>(&'a self, event: &'a Outgoing) -> Publishing<'a>;
+
+    /// The link's state, for readiness.
+    fn state(&self) -> LinkState;
+
+    /// Whether a connection is up right now, blocked or not.
+    fn is_connected(&self) -> bool {
+        !matches!(self.state(), LinkState::Down(_))
+    }
+}
+
+impl EventSink for Publisher {
+    fn publish<'a>(&'a self, event: &'a Outgoing) -> Publishing<'a> {
+        Box::pin(Publisher::publish(self, event))
+    }
+
+    fn state(&self) -> LinkState {
+        Publisher::state(self)
     }
 }
 

@@ -33,7 +33,7 @@ use crate::config::{ServerSettings, Source, SourceEnrichment, Sources};
 use crate::dedup::DedupWindow;
 use crate::enrich::{apply_nexio_with, Lookup, LookupError};
 use crate::metrics::{Metrics, OutcomeLabel, SourceLabel, SourceReason};
-use crate::publish::{Outgoing, PublishError, Publisher};
+use crate::publish::{EventSink, Outgoing, PublishError};
 use crate::ratelimit::{IpLimiter, RetryAfter};
 use crate::spool::{Spool, SpoolError};
 use crate::vendors::{MapOptions, MappingError, VendorKind};
@@ -178,7 +178,7 @@ pub struct Stores {
 /// The shared request-processing state.
 pub struct Pipeline {
     runtime: ArcSwap<Runtime>,
-    publisher: Publisher,
+    sink: Arc<dyn EventSink>,
     spool: Option<Spool>,
     /// Thin events waiting for a background look-up (next to the spool).
     pending: Option<Spool>,
@@ -187,16 +187,17 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline over `runtime`, publishing through `publisher`.
+    /// A pipeline over `runtime`, publishing through `sink` (the broker's
+    /// [`crate::publish::Publisher`] in the gateway).
     pub fn new(
         runtime: Runtime,
-        publisher: Publisher,
+        sink: Arc<dyn EventSink>,
         stores: Stores,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             runtime: ArcSwap::from_pointee(runtime),
-            publisher,
+            sink,
             spool: stores.spool,
             pending: stores.pending,
             dedup: stores.dedup,
@@ -229,9 +230,9 @@ impl Pipeline {
         self.runtime.store(Arc::new(runtime));
     }
 
-    /// The broker handle, for readiness checks.
-    pub fn publisher(&self) -> &Publisher {
-        &self.publisher
+    /// Where events go, for readiness checks.
+    pub fn sink(&self) -> &dyn EventSink {
+        self.sink.as_ref()
     }
 
     /// The metrics registry.
@@ -426,7 +427,7 @@ impl Pipeline {
     /// Shared by requests and the enrichment worker.
     pub async fn deliver(&self, outgoing: &Outgoing) -> Result<Safe, NotSafe> {
         let started = Instant::now();
-        let published = self.publisher.publish(outgoing).await;
+        let published = self.sink.publish(outgoing).await;
         self.metrics
             .publish_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -540,3 +541,6 @@ pub fn to_event(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -466,9 +466,27 @@ impl Event {
     pub fn from_mapped(
         vendor: VendorKind,
         source_id: &str,
-        mapped: Mapped,
+        mut mapped: Mapped,
         received_at: OffsetDateTime,
     ) -> Self {
+        // An id the vendor sent empty names nothing: no object, no subject,
+        // no merchant (the schema requires each id to be non-empty).
+        if mapped
+            .facts
+            .object
+            .as_ref()
+            .is_some_and(|o| o.id.is_empty())
+        {
+            mapped.facts.object = None;
+        }
+        if mapped
+            .facts
+            .merchant
+            .as_ref()
+            .is_some_and(|m| m.id.is_empty())
+        {
+            mapped.facts.merchant = None;
+        }
         let received = rfc3339(received_at);
         let occurred = mapped
             .occurred_at
@@ -605,6 +623,28 @@ mod tests {
         assert_eq!(Amount::from_minor(5, "USD").value, "0.05");
         assert_eq!(Amount::from_minor(-5, "USD").value, "-0.05");
         assert_eq!(Amount::from_minor(7, "JPY").value, "7");
+    }
+
+    #[test]
+    fn empty_object_and_merchant_ids_name_nothing() {
+        let mapped = Mapped {
+            event_type: "unknown".into(),
+            vendor_event_type: "settlement.batch.closed".into(),
+            vendor_event_id: "e2".into(),
+            occurred_at: None,
+            facts: Facts {
+                object: Some(ObjectRef {
+                    kind: "transaction".into(),
+                    id: String::new(),
+                }),
+                merchant: Some(Merchant { id: String::new() }),
+                ..Facts::default()
+            },
+        };
+        let event =
+            Event::from_mapped(VendorKind::Usaepay, "s", mapped, OffsetDateTime::UNIX_EPOCH);
+        assert_eq!(event.subject, None);
+        assert!(event.data.facts.object.is_none() && event.data.facts.merchant.is_none());
     }
 
     #[test]

@@ -575,6 +575,26 @@ fn every_fixture_is_publishable_under_every_option_set() {
     }
 }
 
+/// Found by `arbitrary_json_inside_each_vendors_envelope_is_publishable`:
+/// an empty object key or merchant key gave an empty `subject` and
+/// `data.object.id`, which the schema (rightly) refuses.
+#[test]
+fn empty_ids_in_a_body_are_publishable() {
+    let bodies: [(VendorKind, &str); 2] = [
+        (
+            VendorKind::Usaepay,
+            r#"{"event_body":{"object":{"key":""}},"event_id":"e2","event_type":"settlement.batch.closed","type":"event"}"#,
+        ),
+        (
+            VendorKind::Usaepay,
+            r#"{"event_body":{"merchant":{"merch_key":""},"object":{"type":"transaction","key":"k1","amount":"1.00"}},"event_id":"e3","event_type":"transaction.sale.success","type":"event"}"#,
+        ),
+    ];
+    for (vendor, body) in bodies {
+        assert_publishable(vendor, body.as_bytes()).unwrap();
+    }
+}
+
 /// Numbers beyond i64/u64/f64 in the fields each mapping reads as amounts or
 /// times: mapped exactly or `unmapped`, never wrapped or panicking.
 #[test]

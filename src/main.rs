@@ -7,6 +7,14 @@ use std::process::ExitCode;
 use clap::Parser;
 use hookgate::cli::{Cli, Command, ConfigArg, SpoolAction};
 
+/// The async runtime a command runs on, or a message and exit 1.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 /// Loads a config for a command, or prints every problem and exits 2.
 fn load(config: &std::path::Path) -> Result<hookgate::config::Settings, ExitCode> {
     hookgate::config::load(config).map_err(|errors| {
@@ -28,17 +36,16 @@ fn report<T>(result: Result<T, hookgate::tools::ToolError>, print: impl FnOnce(T
     }
 }
 
-fn run_tool(command: Command) -> ExitCode {
-    match command {
+/// Runs a command other than `serve` and `check-config`; `Err` carries the
+/// exit code of a failure already reported on stderr.
+fn run_tool(command: Command) -> Result<ExitCode, ExitCode> {
+    Ok(match command {
         Command::Sign {
             config: ConfigArg { config },
             source,
             body,
         } => {
-            let settings = match load(&config) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
+            let settings = load(&config)?;
             let (bytes, path) = match &body {
                 Some(path) => match std::fs::read(path) {
                     // Absolute, so the printed curl works from any directory.
@@ -51,14 +58,14 @@ fn run_tool(command: Command) -> ExitCode {
                     ),
                     Err(e) => {
                         eprintln!("--body {}: {e}", path.display());
-                        return ExitCode::from(2);
+                        return Err(ExitCode::from(2));
                     }
                 },
                 None => {
                     let mut bytes = Vec::new();
                     if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes) {
                         eprintln!("stdin: {e}");
-                        return ExitCode::from(2);
+                        return Err(ExitCode::from(2));
                     }
                     (bytes, "body.json".to_owned())
                 }
@@ -75,11 +82,8 @@ fn run_tool(command: Command) -> ExitCode {
                 | SpoolAction::Replay { config }
                 | SpoolAction::Purge { config, .. } => &config.config,
             };
-            let settings = match load(config) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+            let settings = load(config)?;
+            let runtime = runtime()?;
             match action {
                 SpoolAction::Stats { .. } => {
                     report(hookgate::tools::spool_stats(&settings), |out| {
@@ -110,18 +114,15 @@ fn run_tool(command: Command) -> ExitCode {
             source,
             file,
         } => {
-            let settings = match load(&config) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
+            let settings = load(&config)?;
             let body = match std::fs::read(&file) {
                 Ok(body) => body,
                 Err(e) => {
                     eprintln!("{}: {e}", file.display());
-                    return ExitCode::from(2);
+                    return Err(ExitCode::from(2));
                 }
             };
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+            let runtime = runtime()?;
             report(
                 runtime.block_on(hookgate::tools::send(&settings, &source, body)),
                 |sent| println!("{} {}", sent.id, sent.event_type),
@@ -132,11 +133,8 @@ fn run_tool(command: Command) -> ExitCode {
             patterns,
             json,
         } => {
-            let settings = match load(&config) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+            let settings = load(&config)?;
+            let runtime = runtime()?;
             let until_ctrl_c = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
@@ -160,11 +158,8 @@ fn run_tool(command: Command) -> ExitCode {
             config: ConfigArg { config },
             from_queue,
         } => {
-            let settings = match load(&config) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+            let settings = load(&config)?;
+            let runtime = runtime()?;
             report(
                 runtime.block_on(hookgate::tools::remap(&settings, &from_queue)),
                 |r| {
@@ -186,7 +181,7 @@ fn run_tool(command: Command) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve { .. } | Command::CheckConfig { .. } => unreachable!("handled in main"),
-    }
+    })
 }
 
 fn main() -> ExitCode {
@@ -219,16 +214,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            runtime.block_on(serve(settings, config))
+            match runtime() {
+                Ok(runtime) => runtime.block_on(serve(settings, config)),
+                Err(code) => code,
+            }
         }
-        other => run_tool(other),
+        other => run_tool(other).unwrap_or_else(|code| code),
     }
 }
 

@@ -228,7 +228,7 @@ impl Publisher {
 
     /// Whether a connection is up right now, blocked or not (for readiness).
     pub fn is_connected(&self) -> bool {
-        !matches!(*self.inner.state.borrow(), LinkState::Down(_))
+        EventSink::is_connected(self)
     }
 
     /// The link's state right now.

@@ -992,19 +992,12 @@ async fn unauthenticated_http2_bodies_cannot_take_the_gateway_past_its_body_budg
     // The gateway as its own process, so /proc shows its memory alone; the
     // per-address limit is opened up so every stream reaches the body read.
     let cert = crate::support::TestCert::generate();
-    let exchange = crate::support::unique("test-exchange");
-    let text = crate::support::config_text(
+    let (_dir, mut gateway) = crate::support::spawn_gateway_process(
         &cert,
-        &amqp_url(),
-        &exchange,
         "ip_rate_limit = { per_second = 100000, burst = 100000 }",
         USAEPAY_SOURCE,
-    )
-    .replace("[admin]\nlisten = \"127.0.0.1:0\"\n", "");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hookgate.toml");
-    std::fs::write(&path, text).unwrap();
-    let mut gateway = crate::support::GatewayProcess::spawn(&path, true);
+        "",
+    );
     let addr = gateway.addr;
     let before = peak_rss_mib(gateway.child.id());
 

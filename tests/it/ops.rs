@@ -382,24 +382,13 @@ async fn counters_exist_at_zero_and_stray_requests_are_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_request_logs_one_line_saying_what_it_was() {
-    use crate::support::{config_text, unique, Client, GatewayProcess};
+    use crate::support::{spawn_gateway_process, Client};
     use serde_json::Value;
 
     let cert = TestCert::generate();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hookgate.toml");
-    let text = config_text(
-        &cert,
-        &crate::support::amqp_url(),
-        &unique("test-exchange"),
-        "",
-        USAEPAY_SOURCE,
-    );
     // A spool keeps the dedup window, so the retry is a duplicate.
-    let spool = dir.path().join("spool");
-    let text = format!("{text}\n[spool]\ndir = \"{}\"\n", spool.display());
-    std::fs::write(&path, text).unwrap();
-    let mut gateway = GatewayProcess::spawn(&path, true);
+    let (_dir, mut gateway) =
+        spawn_gateway_process(&cert, "", USAEPAY_SOURCE, "[spool]\ndir = \"{dir}/spool\"");
     let client = Client::new(gateway.addr, &cert);
     let headers = signed_usaepay_headers();
     let first = client

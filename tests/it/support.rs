@@ -920,6 +920,32 @@ impl GatewayProcess {
     }
 }
 
+/// A gateway process on the test config for `sources` (`extra_server` in
+/// `[server]`, no admin listener, an exchange of its own), with `extra`
+/// appended; `{dir}` in `extra` is the temp dir the config is written to.
+/// Waits for its broker link. The dir lives as long as the returned guard.
+pub fn spawn_gateway_process(
+    cert: &TestCert,
+    extra_server: &str,
+    sources: &str,
+    extra: &str,
+) -> (tempfile::TempDir, GatewayProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        cert,
+        &amqp_url(),
+        &unique("test-exchange"),
+        extra_server,
+        sources,
+    )
+    .replace("[admin]\nlisten = \"127.0.0.1:0\"\n", "");
+    let extra = extra.replace("{dir}", &dir.path().display().to_string());
+    let path = dir.path().join("hookgate.toml");
+    std::fs::write(&path, format!("{text}\n{extra}\n")).unwrap();
+    let gateway = GatewayProcess::spawn(&path, true);
+    (dir, gateway)
+}
+
 impl Drop for GatewayProcess {
     /// A test that fails midway must not leave its gateway running (it would
     /// hold the test runner's output pipe open, and the port).

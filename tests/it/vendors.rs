@@ -329,21 +329,10 @@ async fn no_fixture_of_any_vendor_puts_a_secret_on_the_bus() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_logs_of_a_run_through_every_fixture_hold_no_secret() {
-    use crate::support::{config_text, unique, Client, GatewayProcess, TestCert};
+    use crate::support::{spawn_gateway_process, Client, TestCert};
 
     let cert = TestCert::generate();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hookgate.toml");
-    let text = config_text(
-        &cert,
-        &crate::support::amqp_url(),
-        &unique("test-exchange"),
-        "",
-        &sources(),
-    )
-    .replace("[admin]\nlisten = \"127.0.0.1:0\"\n", "");
-    std::fs::write(&path, text).unwrap();
-    let mut gateway = GatewayProcess::spawn(&path, true);
+    let (_dir, mut gateway) = spawn_gateway_process(&cert, "", &sources(), "");
     let client = Client::new(gateway.addr, &cert);
 
     let wrong_token = format!("/webhooks/sticky-main/{}", "z".repeat(32));

@@ -98,12 +98,23 @@ pub struct Facts {
     /// Discount applied before `amount`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub discount: Option<Amount>,
+    /// The original transaction's amount, when the vendor reports it and it
+    /// differs from `amount` (a partial refund of a larger sale).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_amount: Option<Amount>,
+    /// Everything refunded on the payment so far, when the vendor reports
+    /// that running total beside this refund's own `amount`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refunded_total: Option<Amount>,
     /// The merchant account at the vendor.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merchant: Option<Merchant>,
     /// A vendor status code and its name (Nexio numeric statuses).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    /// Why a payment failed, when the vendor says (a decline code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
     /// A status transition the vendor reported (USAePay `changes.old/new`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_change: Option<StatusChange>,
@@ -126,8 +137,49 @@ pub struct Facts {
     /// absent when none was needed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enrichment: Option<Enrichment>,
+    /// Optional fields the vendor sent in a form the mapping could not read
+    /// exactly; each was left out of `data` (it stays in `vendor_data`), so
+    /// one odd figure never costs the event its type.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Skipped>,
     /// The vendor's body, parsed, minus known secrets; `null` when unparseable.
     pub vendor_data: Value,
+}
+
+impl Facts {
+    /// Notes that the optional field at `field` (a dotted path into the
+    /// vendor's body) was left out, and why. The reason goes through the
+    /// same scrubbing as an `unmapped` reason: it never quotes the body.
+    pub fn skip(&mut self, field: &str, reason: &str) {
+        self.skipped.push(Skipped {
+            field: crate::scrub::one_line(field, 120),
+            reason: crate::scrub::without_quoted_values(reason, MAX_SKIP_REASON_CHARS),
+        });
+    }
+}
+
+/// Longest reason kept for one skipped field.
+const MAX_SKIP_REASON_CHARS: usize = 200;
+
+/// One optional field left out of `data`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// Where it was in the vendor's body (`event_body.object.totalsales`).
+    pub field: String,
+    /// Why it could not be read; never quotes the value.
+    pub reason: String,
+}
+
+/// Why a payment failed, as the vendor coded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// The vendor field that said so (`data.error`, `kountResponse.status`).
+    pub field: String,
+    /// The vendor's code, verbatim, when it sends one (`"435"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// What the code means (`declined`, `declined_by_kount`), or `unknown`.
+    pub reason: String,
 }
 
 /// `{type, id}` of the object an event concerns.

@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
 use crate::auth::{SignatureScheme, Verified};
+use crate::canonical::Facts;
 pub use crate::canonical::{Mapped, VendorKind};
 
 /// The mapping contract every vendor module fulfils.
@@ -125,6 +126,21 @@ impl MappingError {
     pub fn into_reason(self) -> String {
         self.0
     }
+}
+
+/// An optional field's value: kept when it reads cleanly, else noted in
+/// `facts.skipped` (with the reason) and left out. An optional figure in an
+/// unexpected format is never a reason to publish a whole event as
+/// `unmapped`; only what identifies the event is required.
+pub(crate) fn optional<T>(
+    facts: &mut Facts,
+    field: &str,
+    read: Result<Option<T>, MappingError>,
+) -> Option<T> {
+    read.unwrap_or_else(|error| {
+        facts.skip(field, error.reason());
+        None
+    })
 }
 
 /// Deepest nesting of arrays and objects a mapped body may have. Vendor

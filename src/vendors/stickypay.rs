@@ -10,10 +10,13 @@
 //!
 //! **Identity and types.** `v2.event.id` is documented as a unique UUID per
 //! event and is the vendor event id. `v2.event.type`: `SESSION_CART_PAY` →
-//! `payment.succeeded`, `SESSION_CART_REFUND` → `refund.succeeded`,
-//! `SESSION_READ` (a sticker tap) → `session.tapped`, `CHECK_IN` →
-//! `session.checked_in`; Sticky delivers "every event type" and the full list
-//! is not published, so anything else is `unknown`, never an error.
+//! `payment.succeeded`, `SESSION_CART_PAY_FAIL` → `payment.failed` (Sticky's
+//! own connectors hook it as the failed-payment event, docs/vendors.md §7.2),
+//! `SESSION_CART_REFUND` → `refund.succeeded`, `SESSION_READ` (a sticker
+//! tap) → `session.tapped`, `CHECK_IN` → `session.checked_in`; Sticky
+//! delivers "every event type" (`CONNECTION_GOOD`, `CONNECTION_BAD`,
+//! `MESSAGE`, `TO_DO`, `LD_V2`, ...) and the full list is not published, so
+//! anything else is `unknown` with its vendor type, never an error.
 //!
 //! **No signature, no retry.** Sticky cannot sign or authenticate a delivery:
 //! sources use a secret token in the URL (config, not this module). Sticky's
@@ -23,12 +26,28 @@
 //! confirm) *before* it answers 2xx, and why this mapping never rejects a
 //! well-formed event for being unfamiliar.
 //!
-//! **Units.** `total`, `refundedTotal`, `tip` and `discount` are integers in
-//! minor units ("$1.00 USD = 100"); a non-integer is a [`MappingError`], never
-//! rounded. The currency is `payment.currency`, else
-//! `event.customData.currency`, else the source's configured currency.
-//! `sessionPaidAt` / `refundedAt` are unix seconds. A refund's amount is
-//! `refundedTotal` when it is above zero, else `total`.
+//! **Units.** `total`, `refundedTotal`, `refundAmount`, `tip` and `discount`
+//! are integers in minor units ("$1.00 USD = 100"); a figure that is not an
+//! integer is left out and noted in `data.skipped`, never rounded, and never
+//! a reason to publish the event as `unmapped`. The currency is
+//! `payment.currency`, else `event.customData.currency`, else the source's
+//! configured currency; a currency that is not an ISO 4217 code leaves every
+//! amount out (noted). `sessionPaidAt`, `sessionFailedAt` and `refundedAt`
+//! are unix seconds.
+//!
+//! **Refunds.** `payment.refundedTotal` is the payment's running total, so
+//! after a second partial refund it is not the amount of this refund. The
+//! refund's own amount is `v2.event.customData.refundAmount` when present (as
+//! Sticky's current Zapier connector reads it, §7.2); without it, the running
+//! total above zero, else `total`. The running total is published separately
+//! as `refunded_total`. The refund's time is the event's own creation time,
+//! `v2.event.createdAt` (key name ASSUMED: the connector reads the event's
+//! creation, the stored material does not name the key), else
+//! `payment.refundedAt`.
+//!
+//! **Failed payments.** `SESSION_CART_PAY_FAIL` carries a `payment` whose
+//! `total` is the failed amount and `sessionFailedAt` its time; the object id
+//! is `payment.id`, else `payment.userPaymentId` (what the connectors read).
 //!
 //! **Secrets and personal data.** Sticky warns that payloads "will almost
 //! certainly contain sensitive data like PII, payment provider credentials".
@@ -49,7 +68,11 @@
 //!   filled from `payment`, falling back to the two user sectors.
 //!
 //! **Merchant.** `merchant.id` is `v2.flow.userId`, falling back to
-//! `payment.userId`, then `sticky.userId`. In Sticky a "user" is an account
+//! `payment.userId` (external payments arrive with no `flow`, and
+//! `payment.userId` always names the merchant account, §7.2), then
+//! `sticky.userId`. Bodies of every date map alike: keys added or removed
+//! over time (`giftAid`, `distributionMode`, `marketing`, `totalCpa`,
+//! `cpaPeriod`) are neither required nor refused. In Sticky a "user" is an account
 //! holder (the business); payers are "federated users" (`lastFederatedUserId`,
 //! `federatedUserIds`). The flow is what sets the gateway and the merchant's
 //! percentage, i.e. who gets paid, so its owner is the merchant account; a
@@ -62,7 +85,8 @@
 use serde_json::{Map, Value};
 
 use super::{
-    from_unix_seconds, parse_json, parse_rfc3339, MapOptions, Mapped, MappingError, Vendor,
+    from_unix_seconds, optional, parse_json, parse_rfc3339, MapOptions, Mapped, MappingError,
+    Vendor,
 };
 use crate::auth::Verified;
 use crate::canonical::{Amount, Customer, Facts, Merchant, ObjectRef, UNKNOWN};
@@ -97,17 +121,23 @@ impl Vendor for Stickypay {
 
         let payment = v2.get("payment").filter(|p| p.is_object());
         let custom = v2.pointer("/event/customData").filter(|c| c.is_object());
-        let money = Money::read(payment, custom, kind, options)?;
+        let mut facts = Facts::default();
+        Money::read(payment, custom, kind, options, &mut facts);
 
+        let payment_time = |name: &str| payment.and_then(|p| p.get(name)).and_then(time_of);
         let occurred_at = match kind {
-            Kind::Pay => payment
-                .and_then(|p| p.get("sessionPaidAt"))
-                .and_then(time_of),
-            Kind::Refund => payment.and_then(|p| p.get("refundedAt")).and_then(time_of),
+            Kind::Pay => payment_time("sessionPaidAt"),
+            Kind::PayFail => payment_time("sessionFailedAt"),
+            Kind::Refund => v2
+                .pointer("/event/createdAt")
+                .and_then(time_of)
+                .or_else(|| payment_time("refundedAt")),
             _ => None,
         };
 
-        let object = match payment.and_then(|p| text(p.get("id"))) {
+        let object = match payment
+            .and_then(|p| text(p.get("id")).or_else(|| text(p.get("userPaymentId"))))
+        {
             Some(id) => Some(ObjectRef {
                 kind: "payment".to_owned(),
                 id,
@@ -138,13 +168,10 @@ impl Vendor for Stickypay {
             occurred_at,
             facts: Facts {
                 object,
-                amount: money.amount,
-                tip: money.tip,
-                discount: money.discount,
                 merchant,
                 customer,
                 vendor_data: v2,
-                ..Facts::default()
+                ..facts
             },
         })
     }
@@ -154,6 +181,7 @@ impl Vendor for Stickypay {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Pay,
+    PayFail,
     Refund,
     Tap,
     CheckIn,
@@ -164,6 +192,7 @@ impl Kind {
     fn of(vendor_type: &str) -> Self {
         match vendor_type {
             "SESSION_CART_PAY" => Self::Pay,
+            "SESSION_CART_PAY_FAIL" => Self::PayFail,
             "SESSION_CART_REFUND" => Self::Refund,
             "SESSION_READ" => Self::Tap,
             "CHECK_IN" => Self::CheckIn,
@@ -174,6 +203,7 @@ impl Kind {
     fn canonical(self) -> &'static str {
         match self {
             Self::Pay => "payment.succeeded",
+            Self::PayFail => "payment.failed",
             Self::Refund => "refund.succeeded",
             Self::Tap => "session.tapped",
             Self::CheckIn => "session.checked_in",
@@ -182,22 +212,21 @@ impl Kind {
     }
 }
 
-/// The sums of one event, all in one currency.
-#[derive(Debug, Default)]
-struct Money {
-    amount: Option<Amount>,
-    tip: Option<Amount>,
-    discount: Option<Amount>,
-}
+/// The sums of one event, all in one currency, written into its facts.
+struct Money;
 
 impl Money {
-    /// Reads `payment.*`, falling back field by field to `event.customData.*`.
+    /// Reads `payment.*`, falling back field by field to `event.customData.*`;
+    /// a refund's own amount is `event.customData.refundAmount`. A figure
+    /// that is not an integer of minor units, or a currency that is not an
+    /// ISO 4217 code, is skipped with a note, never rounded or guessed.
     fn read(
         payment: Option<&Value>,
         custom: Option<&Value>,
         kind: Kind,
         options: &MapOptions,
-    ) -> Result<Self, MappingError> {
+        facts: &mut Facts,
+    ) {
         let field = |name: &str| -> Option<(String, &Value)> {
             [("v2.payment", payment), ("v2.event.customData", custom)]
                 .into_iter()
@@ -207,43 +236,52 @@ impl Money {
                         .map(|v| (format!("{at}.{name}"), v))
                 })
         };
-        let minor = |name: &str| -> Result<Option<i64>, MappingError> {
-            match field(name) {
-                None => Ok(None),
-                Some((at, v)) => v.as_i64().map(Some).ok_or_else(|| {
-                    MappingError::new(format!("{at}: `{v}` is not an integer of minor units"))
-                }),
-            }
+        let minor = |facts: &mut Facts, found: Option<(String, &Value)>| -> Option<i64> {
+            let (at, v) = found?;
+            let read = v
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| MappingError::new("not an integer of minor units"));
+            optional(facts, &at, read)
         };
 
-        let total = minor("total")?;
-        let refunded = if kind == Kind::Refund {
-            minor("refundedTotal")?.filter(|r| *r > 0)
+        let total = minor(facts, field("total"));
+        let (refund_own, refunded_total) = if kind == Kind::Refund {
+            let own = custom
+                .and_then(|c| c.get("refundAmount"))
+                .filter(|v| !v.is_null())
+                .map(|v| ("v2.event.customData.refundAmount".to_owned(), v));
+            let own = minor(facts, own);
+            (own, minor(facts, field("refundedTotal")).filter(|r| *r > 0))
         } else {
-            None
+            (None, None)
         };
-        let tip = minor("tip")?;
-        let discount = minor("discount")?;
-        let main = refunded.or(total);
+        let tip = minor(facts, field("tip"));
+        let discount = minor(facts, field("discount"));
+        let main = refund_own.or(refunded_total).or(total);
         if main.is_none() && tip.is_none() && discount.is_none() {
-            return Ok(Self::default());
+            return;
         }
 
         let currency = match field("currency") {
             None => options.currency.clone(),
-            Some((at, v)) => v
+            Some((at, v)) => match v
                 .as_str()
                 .map(str::trim)
                 .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()))
-                .map(str::to_ascii_uppercase)
-                .ok_or_else(|| MappingError::new(format!("{at}: `{v}` is not an ISO 4217 code")))?,
+            {
+                Some(code) => code.to_ascii_uppercase(),
+                None => {
+                    facts.skip(&at, "not an ISO 4217 code, so no amount is given");
+                    return;
+                }
+            },
         };
         let amount = |m: Option<i64>| m.map(|m| Amount::from_minor(m, &currency));
-        Ok(Self {
-            amount: amount(main),
-            tip: amount(tip),
-            discount: amount(discount),
-        })
+        facts.amount = amount(main);
+        facts.refunded_total = amount(refunded_total);
+        facts.tip = amount(tip);
+        facts.discount = amount(discount);
     }
 }
 
@@ -623,7 +661,10 @@ mod tests {
         for (vendor, ours) in [
             ("SESSION_CART_PAY", "payment.succeeded"),
             ("SESSION_CART_REFUND", "refund.succeeded"),
+            ("SESSION_CART_PAY_FAIL", "payment.failed"),
             ("SESSION_READ", "session.tapped"),
+            ("CONNECTION_BAD", "unknown"),
+            ("MESSAGE", "unknown"),
             ("CHECK_IN", "session.checked_in"),
             ("SESSION_SOMETHING_NEW", "unknown"),
             ("session_read", "unknown"),
@@ -654,19 +695,55 @@ mod tests {
     }
 
     #[test]
-    fn non_integer_money_is_refused_not_rounded() {
+    fn non_integer_money_is_skipped_with_a_note_not_rounded_or_unmapped() {
         let mut body = payment_body();
         body["v2"]["payment"]["total"] = json!(3.6);
-        assert!(map_value(&body, false).is_err());
+        let mapped = map_value(&body, false).unwrap();
+        assert_eq!(mapped.event_type, "payment.succeeded");
+        assert!(mapped.facts.amount.is_none(), "3.6 is not rounded");
+        assert_eq!(
+            mapped.facts.tip.as_ref().unwrap().minor,
+            50,
+            "the rest stays"
+        );
+        assert_eq!(mapped.facts.skipped.len(), 1);
+        assert_eq!(mapped.facts.skipped[0].field, "v2.payment.total");
+        assert!(!mapped.facts.skipped[0].reason.contains("3.6"));
+
         body["v2"]["payment"]["total"] = json!("360");
-        assert!(map_value(&body, false).is_err());
+        let mapped = map_value(&body, false).unwrap();
+        assert!(mapped.facts.amount.is_none());
+        assert_eq!(mapped.facts.skipped[0].field, "v2.payment.total");
+
         let mut body = payment_body();
         body["v2"]["payment"]["currency"] = json!("pounds");
-        assert!(map_value(&body, false).is_err());
+        let mapped = map_value(&body, false).unwrap();
+        assert!(mapped.facts.amount.is_none() && mapped.facts.tip.is_none());
+        assert_eq!(mapped.facts.skipped[0].field, "v2.payment.currency");
+        assert!(!mapped.facts.skipped[0].reason.contains("pounds"));
     }
 
     #[test]
-    fn refunds_use_the_refunded_total_when_set() {
+    fn a_refund_is_its_own_amount_with_the_running_total_beside_it() {
+        let mut body = payment_body();
+        body["v2"]["event"]["type"] = json!("SESSION_CART_REFUND");
+        body["v2"]["event"]["customData"]["refundAmount"] = json!(100);
+        body["v2"]["event"]["createdAt"] = json!(1707389000);
+        body["v2"]["payment"]["refundedTotal"] = json!(300);
+        body["v2"]["payment"]["refundedAt"] = json!(1707385345);
+        let mapped = map_value(&body, false).unwrap();
+        assert_eq!(mapped.event_type, "refund.succeeded");
+        assert_eq!(mapped.facts.amount.unwrap().minor, 100);
+        assert_eq!(mapped.facts.refunded_total.unwrap().minor, 300);
+        assert_eq!(
+            crate::canonical::rfc3339(mapped.occurred_at.unwrap()),
+            "2024-02-08T10:43:20Z",
+            "the event's own time, not the payment's last refund"
+        );
+    }
+
+    #[test]
+    fn without_its_own_amount_a_refund_uses_the_refunded_total_when_set() {
         let mut body = payment_body();
         body["v2"]["event"]["type"] = json!("SESSION_CART_REFUND");
         body["v2"]["payment"]["refundedTotal"] = json!(200);
@@ -674,6 +751,7 @@ mod tests {
         let mapped = map_value(&body, false).unwrap();
         assert_eq!(mapped.event_type, "refund.succeeded");
         assert_eq!(mapped.facts.amount.unwrap().minor, 200);
+        assert_eq!(mapped.facts.refunded_total.unwrap().minor, 200);
         assert_eq!(
             crate::canonical::rfc3339(mapped.occurred_at.unwrap()),
             "2024-02-08T09:42:25Z"
@@ -683,7 +761,30 @@ mod tests {
         body["v2"]["payment"]["refundedAt"] = json!(null);
         let mapped = map_value(&body, false).unwrap();
         assert_eq!(mapped.facts.amount.unwrap().minor, 360);
+        assert!(mapped.facts.refunded_total.is_none());
         assert!(mapped.occurred_at.is_none());
+    }
+
+    #[test]
+    fn a_failed_payment_carries_its_amount_time_and_payment() {
+        let body = json!({ "v2": {
+            "event": { "type": "SESSION_CART_PAY_FAIL", "id": "e-fail" },
+            "payment": { "userPaymentId": "up-1", "userId": "merchant-1", "total": 999,
+                         "currency": "GBP", "sessionFailedAt": 1707381745 }
+        } });
+        let mapped = map_value(&body, false).unwrap();
+        assert_eq!(mapped.event_type, "payment.failed");
+        assert_eq!(mapped.facts.amount.unwrap().value, "9.99");
+        assert_eq!(mapped.facts.object.unwrap().id, "up-1");
+        assert_eq!(
+            mapped.facts.merchant.unwrap().id,
+            "merchant-1",
+            "no flow: the payment's owner"
+        );
+        assert_eq!(
+            crate::canonical::rfc3339(mapped.occurred_at.unwrap()),
+            "2024-02-08T08:42:25Z"
+        );
     }
 
     #[test]

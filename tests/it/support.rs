@@ -122,9 +122,15 @@ pub fn schema_validator() -> jsonschema::Validator {
 }
 
 /// Where `wanted` (a partial document) differs from `actual`, if anywhere:
-/// objects are compared key by key, everything else exactly.
+/// objects are compared key by key, arrays of the same length element by
+/// element, everything else exactly.
 pub fn subset_mismatch(wanted: &Value, actual: &Value, at: &str) -> Option<String> {
     match (wanted, actual) {
+        (Value::Array(w), Value::Array(a)) if w.len() == a.len() => w
+            .iter()
+            .zip(a)
+            .enumerate()
+            .find_map(|(i, (wv, av))| subset_mismatch(wv, av, &format!("{at}[{i}]"))),
         (Value::Object(w), Value::Object(a)) => w.iter().find_map(|(k, wv)| {
             let path = format!("{at}.{k}");
             match a.get(k) {

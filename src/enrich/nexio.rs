@@ -47,7 +47,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::{Lookup, LookupKind};
-use crate::canonical::{Amount, Mapped, Merchant, PaymentMethod, Status, UNKNOWN};
+use crate::canonical::{Amount, Mapped, Merchant, Status, UNKNOWN};
 
 /// The key under `vendor_data` that holds the (redacted) looked-up record.
 pub const LOOKUP_KEY: &str = "lookup";
@@ -55,22 +55,13 @@ pub const LOOKUP_KEY: &str = "lookup";
 // The transaction, payout and spendback code tables are the mapping's own,
 // so a ping and a looked-up record can never disagree on a code's name.
 use crate::vendors::nexio::{
-    integer_of, PAYOUT_STATUSES, SPENDBACK_STATUSES, TRANSACTION_STATUSES,
+    card_of, integer_of, PAYOUT_STATUSES, SPENDBACK_STATUSES, TRANSACTION_STATUSES,
 };
 
 /// `recoveryStatus`: only 30 ("retry attempt scheduled") has a documented
 /// meaning; Nexio's own name for it was not captured, so this is ours.
 const RECOVERY_STATUSES: &[(i64, &str, &str)] =
     &[(30, "retryAttemptScheduled", "decline_recovery.updated")];
-
-/// `cardType` (official, docs/vendors.md §3.6) → our lowercase brand.
-const CARD_TYPES: &[(i64, &str)] = &[
-    (10, "visa"),
-    (20, "mastercard"),
-    (30, "discover"),
-    (40, "amex"),
-    (50, "jcb"),
-];
 
 /// Removed at any depth, whatever the caller allows: credentials.
 const SECRET_KEYS: &[&str] = &[
@@ -302,31 +293,6 @@ fn exact_text(name: &str, value: &Value) -> Result<Option<String>, String> {
         )),
         other => Err(format!("{name}: `{other}` is not a number")),
     }
-}
-
-/// The card of a transaction record: brand from `cardType`, last four digits.
-fn card_of(fields: &Map<String, Value>) -> Option<PaymentMethod> {
-    let card = fields.get("card").and_then(Value::as_object);
-    let brand = fields
-        .get("cardType")
-        .or_else(|| card.and_then(|c| c.get("cardType")))
-        .and_then(integer_of)
-        .and_then(|code| CARD_TYPES.iter().find(|row| row.0 == code))
-        .map(|row| row.1.to_owned());
-    let last4 = [
-        card.and_then(|c| c.get("lastFour")),
-        card.and_then(|c| c.get("last4")),
-        fields.get("token").and_then(|t| t.get("lastFour")),
-    ]
-    .into_iter()
-    .flatten()
-    .filter_map(text_of)
-    .find(|s| s.len() == 4 && s.bytes().all(|b| b.is_ascii_digit()));
-    (brand.is_some() || last4.is_some()).then(|| PaymentMethod {
-        kind: "card".to_owned(),
-        brand,
-        last4,
-    })
 }
 
 /// Fields that say when the object's event happened, best first.

@@ -19,6 +19,33 @@
 //! only when a source configures `hmac`). Legacy amounts are JSON numbers in
 //! major units; their literal text is read without floating point.
 //!
+//! **Declines** (docs/vendors.md §7.1, from Nexio's own plugins). Nexio has
+//! no `TRANSACTION_DECLINED`: a declined card arrives as the event it would
+//! have been (`TRANSACTION_AUTHORIZED`, ...) with the decline in `data`. So
+//! for legacy authorized, captured, pending and settled events, any
+//! non-empty `data.error` code (435 `declined`, 431 `declined_by_kount`,
+//! 436/438/440 and others `unknown`), or a `gatewayResponse.status` or
+//! `kountResponse.status` of `declined`, makes the event `payment.failed`
+//! with `data.failure {field, code, reason}`. A Kount `review` makes it
+//! `payment.held`: neither authorized nor declined until the merchant
+//! decides. `token.error` is never read (it is present and empty on good
+//! captures). Refunds and voids keep their type.
+//!
+//! **Fail callbacks.** A payment request's `webhookFailUrl` receives a body
+//! signed like a legacy webhook but with no `eventType`: a `data` record with
+//! a decline signal or a `message`. It is `payment.failed`, with an empty
+//! vendor event type (Nexio names none) and the id `FAIL_CALLBACK:<data.id>`.
+//! A body with no `eventType` and no sign of failure stays `unmapped`.
+//!
+//! **Other legacy events.** `CARD_SAVED` and `ECHECK_SAVED` are
+//! `payment_method.saved` (`payment_method.type` `card` or `echeck`);
+//! `SUBSCRIPTION_DETAILS` is `subscription.updated`; `PAYOUT` and `SPENDBACK`
+//! read their codes from the nested `data` like the simplified pings. Card
+//! brands reach one vocabulary (`visa`, `mastercard`, `amex`, `discover`,
+//! `jcb`, `diners`; others lowercased) from the official codes and every
+//! spelling webhooks use (`masterCard`, `americanExpress`). A legacy amount
+//! that cannot be read exactly is left out and noted in `data.skipped`.
+//!
 //! **Derived event id.** Simplified bodies carry no event id and no
 //! timestamp, yet Nexio retries a failed delivery twice, one minute apart,
 //! with the same body, and sends a new ping for every status change of the
@@ -55,9 +82,11 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{parse_json, parse_rfc3339, MapOptions, Mapped, MappingError, Vendor};
+use super::{optional, parse_json, parse_rfc3339, MapOptions, Mapped, MappingError, Vendor};
 use crate::auth::{SignatureScheme, Verified};
-use crate::canonical::{Amount, Facts, Merchant, ObjectRef, PaymentMethod, Status, UNKNOWN};
+use crate::canonical::{
+    Amount, Facts, Failure, Merchant, ObjectRef, PaymentMethod, Status, UNKNOWN,
+};
 
 /// The Nexio vendor module. One type reads both workflows because a merchant
 /// uses exactly one of them and the body's shape (flat vs `data`) tells which.
@@ -155,6 +184,10 @@ impl Vendor for Nexio {
         let event_type = match root.get("eventType") {
             Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
             Some(_) => return Err(MappingError::new("eventType is not a non-empty string")),
+            None if is_fail_callback(root) => {
+                redact(&mut parsed);
+                return map_fail_callback(parsed, body.body(), options);
+            }
             None => return Err(MappingError::new("eventType is missing")),
         };
         let legacy = root.get("data").is_some_and(Value::is_object);
@@ -250,7 +283,7 @@ fn map_legacy(
         });
     }
 
-    let canonical = legacy_type(event_type);
+    let mut canonical = legacy_type(event_type);
     let id = data.get("id").and_then(text_of).filter(|s| !s.is_empty());
     let key = match &id {
         Some(id) => format!("{event_type}:{id}"),
@@ -272,7 +305,40 @@ fn map_legacy(
         facts.status = data
             .get("transactionStatus")
             .and_then(|v| status_of("transactionStatus", v, TRANSACTION_STATUSES));
-        facts.amount = legacy_amount(raw, data.get("currency"), options)?;
+        let amount = legacy_amount(raw, data.get("currency"), options);
+        facts.amount = optional(&mut facts, "data.amount", amount);
+        facts.payment_method = card_of(data);
+        // A decline arrives as the event it would have been (Nexio has no
+        // TRANSACTION_DECLINED): what the payment became is in `data`.
+        if DECLINABLE.contains(&canonical) {
+            match outcome_of(data) {
+                Some(Outcome::Declined(failure)) => {
+                    canonical = "payment.failed";
+                    facts.failure = Some(failure);
+                }
+                Some(Outcome::HeldForReview) => canonical = "payment.held",
+                None => {}
+            }
+        }
+    } else {
+        match event_type {
+            "CARD_SAVED" => {
+                facts.object = id.map(|id| object("payment_method", id));
+                facts.payment_method = card_of(data).or(Some(PaymentMethod {
+                    kind: "card".to_owned(),
+                    ..PaymentMethod::default()
+                }));
+            }
+            "ECHECK_SAVED" => {
+                facts.object = id.map(|id| object("payment_method", id));
+                facts.payment_method = Some(PaymentMethod {
+                    kind: "echeck".to_owned(),
+                    ..PaymentMethod::default()
+                });
+            }
+            "SUBSCRIPTION_DETAILS" => facts.object = id.map(|id| object("subscription", id)),
+            _ => {}
+        }
     }
     Ok(Mapped {
         event_type: canonical.to_owned(),
@@ -280,6 +346,202 @@ fn map_legacy(
         vendor_event_id: key,
         occurred_at,
         facts,
+    })
+}
+
+/// Canonical types a decline or a risk review overrides: the events of a
+/// payment in progress. Refunds and voids keep their type.
+const DECLINABLE: [&str; 4] = [
+    "payment.authorized",
+    "payment.captured",
+    "payment.pending",
+    "payment.settled",
+];
+
+/// `data.error` codes Nexio's own plugin names (docs/vendors.md §7.1).
+const ERROR_CODES: [(&str, &str); 2] = [("435", "declined"), ("431", "declined_by_kount")];
+
+/// What a transaction's `data` says became of the payment, when it is not
+/// what the event's name suggests.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Any non-empty `data.error` code (435, 431, 436, 438, 440, ...), or a
+    /// `gatewayResponse.status` / `kountResponse.status` of `declined`.
+    Declined(Failure),
+    /// Kount put the payment in review (`kountResponse.status` `review`):
+    /// not a success, not yet a decline; the merchant decides.
+    HeldForReview,
+}
+
+/// Reads Nexio's decline signals from a transaction's `data`, in the order
+/// Nexio's Magento plugin checks them. `token.error` is never read: it is
+/// present and empty on good captures.
+fn outcome_of(data: &Map<String, Value>) -> Option<Outcome> {
+    let code = match data.get("error") {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(Value::Bool(true)) => Some(String::new()),
+        _ => None,
+    };
+    if let Some(code) = code {
+        let reason = ERROR_CODES
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or(UNKNOWN, |(_, name)| name);
+        return Some(Outcome::Declined(Failure {
+            field: "data.error".to_owned(),
+            code: Some(code).filter(|c| !c.is_empty()),
+            reason: reason.to_owned(),
+        }));
+    }
+    let status = |block: &str| {
+        data.get(block)
+            .and_then(|b| b.get("status"))
+            .and_then(Value::as_str)
+            .map(|s| s.trim().to_ascii_lowercase())
+    };
+    for (block, reason) in [
+        ("gatewayResponse", "declined"),
+        ("kountResponse", "declined_by_kount"),
+    ] {
+        if status(block).as_deref() == Some("declined") {
+            return Some(Outcome::Declined(Failure {
+                field: format!("data.{block}.status"),
+                code: None,
+                reason: reason.to_owned(),
+            }));
+        }
+    }
+    (status("kountResponse").as_deref() == Some("review")).then_some(Outcome::HeldForReview)
+}
+
+/// A per-transaction `webhookFailUrl` callback: no `eventType`, a `data`
+/// object that carries a decline signal or a failure message.
+fn is_fail_callback(root: &Map<String, Value>) -> bool {
+    root.get("data")
+        .and_then(Value::as_object)
+        .is_some_and(|data| {
+            matches!(outcome_of(data), Some(Outcome::Declined(_)))
+                || data.get("message").is_some_and(Value::is_string)
+        })
+}
+
+/// A fail callback is a failed payment. Its vendor event type is empty (Nexio
+/// names none); its identity is `FAIL_CALLBACK:<data.id>`, or the body's hash.
+fn map_fail_callback(
+    body: Value,
+    raw: &[u8],
+    options: &MapOptions,
+) -> Result<Mapped, MappingError> {
+    let data = body
+        .get("data")
+        .and_then(Value::as_object)
+        .ok_or_else(|| MappingError::new("data is not an object"))?;
+    let id = data.get("id").and_then(text_of).filter(|s| !s.is_empty());
+    let key = match &id {
+        Some(id) => format!("FAIL_CALLBACK:{id}"),
+        None => format!("FAIL_CALLBACK:{}", canonical_hash(&body)),
+    };
+    let failure = match outcome_of(data) {
+        Some(Outcome::Declined(failure)) => failure,
+        _ => Failure {
+            field: "data.message".to_owned(),
+            code: None,
+            reason: UNKNOWN.to_owned(),
+        },
+    };
+    let mut facts = Facts {
+        object: id.map(|id| object("transaction", id)),
+        merchant: data
+            .get("merchantId")
+            .and_then(text_of)
+            .filter(|s| !s.is_empty())
+            .map(|id| Merchant { id }),
+        payment_method: card_of(data),
+        failure: Some(failure),
+        ..Facts::default()
+    };
+    let amount = legacy_amount(raw, data.get("currency"), options);
+    facts.amount = optional(&mut facts, "data.amount", amount);
+    let occurred_at = data
+        .get("transactionDate")
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339);
+    facts.vendor_data = body;
+    Ok(Mapped {
+        event_type: "payment.failed".to_owned(),
+        vendor_event_type: String::new(),
+        vendor_event_id: key,
+        occurred_at,
+        facts,
+    })
+}
+
+/// `cardType` codes (official, docs/vendors.md §3.6) in look-up records.
+const CARD_TYPE_CODES: [(i64, &str); 5] = [
+    (10, "visa"),
+    (20, "mastercard"),
+    (30, "discover"),
+    (40, "amex"),
+    (50, "jcb"),
+];
+
+/// One brand vocabulary for every spelling Nexio uses: the official numeric
+/// codes, and the names webhooks carry in varying case (`masterCard`,
+/// `americanExpress`, §7.1). A name not listed is kept, lowercased.
+fn card_brand(value: &Value) -> Option<String> {
+    if let Some(code) = integer_of(value) {
+        return CARD_TYPE_CODES
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, name)| (*name).to_owned());
+    }
+    let name: String = value
+        .as_str()?
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let brand = match name.as_str() {
+        "" => return None,
+        "mastercard" | "mc" => "mastercard",
+        "amex" | "americanexpress" => "amex",
+        "discover" => "discover",
+        "visa" => "visa",
+        "jcb" => "jcb",
+        "diners" | "dinersclub" => "diners",
+        other => other,
+    };
+    Some(brand.to_owned())
+}
+
+/// The card of a transaction (webhook `data` or look-up record): brand from
+/// `cardType` (top level, `card` or `token`), last four from `card.lastFour`,
+/// `card.last4` or `token.lastFour`.
+pub(crate) fn card_of(fields: &Map<String, Value>) -> Option<PaymentMethod> {
+    let card = fields.get("card").and_then(Value::as_object);
+    let token = fields.get("token").and_then(Value::as_object);
+    let brand = [
+        fields.get("cardType"),
+        card.and_then(|c| c.get("cardType")),
+        token.and_then(|t| t.get("cardType")),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(card_brand);
+    let last4 = [
+        card.and_then(|c| c.get("lastFour")),
+        card.and_then(|c| c.get("last4")),
+        token.and_then(|t| t.get("lastFour")),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(text_of)
+    .find(|s| s.len() == 4 && s.bytes().all(|b| b.is_ascii_digit()));
+    (brand.is_some() || last4.is_some()).then(|| PaymentMethod {
+        kind: "card".to_owned(),
+        brand,
+        last4,
     })
 }
 
@@ -297,6 +559,8 @@ fn legacy_type(event_type: &str) -> &'static str {
         "ACCOUNT_UPDATER_ACCOUNT_CLOSED" => "card_update.account_closed",
         "ACCOUNT_UPDATER_CONTACT_CARDHOLDER" => "card_update.contact_customer",
         "CARD_DATA_UPDATED" => "card_update.updated_card",
+        "CARD_SAVED" | "ECHECK_SAVED" => "payment_method.saved",
+        "SUBSCRIPTION_DETAILS" => "subscription.updated",
         _ => UNKNOWN,
     }
 }
@@ -509,6 +773,7 @@ fn sorted(value: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn map(body: &str) -> Result<Mapped, MappingError> {
         Nexio.map(
@@ -644,10 +909,141 @@ mod tests {
         assert_eq!(m.event_type, "refund.succeeded");
         assert_eq!(m.vendor_event_id, "TRANSACTION_REFUNDED:x");
         assert!(m.occurred_at.is_some());
+        let too_precise =
+            map(r#"{"eventType":"TRANSACTION_SETTLED","data":{"id":"x","amount":1.005}}"#).unwrap();
+        assert_eq!(too_precise.event_type, "payment.settled");
         assert!(
-            map(r#"{"eventType":"TRANSACTION_SETTLED","data":{"id":"x","amount":1.005}}"#).is_err()
+            too_precise.facts.amount.is_none(),
+            "1.005 USD is not rounded"
         );
+        assert_eq!(too_precise.facts.skipped[0].field, "data.amount");
         assert!(map(r#"{"eventType":"TRANSACTION_SETTLED","data":{"amount":1}}"#).is_err());
+    }
+
+    #[test]
+    fn a_declined_authorization_is_a_failed_payment_with_its_code() {
+        let body = |data: &str| {
+            format!(
+                r#"{{"eventType":"TRANSACTION_AUTHORIZED","data":{{"id":"t-9","amount":5,"currency":"USD",{data}}}}}"#
+            )
+        };
+        let cases = [
+            (r#""error":"435""#, "data.error", Some("435"), "declined"),
+            (
+                r#""error":"431""#,
+                "data.error",
+                Some("431"),
+                "declined_by_kount",
+            ),
+            (r#""error":"440""#, "data.error", Some("440"), "unknown"),
+            (r#""error":436"#, "data.error", Some("436"), "unknown"),
+            (
+                r#""gatewayResponse":{"status":"declined"}"#,
+                "data.gatewayResponse.status",
+                None,
+                "declined",
+            ),
+            (
+                r#""kountResponse":{"status":"Declined"}"#,
+                "data.kountResponse.status",
+                None,
+                "declined_by_kount",
+            ),
+        ];
+        for (data, field, code, reason) in cases {
+            let m = map(&body(data)).unwrap();
+            assert_eq!(m.event_type, "payment.failed", "{data}");
+            let failure = m.facts.failure.expect(data);
+            assert_eq!(
+                (
+                    failure.field.as_str(),
+                    failure.code.as_deref(),
+                    failure.reason.as_str()
+                ),
+                (field, code, reason)
+            );
+            assert_eq!(m.vendor_event_id, "TRANSACTION_AUTHORIZED:t-9");
+        }
+        let review = map(&body(r#""kountResponse":{"status":"review"}"#)).unwrap();
+        assert_eq!(review.event_type, "payment.held");
+        assert!(review.facts.failure.is_none());
+        for fine in [
+            r#""error":"""#,
+            r#""error":null"#,
+            r#""token":{"error":"","lastFour":"1111"}"#,
+            r#""kountResponse":{"status":"success"}"#,
+        ] {
+            let m = map(&body(fine)).unwrap();
+            assert_eq!(m.event_type, "payment.authorized", "{fine}");
+            assert!(m.facts.failure.is_none(), "{fine}");
+        }
+        let refund =
+            map(r#"{"eventType":"TRANSACTION_REFUNDED","data":{"id":"t-9","error":"435"}}"#)
+                .unwrap();
+        assert_eq!(
+            refund.event_type, "refund.succeeded",
+            "a refund keeps its type"
+        );
+    }
+
+    #[test]
+    fn a_fail_callback_without_an_event_type_is_a_failed_payment() {
+        let m = map(r#"{"data":{"id":"t-7","amount":2.5,"currency":"usd","message":"Declined","gatewayResponse":{"status":"declined"}}}"#)
+            .unwrap();
+        assert_eq!(m.event_type, "payment.failed");
+        assert_eq!(m.vendor_event_type, "");
+        assert_eq!(m.vendor_event_id, "FAIL_CALLBACK:t-7");
+        assert_eq!(m.facts.amount.unwrap().minor, 250);
+        assert_eq!(
+            m.facts.failure.unwrap().field,
+            "data.gatewayResponse.status"
+        );
+        let message_only = map(r#"{"data":{"id":"t-8","message":"Card expired"}}"#).unwrap();
+        assert_eq!(message_only.event_type, "payment.failed");
+        assert_eq!(message_only.facts.failure.unwrap().field, "data.message");
+        // Without a sign of failure, a body with no eventType stays unreadable.
+        assert!(map(r#"{"data":{"id":"t-8","amount":1}}"#).is_err());
+    }
+
+    #[test]
+    fn card_brands_reach_one_vocabulary() {
+        for (spelling, brand) in [
+            (json!("masterCard"), "mastercard"),
+            (json!("mastercard"), "mastercard"),
+            (json!("americanExpress"), "amex"),
+            (json!("AMEX"), "amex"),
+            (json!("Visa"), "visa"),
+            (json!(20), "mastercard"),
+            (json!("40"), "amex"),
+            (json!("Diners Club"), "diners"),
+            (json!("unionPay"), "unionpay"),
+        ] {
+            assert_eq!(card_brand(&spelling).as_deref(), Some(brand), "{spelling}");
+        }
+        assert_eq!(card_brand(&json!(77)), None);
+        assert_eq!(card_brand(&json!("")), None);
+    }
+
+    #[test]
+    fn saved_methods_and_subscriptions_have_types_of_their_own() {
+        let card = map(r#"{"eventType":"CARD_SAVED","data":{"id":"c-1","token":{"lastFour":"4242","cardType":"masterCard"}}}"#)
+            .unwrap();
+        assert_eq!(card.event_type, "payment_method.saved");
+        let method = card.facts.payment_method.unwrap();
+        assert_eq!(
+            (
+                method.kind.as_str(),
+                method.brand.as_deref(),
+                method.last4.as_deref()
+            ),
+            ("card", Some("mastercard"), Some("4242"))
+        );
+        let echeck = map(r#"{"eventType":"ECHECK_SAVED","data":{"id":"e-1"}}"#).unwrap();
+        assert_eq!(echeck.event_type, "payment_method.saved");
+        assert_eq!(echeck.facts.payment_method.unwrap().kind, "echeck");
+        let sub = map(r#"{"eventType":"SUBSCRIPTION_DETAILS","data":{"id":"s-1"}}"#).unwrap();
+        assert_eq!(sub.event_type, "subscription.updated");
+        assert_eq!(sub.facts.object.unwrap().kind, "subscription");
     }
 
     #[test]

@@ -7,8 +7,24 @@
 //! - card-updater events are subscribed as `cau.*` but arrive as
 //!   `cardupdate.*`; both map to `card_update.*`;
 //! - `refnum` is sometimes a number, sometimes a string;
-//! - amounts are decimal strings (`"5.00"`); settlement totals are digit
-//!   strings in cents without a point (`"617799"` is 6177.99);
+//! - amounts are decimal strings (`"5.00"`), in a field that depends on the
+//!   event (docs/vendors.md §7.3): sales, failures, captures, adjustments and
+//!   queued sales carry `amount` (the seed: `amount_detail.amount`); a
+//!   refund carries `auth_amount`; voids, unvoids and refund voids carry only
+//!   `amount_detail.original_amount`. The first of `amount`,
+//!   `amount_detail.amount`, `auth_amount`, `amount_detail.original_amount`
+//!   present is the canonical `amount`; `original_amount` is published too
+//!   when it differs (a partial refund). `sale.failure`'s `auth_amount` of
+//!   `"0.00"` is never the amount: `amount` comes first;
+//! - settlement totals come as digit strings in cents without a point
+//!   (`"617799"` is 6177.99, the docs) or as decimal strings (`"5432.10"`,
+//!   sandbox batches and a .NET SDK's tests); both are read;
+//! - `changes` name ACH statuses by letter (`P`, `B`, `S`, `R`, `V`, `E`) in
+//!   the docs and by word elsewhere; both become the word (`pending`,
+//!   `submitted`, `settled`, `returned`, `voided`, `failed`), and card-updater
+//!   words are lowercased, so `status_change` has one vocabulary;
+//! - an optional figure that cannot be read exactly is left out and named in
+//!   `data.skipped`, never a reason to publish the event as `unmapped`;
 //! - `event_triggered` has no zone: it is read as UTC (see README);
 //! - no currency is ever sent: the source's `currency` (default USD) applies.
 //!
@@ -19,7 +35,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_json, parse_naive_utc, MapOptions, Mapped, MappingError, Vendor};
+use super::{optional, parse_json, parse_naive_utc, MapOptions, Mapped, MappingError, Vendor};
 use crate::auth::{SignatureScheme, Verified};
 use crate::canonical::{
     Amount, Facts, Inventory, Merchant, ObjectRef, PaymentMethod, Settlement, StatusChange, UNKNOWN,
@@ -57,6 +73,7 @@ struct Object {
     kind: Option<String>,
     key: Option<String>,
     amount: Option<Value>,
+    auth_amount: Option<Value>,
     amount_detail: Option<AmountDetail>,
     currency: Option<String>,
     creditcard: Option<CreditCard>,
@@ -75,6 +92,7 @@ struct Object {
 #[derive(Deserialize)]
 struct AmountDetail {
     amount: Option<Value>,
+    original_amount: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -137,19 +155,36 @@ impl Vendor for Usaepay {
 
         match family {
             Family::Transaction => {
-                let amount = object.amount.as_ref().or_else(|| {
-                    object
-                        .amount_detail
-                        .as_ref()
-                        .and_then(|d| d.amount.as_ref())
-                });
-                if let Some(amount) = amount {
-                    let text = text_of(amount).ok_or_else(|| {
-                        MappingError::new("event_body.object.amount is not a number or string")
-                    })?;
-                    facts.amount = Some(Amount::from_decimal(&text, &currency).map_err(|e| {
-                        MappingError::new(format!("event_body.object.amount: {e}"))
-                    })?);
+                let detail = object.amount_detail.as_ref();
+                let original = detail.and_then(|d| d.original_amount.as_ref());
+                // Per event type (USAePay's full examples, docs/vendors.md
+                // §7.3): sales carry `amount` (the seed: `amount_detail.amount`),
+                // a refund `auth_amount`, voids only the original amount.
+                let candidates = [
+                    ("event_body.object.amount", object.amount.as_ref()),
+                    (
+                        "event_body.object.amount_detail.amount",
+                        detail.and_then(|d| d.amount.as_ref()),
+                    ),
+                    ("event_body.object.auth_amount", object.auth_amount.as_ref()),
+                    ("event_body.object.amount_detail.original_amount", original),
+                ];
+                if let Some((field, value)) = candidates
+                    .into_iter()
+                    .find_map(|(field, v)| v.filter(|v| !v.is_null()).map(|v| (field, v)))
+                {
+                    let read = decimal_amount(value, &currency);
+                    facts.amount = optional(&mut facts, field, read);
+                }
+                if let Some(value) = original.filter(|v| !v.is_null()) {
+                    let read = decimal_amount(value, &currency);
+                    let original = optional(
+                        &mut facts,
+                        "event_body.object.amount_detail.original_amount",
+                        read,
+                    );
+                    facts.original_amount = original
+                        .filter(|o| facts.amount.as_ref().is_some_and(|a| a.minor != o.minor));
                 }
                 facts.payment_method = object.creditcard.as_ref().map(|card| PaymentMethod {
                     kind: "card".to_owned(),
@@ -162,32 +197,33 @@ impl Vendor for Usaepay {
                     kind: "ach".to_owned(),
                     ..PaymentMethod::default()
                 });
-                facts.status_change = envelope.event_body.changes.as_ref().and_then(status_change);
+                facts.status_change = envelope
+                    .event_body
+                    .changes
+                    .as_ref()
+                    .and_then(|c| status_change(c, family));
             }
             Family::CardUpdate => {
-                facts.status_change = envelope.event_body.changes.as_ref().and_then(status_change);
+                facts.status_change = envelope
+                    .event_body
+                    .changes
+                    .as_ref()
+                    .and_then(|c| status_change(c, family));
             }
             Family::Settlement => {
-                let minor = |v: &Option<Value>,
-                             field: &str|
-                 -> Result<Option<Amount>, MappingError> {
-                    match v.as_ref().and_then(text_of) {
-                        None => Ok(None),
-                        Some(t) => t
-                            .parse::<i64>()
-                            .map(|m| Some(Amount::from_minor(m, &currency)))
-                            .map_err(|_| {
-                                MappingError::new(format!(
-                                    "event_body.object.{field}: `{t}` is not a whole number of cents"
-                                ))
-                            }),
-                    }
+                let mut total = |v: &Option<Value>, field: &str| {
+                    v.as_ref().and_then(|v| {
+                        let read = settlement_total(v, &currency);
+                        optional(&mut facts, &format!("event_body.object.{field}"), read)
+                    })
                 };
+                let sales_total = total(&object.totalsales, "totalsales");
+                let credits_total = total(&object.totalcredits, "totalcredits");
                 facts.settlement = Some(Settlement {
                     batch_number: object.batchnum.as_ref().and_then(text_of),
-                    sales_total: minor(&object.totalsales, "totalsales")?,
+                    sales_total,
                     sales_count: object.numsales.as_ref().and_then(integer_of),
-                    credits_total: minor(&object.totalcredits, "totalcredits")?,
+                    credits_total,
                     failure_reason: object.reason.clone(),
                 });
             }
@@ -284,8 +320,36 @@ fn object_kind(vendor_kind: Option<&str>, family: Family) -> String {
     }
 }
 
-/// The first changed field, preferring `status`, as text before and after.
-fn status_change(changes: &Changes) -> Option<StatusChange> {
+/// ACH status letters in `changes` (USAePay's REST docs, docs/vendors.md
+/// §2.5) and the word each stands for, which is what USAePay's own status
+/// words (a .NET SDK's tests, §7.3) and the event names use.
+const ACH_STATUS_LETTERS: [(&str, &str); 6] = [
+    ("P", "pending"),
+    ("B", "submitted"),
+    ("S", "settled"),
+    ("R", "returned"),
+    ("V", "voided"),
+    ("E", "failed"),
+];
+
+/// One vocabulary for a `status` value, whichever USAePay sent: ACH letters
+/// become their word, words are lowercased (`Pending` → `pending`). A value
+/// outside both is kept as sent.
+fn status_word(value: String, family: Family) -> String {
+    if family == Family::Ach {
+        if let Some((_, word)) = ACH_STATUS_LETTERS.iter().find(|(l, _)| *l == value) {
+            return (*word).to_owned();
+        }
+    }
+    if value.len() > 1 && value.bytes().all(|b| b.is_ascii_alphabetic() || b == b' ') {
+        return value.to_ascii_lowercase();
+    }
+    value
+}
+
+/// The first changed field, preferring `status`, as text before and after;
+/// a status in one vocabulary ([`status_word`]).
+fn status_change(changes: &Changes, family: Family) -> Option<StatusChange> {
     let new = changes.new.as_object()?;
     let old = changes.old.as_object();
     let field = if new.contains_key("status") {
@@ -293,12 +357,44 @@ fn status_change(changes: &Changes) -> Option<StatusChange> {
     } else {
         new.keys().next()?.clone()
     };
-    let as_text = |v: Option<&Value>| v.and_then(text_of).filter(|s| !s.is_empty());
+    let as_text = |v: Option<&Value>| {
+        let text = v.and_then(text_of).filter(|s| !s.is_empty())?;
+        Some(if field == "status" {
+            status_word(text, family)
+        } else {
+            text
+        })
+    };
     Some(StatusChange {
         from: as_text(old.and_then(|o| o.get(&field))),
         to: as_text(new.get(&field)),
         field,
     })
+}
+
+/// A transaction amount: a decimal string in major units (`"5.00"`).
+fn decimal_amount(value: &Value, currency: &str) -> Result<Option<Amount>, MappingError> {
+    let text = text_of(value).ok_or_else(|| MappingError::new("not a number or string"))?;
+    Amount::from_decimal(&text, currency)
+        .map(Some)
+        .map_err(|e| MappingError::new(e.to_string()))
+}
+
+/// A settlement total in either form USAePay sends: a digit string in
+/// cents without a point (`"617799"` is 6177.99, the docs' example) or a
+/// decimal string in major units (`"5432.10"`, sandbox batch responses and
+/// a .NET SDK's tests, docs/vendors.md §7.3).
+fn settlement_total(value: &Value, currency: &str) -> Result<Option<Amount>, MappingError> {
+    let text = text_of(value).ok_or_else(|| MappingError::new("not a number or string"))?;
+    let text = text.trim();
+    if text.contains('.') {
+        return Amount::from_decimal(text, currency)
+            .map(Some)
+            .map_err(|e| MappingError::new(e.to_string()));
+    }
+    text.parse::<i64>()
+        .map(|minor| Some(Amount::from_minor(minor, currency)))
+        .map_err(|_| MappingError::new("neither cents nor a decimal amount"))
 }
 
 /// Strings stay strings; numbers and booleans become their JSON text.
@@ -401,5 +497,34 @@ mod tests {
         assert_eq!(integer_of(&Value::from(127)), Some(127));
         assert_eq!(last4("4444xxxxxxxxx7779").as_deref(), Some("7779"));
         assert_eq!(last4("xxxx"), None);
+    }
+
+    #[test]
+    fn settlement_totals_are_read_as_cents_or_as_decimals() {
+        let minor = |v: Value| settlement_total(&v, "USD").map(|a| a.map(|a| a.minor));
+        assert_eq!(minor(Value::from("617799")), Ok(Some(617_799)));
+        assert_eq!(minor(Value::from("000")), Ok(Some(0)));
+        assert_eq!(minor(Value::from("5432.10")), Ok(Some(543_210)));
+        assert_eq!(minor(Value::from(41)), Ok(Some(41)));
+        assert!(minor(Value::from("5,432.10")).is_err());
+        assert!(minor(Value::from("54.321")).is_err(), "not rounded");
+    }
+
+    #[test]
+    fn status_letters_and_words_reach_one_vocabulary() {
+        for (sent, family, word) in [
+            ("P", Family::Ach, "pending"),
+            ("B", Family::Ach, "submitted"),
+            ("S", Family::Ach, "settled"),
+            ("R", Family::Ach, "returned"),
+            ("V", Family::Ach, "voided"),
+            ("E", Family::Ach, "failed"),
+            ("submitted", Family::Ach, "submitted"),
+            ("Pending", Family::CardUpdate, "pending"),
+            ("S", Family::CardUpdate, "S"),
+            ("X", Family::Ach, "X"),
+        ] {
+            assert_eq!(status_word(sent.to_owned(), family), word, "{sent}");
+        }
     }
 }

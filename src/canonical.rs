@@ -151,6 +151,11 @@ impl Facts {
     /// vendor's body) was left out, and why. The reason goes through the
     /// same scrubbing as an `unmapped` reason: it never quotes the body.
     pub fn skip(&mut self, field: &str, reason: &str) {
+        // Readers often name the field themselves; once is enough.
+        let reason = reason
+            .strip_prefix(field)
+            .and_then(|r| r.strip_prefix(": "))
+            .unwrap_or(reason);
         self.skipped.push(Skipped {
             field: crate::scrub::one_line(field, 120),
             reason: crate::scrub::without_quoted_values(reason, MAX_SKIP_REASON_CHARS),

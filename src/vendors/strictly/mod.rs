@@ -37,13 +37,23 @@
 //!   `paymentLink` (what a third-party integration receives), `paymentLinkPaid`,
 //!   `payment_link`, `payment_link_paid`, `payment_link.paid` →
 //!   `payment_link.paid`; `subscription`, `subscriptionPaid`,
-//!   `subscription_paid`, `subscription.paid` → `subscription.paid`. Any other
-//!   action is a valid record of an `unknown` event, not an error.
+//!   `subscription_paid`, `subscription.paid` → `subscription.paid`.
+//!   Strictly's developer portal also lists dotted names (docs/vendors.md
+//!   §7.4), and nothing shows they never reach the wire, so they are read
+//!   too: `payment.approved` → `payment.succeeded`, `payment.declined` →
+//!   `payment.failed`, `payment.refunded` → `refund.succeeded`,
+//!   `payment.voided` → `payment.voided`, `subscription.created|renewed|
+//!   failed` → the same, `subscription.cancelled` → `subscription.canceled`
+//!   (our vocabulary spells it as Nexio's payouts do), `invoice.created|
+//!   overdue` and `customer.created` → the same. Any other action is a valid
+//!   record of an `unknown` event, not an error.
 //! - **Amount unit** is undocumented: the source's `amount_unit` decides
 //!   (default `minor`, `600` = 6.00, matching the third-party integration that
-//!   creates links in cents; `major`, `600` = 600.00). Numbers are read from
-//!   their literal text, never through floating point; under `minor` a
-//!   fractional amount is refused rather than rounded. The amount is
+//!   creates links in cents, and Strictly's own sample integration, which
+//!   sends `amount × 100`, §7.4; `major`, `600` = 600.00). Numbers are read
+//!   from their literal text, never through floating point; under `minor` a
+//!   fractional amount is left out (named in `data.skipped`) rather than
+//!   rounded, and the event keeps its type. The amount is
 //!   `data.amount`, except for refunds: `data.amountToRefund`, else
 //!   `data.amountRefunded`, else `data.amount`. Currency is `data.currency`,
 //!   else the source's `currency`.
@@ -70,7 +80,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::{parse_rfc3339, AmountUnit, MapOptions, Mapped, MappingError, Vendor};
+use super::{optional, parse_rfc3339, AmountUnit, MapOptions, Mapped, MappingError, Vendor};
 use crate::auth::Verified;
 use crate::canonical::{body_identity, Amount, Facts, Merchant, ObjectRef, PaymentMethod, UNKNOWN};
 
@@ -129,20 +139,36 @@ enum Action {
     Capture,
     Void,
     Refund,
+    /// The portal's `payment.declined`: failed whatever `data.error` says.
+    Declined,
     InvoicePaid,
+    /// The portal's other invoice, subscription and customer events.
+    Invoice(&'static str),
     PaymentLinkPaid,
     SubscriptionPaid,
+    Subscription(&'static str),
+    CustomerCreated,
     Other,
 }
 
 impl Action {
     fn of(action: &str) -> Self {
         match action.trim().to_ascii_lowercase().as_str() {
-            "sale" => Self::Sale,
+            "sale" | "payment.approved" => Self::Sale,
             "auth" => Self::Auth,
             "capture" => Self::Capture,
-            "void" => Self::Void,
-            "refund" => Self::Refund,
+            "void" | "payment.voided" => Self::Void,
+            "refund" | "payment.refunded" => Self::Refund,
+            "payment.declined" => Self::Declined,
+            "invoice.created" => Self::Invoice("invoice.created"),
+            "invoice.overdue" => Self::Invoice("invoice.overdue"),
+            "subscription.created" => Self::Subscription("subscription.created"),
+            "subscription.renewed" => Self::Subscription("subscription.renewed"),
+            "subscription.cancelled" | "subscription.canceled" => {
+                Self::Subscription("subscription.canceled")
+            }
+            "subscription.failed" => Self::Subscription("subscription.failed"),
+            "customer.created" => Self::CustomerCreated,
             "invoice" | "invoicepaid" | "invoice_paid" | "invoice.paid" => Self::InvoicePaid,
             "paymentlink" | "paymentlinkpaid" | "payment_link" | "payment_link_paid"
             | "payment_link.paid" => Self::PaymentLinkPaid,
@@ -161,9 +187,12 @@ impl Action {
             Self::Capture => "payment.captured",
             Self::Void => "payment.voided",
             Self::Refund => "refund.succeeded",
+            Self::Declined => "payment.failed",
             Self::InvoicePaid => "invoice.paid",
+            Self::Invoice(canonical) | Self::Subscription(canonical) => canonical,
             Self::PaymentLinkPaid => "payment_link.paid",
             Self::SubscriptionPaid => "subscription.paid",
+            Self::CustomerCreated => "customer.created",
             Self::Other => UNKNOWN,
         }
     }
@@ -202,20 +231,23 @@ impl Vendor for Strictly {
             .and_then(Value::as_bool)
             .unwrap_or(false);
 
+        let mut facts = Facts::default();
         let currency = match data
             .currency
             .as_ref()
             .and_then(Value::as_str)
             .map(str::trim)
         {
-            None | Some("") => options.currency.clone(),
+            None | Some("") => Some(options.currency.clone()),
             Some(c) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
-                c.to_ascii_uppercase()
+                Some(c.to_ascii_uppercase())
             }
-            Some(c) => {
-                return Err(MappingError::new(format!(
-                    "data.currency: `{c}` is not an ISO 4217 code"
-                )))
+            Some(_) => {
+                facts.skip(
+                    "data.currency",
+                    "not an ISO 4217 code, so no amount is given",
+                );
+                None
             }
         };
         let candidates = match action {
@@ -226,11 +258,13 @@ impl Vendor for Strictly {
             ],
             _ => vec![("amount", &data.amount)],
         };
-        let amount = candidates
-            .into_iter()
-            .find_map(|(field, raw)| raw.as_deref().map(|raw| (field, raw)))
-            .map(|(field, raw)| amount_of(raw, field, options.amount_unit, &currency))
-            .transpose()?;
+        let amount = currency.and_then(|currency| {
+            let (field, raw) = candidates
+                .into_iter()
+                .find_map(|(field, raw)| raw.as_deref().map(|raw| (field, raw)))?;
+            let read = amount_of(raw, field, options.amount_unit, &currency).map(Some);
+            optional(&mut facts, &format!("data.{field}"), read)
+        });
 
         let record_id = record.id.as_ref().and_then(id_text);
         let vendor_event_id = record_id.unwrap_or_else(|| {
@@ -276,7 +310,7 @@ impl Vendor for Strictly {
                     .map(|id| Merchant { id }),
                 payment_method: payment_method(&data),
                 vendor_data,
-                ..Facts::default()
+                ..facts
             },
         })
     }
@@ -417,8 +451,10 @@ fn amount_of(
 fn object_of(action: Action, data: &Data) -> Option<ObjectRef> {
     let specific = match action {
         Action::PaymentLinkPaid => Some(("payment_link", &data.payment_link_id)),
-        Action::InvoicePaid => Some(("invoice", &data.invoice_id)),
-        Action::SubscriptionPaid => Some(("subscription", &data.subscription_id)),
+        Action::InvoicePaid | Action::Invoice(_) => Some(("invoice", &data.invoice_id)),
+        Action::SubscriptionPaid | Action::Subscription(_) => {
+            Some(("subscription", &data.subscription_id))
+        }
         _ => None,
     };
     specific
@@ -560,8 +596,18 @@ mod tests {
             ("SubscriptionPaid", "subscription.paid"),
             ("subscription_paid", "subscription.paid"),
             ("subscription.paid", "subscription.paid"),
-            ("subscription.created", "unknown"),
-            ("payment.refunded", "unknown"),
+            ("payment.approved", "payment.succeeded"),
+            ("payment.declined", "payment.failed"),
+            ("payment.refunded", "refund.succeeded"),
+            ("payment.voided", "payment.voided"),
+            ("subscription.created", "subscription.created"),
+            ("subscription.renewed", "subscription.renewed"),
+            ("subscription.cancelled", "subscription.canceled"),
+            ("subscription.failed", "subscription.failed"),
+            ("invoice.created", "invoice.created"),
+            ("invoice.overdue", "invoice.overdue"),
+            ("customer.created", "customer.created"),
+            ("payment.exploded", "unknown"),
             ("", "unknown"),
         ];
         for (action, ours) in cases {
@@ -578,8 +624,18 @@ mod tests {
             amount_unit: AmountUnit::Major,
             ..MapOptions::default()
         };
-        let amount =
-            |body: &str, options: &MapOptions| map(body, options).map(|m| m.facts.amount.unwrap());
+        // An amount that cannot be read exactly is skipped with a note, the
+        // event keeps its type; `Err` here is that note's field.
+        let amount = |body: &str, options: &MapOptions| {
+            let m = map(body, options).unwrap();
+            assert_eq!(
+                m.event_type,
+                Action::of(&m.vendor_event_type).event_type(false)
+            );
+            m.facts
+                .amount
+                .ok_or_else(|| m.facts.skipped[0].field.clone())
+        };
         let a = amount(
             r#"{"action":"sale","data":{"amount":600}}"#,
             &MapOptions::default(),
@@ -633,11 +689,18 @@ mod tests {
             &MapOptions::default()
         )
         .is_err());
-        assert!(amount(
-            r#"{"action":"sale","data":{"amount":600,"currency":"dollars"}}"#,
-            &major
-        )
-        .is_err());
+        assert_eq!(
+            amount(
+                r#"{"action":"sale","data":{"amount":600,"currency":"dollars"}}"#,
+                &major
+            ),
+            Err("data.currency".to_owned())
+        );
+        assert_eq!(
+            amount(r#"{"action":"sale","data":{"amount":"600"}}"#, &major),
+            Err("data.amount".to_owned()),
+            "a string is not a number in either unit"
+        );
         let refund = r#"{"action":"refund","data":{"amount":900,"amountRefunded":500,"amountToRefund":300}}"#;
         assert_eq!(amount(refund, &MapOptions::default()).unwrap().minor, 300);
         let refund = r#"{"action":"refund","data":{"amount":900,"amountRefunded":500}}"#;

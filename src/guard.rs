@@ -26,7 +26,7 @@
 use std::borrow::Cow;
 
 use base64::Engine;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::canonical::Event;
 
@@ -69,25 +69,38 @@ pub fn masked_json(mut value: Value) -> (Vec<u8>, usize) {
         .pointer_mut("/data")
         .and_then(Value::as_object_mut)
         .and_then(|data| data.remove("source_id"));
-    // The canonical amount is a number hookgate parsed (`minor` an integer,
-    // `value` its decimal text, as the schema requires): masking would
-    // break its type. The vendor's own field stays in `vendor_data`, scanned.
-    let amount = value
-        .pointer_mut("/data")
-        .and_then(Value::as_object_mut)
-        .and_then(|data| data.remove("amount"));
+    // The typed facts (everything in `data` but the vendor's own data and
+    // an unmapped body) hold numbers hookgate parsed: amounts (`minor` an
+    // integer, `value` its decimal text, as the schema requires), status
+    // codes, counts. Masking one would break its type; the vendor's own
+    // field stays in `vendor_data`, scanned. Their strings (ids, names) are
+    // scanned like everything else.
+    let mut typed = Map::new();
+    if let Some(data) = value.pointer_mut("/data").and_then(Value::as_object_mut) {
+        let keys: Vec<String> = data
+            .keys()
+            .filter(|k| !matches!(k.as_str(), "vendor_data" | "unmapped"))
+            .cloned()
+            .collect();
+        for key in keys {
+            if let Some(fact) = data.remove(&key) {
+                typed.insert(key, fact);
+            }
+        }
+    }
     let mut masked = 0;
     if let Some(unmapped) = value.pointer_mut("/data/unmapped") {
         masked += mask_raw_body(unmapped);
     }
     masked += mask_pans(&mut value);
+    for fact in typed.values_mut() {
+        masked += mask_typed_fact(fact);
+    }
     if let (Some(id), Some(envelope)) = (own_id, value.as_object_mut()) {
         envelope.insert("id".to_owned(), id);
     }
     if let Some(data) = value.pointer_mut("/data").and_then(Value::as_object_mut) {
-        if let Some(amount) = amount {
-            data.insert("amount".to_owned(), amount);
-        }
+        data.extend(typed);
         if let Some(source_id) = own_source_id {
             data.insert("source_id".to_owned(), source_id);
         }
@@ -100,7 +113,7 @@ pub fn masked_json(mut value: Value) -> (Vec<u8>, usize) {
 }
 
 /// Whether `value` is a string shaped like hookgate's event ids (the guard
-/// leaves those alone, as it leaves `data.amount`, a parsed number, and the
+/// leaves those alone, as it leaves the numbers hookgate parsed, and the
 /// configured source id):
 /// 8-4-4-4-12 hexadecimal digits.
 pub fn is_uuid_shaped(value: &Value) -> bool {
@@ -108,6 +121,18 @@ pub fn is_uuid_shaped(value: &Value) -> bool {
     value
         .as_str()
         .is_some_and(|text| text.len() == 36 && uuid::Uuid::try_parse(text).is_ok())
+}
+
+/// Masks the strings of a typed fact, leaving its parsed numbers, and any
+/// amount (`{value, minor, currency}`) whole, as the schema types them.
+fn mask_typed_fact(fact: &mut Value) -> usize {
+    match fact {
+        Value::Number(_) => 0,
+        Value::Object(map) if map.contains_key("minor") && map.contains_key("currency") => 0,
+        Value::Object(map) => map.values_mut().map(mask_typed_fact).sum(),
+        Value::Array(items) => items.iter_mut().map(mask_typed_fact).sum(),
+        other => mask_pans(other),
+    }
 }
 
 /// Masks the card numbers of an `unmapped` event's raw body in place, as
@@ -462,6 +487,38 @@ mod tests {
         assert_eq!(n, 1);
         assert_eq!(out["id"], id);
         assert_eq!(out["subject"], "************1111");
+    }
+
+    #[test]
+    fn parsed_numbers_in_every_typed_fact_keep_their_types() {
+        // Found by the property tests: a Luhn-valid 19-digit status code.
+        let pan_like = 6_108_084_805_156_127_280u64;
+        let event = json!({ "data": {
+            "status": { "field": "spendbackStatus", "code": pan_like, "name": "unknown" },
+            "settlement": { "sales_count": pan_like,
+                            "sales_total": { "minor": 4111111111111111i64, "value": "41111111111111.11", "currency": "USD" } },
+            "refunded_total": { "minor": 4111111111111111i64, "value": "41111111111111.11", "currency": "USD" },
+            "merchant": { "id": "4111111111111111" },
+            "vendor_data": { "spendbackStatus": pan_like, "note": "4111111111111111" }
+        }});
+        let (out, n) = published(&event);
+        assert_eq!(out["data"]["status"]["code"], pan_like);
+        assert_eq!(out["data"]["settlement"]["sales_count"], pan_like);
+        assert_eq!(
+            out["data"]["settlement"]["sales_total"]["minor"],
+            4111111111111111i64
+        );
+        assert_eq!(out["data"]["refunded_total"]["value"], "41111111111111.11");
+        assert_eq!(
+            out["data"]["merchant"]["id"], "************1111",
+            "strings are scanned"
+        );
+        assert!(
+            out["data"]["vendor_data"]["spendbackStatus"].is_string(),
+            "the vendor's own field is masked"
+        );
+        assert_eq!(out["data"]["vendor_data"]["note"], "************1111");
+        assert_eq!(n, 3, "{out}");
     }
 
     #[test]

@@ -514,7 +514,7 @@ proptest! {
     #[test]
     fn arbitrary_json_inside_each_vendors_envelope_is_publishable(
         value in json_value(),
-        choice in 0usize..8,
+        choice in 0usize..14,
     ) {
         // Shapes that get past each mapping's first checks.
         let (vendor, body) = match choice {
@@ -527,9 +527,45 @@ proptest! {
             4 => (VendorKind::Nexio, json!({"eventType": "TRANSACTION", "data": value})),
             5 => (VendorKind::Nexio, json!({"id": value, "transactionStatus": 20, "eventType": "TRANSACTION"})),
             6 => (VendorKind::Stickypay, json!({"v2": {"event": {"type": "SESSION_CART_PAY", "id": "x"}, "payment": value}})),
+            // The decline, fail-callback, refund and settlement readers.
+            8 => (VendorKind::Nexio, json!({"eventType": "TRANSACTION_AUTHORIZED",
+                  "data": {"id": "t1", "error": value.clone(), "gatewayResponse": value.clone(), "kountResponse": value, "card": {"cardType": "visa"}}})),
+            9 => (VendorKind::Nexio, json!({"data": {"id": "t2", "message": "declined", "amount": value.clone(), "card": value}})),
+            10 => (VendorKind::Stickypay, json!({"v2": {"event": {"type": "SESSION_CART_REFUND", "id": "r", "createdAt": value.clone(),
+                   "customData": {"refundAmount": value}}, "payment": {"refundedTotal": 300, "total": 500}}})),
+            11 => (VendorKind::Usaepay, json!({"type": "event", "event_type": "settlement.batch.success", "event_id": "e3",
+                   "event_body": {"object": {"totalsales": value.clone(), "totalcredits": value}}})),
+            12 => (VendorKind::Usaepay, json!({"type": "event", "event_type": "ach.settled", "event_id": "e4",
+                   "event_body": {"object": {"key": "k"}, "changes": {"old": {"status": value.clone()}, "new": {"status": value}}}})),
+            13 => (VendorKind::Strictly, json!({"_id": "s3", "action": "payment.declined", "data": {"amount": value, "currency": "usd"}})),
             _ => (VendorKind::Stickypay, json!({"v2": {"event": {"type": "SESSION_CART_PAY", "id": "x", "customData": value}}})),
         };
         assert_publishable(vendor, body.to_string().as_bytes())?;
+    }
+
+    #[test]
+    fn an_optional_figure_in_any_form_never_costs_the_event_its_type(
+        value in json_value(),
+        choice in 0usize..4,
+    ) {
+        let (vendor, body, kind) = match choice {
+            0 => (VendorKind::Stickypay, json!({"v2": {"event": {"type": "SESSION_CART_PAY_FAIL", "id": "f"},
+                  "payment": {"id": "p", "total": value, "currency": "GBP"}}}), "payment.failed"),
+            1 => (VendorKind::Usaepay, json!({"type": "event", "event_type": "settlement.batch.success", "event_id": "e5",
+                  "event_body": {"object": {"key": "b", "totalsales": value}}}), "settlement.batch_succeeded"),
+            2 => (VendorKind::Usaepay, json!({"type": "event", "event_type": "transaction.refund.success", "event_id": "e6",
+                  "event_body": {"object": {"key": "t", "auth_amount": value}}}), "refund.succeeded"),
+            _ => (VendorKind::Strictly, json!({"_id": "s4", "action": "sale", "data": {"amount": value}}), "payment.succeeded"),
+        };
+        let event = published(vendor, body.to_string().as_bytes(), &MapOptions::default())
+            .map_err(TestCaseError::fail)?;
+        prop_assert_eq!(event["type"].as_str(), Some(kind), "{}", event);
+        prop_assert!(validator().is_valid(&event), "{}", event);
+        // Either the figure was read, or it was skipped with a note.
+        let data = &event["data"];
+        let read = data.get("amount").is_some() || data["settlement"].get("sales_total").is_some();
+        prop_assert!(read || data["skipped"].as_array().is_some_and(|s| !s.is_empty()) || body.to_string().contains(":null"),
+            "{}", event);
     }
 
     #[test]
@@ -739,10 +775,10 @@ fn nexio_signatures_from_the_future_are_expired_too() {
 #[test]
 fn secrets_in_unmappable_bodies_are_never_published() {
     let cases: [(VendorKind, &str, &[&str]); 4] = [
-        // A currency that is not ISO 4217 makes the record unmappable.
+        // An `action` that is not a string makes the record unmappable.
         (
             VendorKind::Strictly,
-            r#"{"_id":"x","server":{"path":"https://hooks.example/s?token=path-secret","username":"hook-user","password":"s3cr3t-Pa55word"},"action":"sale","data":{"amount":600,"currency":"DOLLARS"}}"#,
+            r#"{"_id":"x","server":{"path":"https://hooks.example/s?token=path-secret","username":"hook-user","password":"s3cr3t-Pa55word"},"action":{"name":"sale"},"data":{"amount":600}}"#,
             &["s3cr3t-Pa55word", "path-secret"],
         ),
         // Shell notation the relaxed reader refuses.

@@ -65,6 +65,10 @@ pub fn options_from(expect: &Value) -> MapOptions {
     options
 }
 
+/// The receipt time [`map_fixture`] uses, as published: what an
+/// expectation says for a body that carries no time of its own.
+pub const RECEIVED_AT: &str = "2023-11-14T22:13:20Z";
+
 /// Runs a body through the vendor's real mapping and the card guard, exactly
 /// as the pipeline does.
 pub fn map_fixture(

@@ -41,6 +41,8 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Print the configuration reference (every key, its default and meaning) as Markdown.
+    ConfigReference,
     /// Print the URL and headers a vendor would send for a body, and a curl command that sends it.
     Sign {
         /// The config whose source signs.

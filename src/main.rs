@@ -180,7 +180,9 @@ fn run_tool(command: Command) -> Result<ExitCode, ExitCode> {
             );
             ExitCode::SUCCESS
         }
-        Command::Serve { .. } | Command::CheckConfig { .. } => unreachable!("handled in main"),
+        Command::Serve { .. } | Command::CheckConfig { .. } | Command::ConfigReference => {
+            unreachable!("handled in main")
+        }
     })
 }
 
@@ -188,6 +190,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
+        Command::ConfigReference => {
+            print!("{}", hookgate::config::reference::markdown());
+            ExitCode::SUCCESS
+        }
         Command::CheckConfig {
             config: ConfigArg { config },
         } => match hookgate::config::load(&config) {

@@ -1,7 +1,8 @@
 //! The configuration file, in two stages.
 //!
-//! [`RawConfig`] mirrors the TOML file exactly (`deny_unknown_fields`, so a
-//! typo is an error, not a silently ignored key). [`RawConfig::build`] turns it
+//! [`RawConfig`] mirrors the TOML file exactly; a key it does not have is an
+//! error (a typo is never silently ignored), and every such key is reported
+//! in one run, with the path to it. [`RawConfig::build`] turns it
 //! into [`Settings`]: environment references expanded, addresses and CIDRs
 //! parsed, secrets wrapped, vendors resolved. It collects *every* problem
 //! rather than stopping at the first, and each [`ConfigError`] names the key
@@ -89,7 +90,6 @@ fn render_errors(errors: &[ConfigError]) -> String {
 
 /// The file as written; see the README's config reference for each key.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// The public listener.
     pub server: RawServer,
@@ -110,7 +110,6 @@ pub struct RawConfig {
 
 /// `[admin]`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     /// `ip:port`; loopback by default so it is not exposed by accident.
     pub listen: Option<String>,
@@ -118,9 +117,14 @@ pub struct RawAdmin {
     pub token: Option<String>,
 }
 
+/// The defaults of `[admin]`.
+impl RawAdmin {
+    /// `listen`: loopback, so the admin port is never exposed by accident.
+    pub const LISTEN: &'static str = "127.0.0.1:9090";
+}
+
 /// `[spool]`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawSpool {
     /// Directory holding `spool.redb`.
     pub dir: String,
@@ -130,7 +134,6 @@ pub struct RawSpool {
 
 /// `[dedup]`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawDedup {
     /// Off switch; on by default.
     pub enabled: Option<bool>,
@@ -144,7 +147,6 @@ pub struct RawDedup {
 
 /// `[defaults]`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawDefaults {
     /// Quota for sources that set none.
     pub rate_limit: Option<RawRate>,
@@ -152,7 +154,6 @@ pub struct RawDefaults {
 
 /// `{ per_second, burst }`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawRate {
     /// Sustained requests per second.
     pub per_second: u32,
@@ -162,7 +163,6 @@ pub struct RawRate {
 
 /// `[server]`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawServer {
     /// `ip:port` to bind.
     pub listen: String,
@@ -199,9 +199,28 @@ pub struct RawServer {
     pub drain_timeout_ms: Option<u64>,
 }
 
+/// The defaults of `[server]`, next to the keys they fill in; the
+/// configuration reference (`docs/configuration.md`) is generated from them.
+impl RawServer {
+    /// `max_connections`.
+    pub const MAX_CONNECTIONS: usize = 1024;
+    /// `handshake_timeout_ms`.
+    pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+    /// `header_timeout_ms`.
+    pub const HEADER_TIMEOUT_MS: u64 = 10_000;
+    /// `body_timeout_ms`.
+    pub const BODY_TIMEOUT_MS: u64 = 15_000;
+    /// `write_timeout_ms`.
+    pub const WRITE_TIMEOUT_MS: u64 = 15_000;
+    /// `idle_timeout_ms`: longer than common load balancers' idle timeouts.
+    pub const IDLE_TIMEOUT_MS: u64 = 75_000;
+    /// `drain_timeout_ms`: inside Kubernetes' default 30 s grace period
+    /// together with the broker's confirm timeout.
+    pub const DRAIN_TIMEOUT_MS: u64 = 30_000;
+}
+
 /// `[broker]`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawBroker {
     /// `amqp://user:pass@host:port/vhost`: the one-endpoint form of `urls`.
     pub url: Option<String>,
@@ -223,9 +242,21 @@ pub struct RawBroker {
     pub channels: Option<usize>,
 }
 
+/// The defaults of `[broker]`.
+impl RawBroker {
+    /// `exchange`.
+    pub const EXCHANGE: &'static str = "hookgate.events";
+    /// `confirm_timeout_ms`: well inside vendors' own request timeouts
+    /// (USAePay reads for 45 s), so a 503 reaches them before they give up.
+    pub const CONFIRM_TIMEOUT_MS: u64 = 5_000;
+    /// `connect_timeout_ms`.
+    pub const CONNECT_TIMEOUT_MS: u64 = 3_000;
+    /// `channels`.
+    pub const CHANNELS: usize = 4;
+}
+
 /// `[[source]]`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawSource {
     /// The `{source_id}` in `/webhooks/{source_id}`.
     pub id: String,
@@ -247,7 +278,6 @@ pub struct RawSource {
 
 /// `[source.enrich]`: the vendor API that fills thin pings in.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawEnrich {
     /// `https://api.nexiopay.com` (production) or `https://api.nexiopaysandbox.com`.
     pub base_url: String,
@@ -273,7 +303,6 @@ pub struct RawEnrich {
 
 /// `[source.enrich.paths]`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawEnrichPaths {
     /// Transaction look-up.
     pub transaction: Option<String>,
@@ -289,7 +318,6 @@ pub struct RawEnrichPaths {
 
 /// `[source.auth]`: every method present must pass.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawAuth {
     /// HTTP Basic credentials.
     pub basic: Option<RawBasic>,
@@ -303,7 +331,6 @@ pub struct RawAuth {
 
 /// `basic = { username, password }`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawBasic {
     /// Expected user name.
     pub username: String,
@@ -313,12 +340,17 @@ pub struct RawBasic {
 
 /// `hmac = { keys = [..] }`
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawHmac {
     /// Accepted keys; more than one during a rotation.
     pub keys: Vec<String>,
     /// For signatures that carry a timestamp: how far it may be from now.
     pub tolerance_secs: Option<u64>,
+}
+
+/// The defaults of `hmac`.
+impl RawHmac {
+    /// `tolerance_secs`: the common five minutes of timestamped schemes.
+    pub const TOLERANCE_SECS: u64 = 300;
 }
 
 // === built shape ===
@@ -478,6 +510,7 @@ pub struct SourceEnrichment {
 impl fmt::Debug for SourceEnrichment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SourceEnrichment")
+            .field("enricher", &self.enricher)
             .field("inline_deadline", &self.inline_deadline)
             .field("retry_period", &self.retry_period)
             .finish_non_exhaustive()
@@ -562,7 +595,17 @@ pub fn from_toml_with_env(
 ) -> Result<Settings, ConfigErrors> {
     // toml's own Display quotes the offending line, which may hold an inline
     // secret: say where it is and what is wrong, never what it says.
-    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+    let mut unknown = Vec::new();
+    let raw: Result<RawConfig, _> =
+        serde_ignored::deserialize(toml::Deserializer::new(text), |path| {
+            unknown.push(ConfigError {
+                key: key_of(&path),
+                message: "unknown key: hookgate does not read it (check its spelling \
+                          against docs/configuration.md)"
+                    .to_owned(),
+            })
+        });
+    let raw = raw.map_err(|e| {
         let at = e.span().map_or(String::new(), |span| {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
@@ -575,7 +618,33 @@ pub fn from_toml_with_env(
             message: format!("TOML{at}: {what}"),
         }])
     })?;
-    raw.build(env)
+    // Every unknown key is reported, together with every other problem, so
+    // one run of `check-config` lists all there is to fix.
+    match (raw.build(env), unknown.is_empty()) {
+        (built, true) => built,
+        (Ok(_), false) => Err(ConfigErrors(unknown)),
+        (Err(ConfigErrors(more)), false) => {
+            unknown.extend(more);
+            Err(ConfigErrors(unknown))
+        }
+    }
+}
+
+/// The key a path into the TOML document names, as errors spell keys:
+/// `source[1].auth.hmca`.
+fn key_of(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_of(parent)),
+        Path::Map { parent, key } => match key_of(parent) {
+            at if at.is_empty() => key.clone(),
+            at => format!("{at}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_of(parent),
+    }
 }
 
 /// Accumulates errors while a [`RawConfig`] is built.
@@ -792,7 +861,7 @@ fn build_server(b: &mut Builder, raw: &RawServer) -> Option<ServerSettings> {
     let max_connections = b.count(
         "server.max_connections",
         raw.max_connections,
-        1024,
+        RawServer::MAX_CONNECTIONS,
         MAX_CONNECTIONS_LIMIT,
     );
     let max_connections_per_address = b.count(
@@ -804,12 +873,28 @@ fn build_server(b: &mut Builder, raw: &RawServer) -> Option<ServerSettings> {
     let handshake_timeout = b.duration_ms(
         "server.handshake_timeout_ms",
         raw.handshake_timeout_ms,
-        10_000,
+        RawServer::HANDSHAKE_TIMEOUT_MS,
     );
-    let header_timeout = b.duration_ms("server.header_timeout_ms", raw.header_timeout_ms, 10_000);
-    let body_timeout = b.duration_ms("server.body_timeout_ms", raw.body_timeout_ms, 15_000);
-    let write_timeout = b.duration_ms("server.write_timeout_ms", raw.write_timeout_ms, 15_000);
-    let idle_timeout = b.duration_ms("server.idle_timeout_ms", raw.idle_timeout_ms, 75_000);
+    let header_timeout = b.duration_ms(
+        "server.header_timeout_ms",
+        raw.header_timeout_ms,
+        RawServer::HEADER_TIMEOUT_MS,
+    );
+    let body_timeout = b.duration_ms(
+        "server.body_timeout_ms",
+        raw.body_timeout_ms,
+        RawServer::BODY_TIMEOUT_MS,
+    );
+    let write_timeout = b.duration_ms(
+        "server.write_timeout_ms",
+        raw.write_timeout_ms,
+        RawServer::WRITE_TIMEOUT_MS,
+    );
+    let idle_timeout = b.duration_ms(
+        "server.idle_timeout_ms",
+        raw.idle_timeout_ms,
+        RawServer::IDLE_TIMEOUT_MS,
+    );
     let trusted_proxies = raw
         .trusted_proxies
         .iter()
@@ -830,7 +915,11 @@ fn build_server(b: &mut Builder, raw: &RawServer) -> Option<ServerSettings> {
         }
         None => crate::ratelimit::DEFAULT_IPV6_PREFIX_LEN,
     };
-    let drain_timeout = b.duration_ms("server.drain_timeout_ms", raw.drain_timeout_ms, 30_000);
+    let drain_timeout = b.duration_ms(
+        "server.drain_timeout_ms",
+        raw.drain_timeout_ms,
+        RawServer::DRAIN_TIMEOUT_MS,
+    );
     Some(ServerSettings {
         ip_rate_limit,
         ipv6_prefix_len,
@@ -903,7 +992,7 @@ fn build_admin(b: &mut Builder, raw: &RawAdmin) -> Option<AdminSettings> {
         .listen
         .as_deref()
         .map(|l| b.expand("admin.listen", l))
-        .unwrap_or_else(|| "127.0.0.1:9090".to_owned());
+        .unwrap_or_else(|| RawAdmin::LISTEN.to_owned());
     let listen = match listen.parse::<SocketAddr>() {
         Ok(addr) => addr,
         Err(_) => {
@@ -979,20 +1068,33 @@ fn build_broker(b: &mut Builder, raw: &RawBroker) -> BrokerSettings {
         .exchange
         .as_deref()
         .map(|e| b.expand("broker.exchange", e))
-        .unwrap_or_else(|| "hookgate.events".to_owned());
+        .unwrap_or_else(|| RawBroker::EXCHANGE.to_owned());
     if exchange.is_empty() || exchange.len() > 255 || exchange.starts_with("amq.") {
         b.error(
             "broker.exchange",
             format!("`{exchange}` is not usable: 1 to 255 characters, not starting with `amq.`"),
         );
     }
-    let channels = b.count("broker.channels", raw.channels, 4, MAX_CHANNELS);
+    let channels = b.count(
+        "broker.channels",
+        raw.channels,
+        RawBroker::CHANNELS,
+        MAX_CHANNELS,
+    );
     BrokerSettings {
         endpoints,
         tls,
         exchange,
-        confirm_timeout: b.duration_ms("broker.confirm_timeout_ms", raw.confirm_timeout_ms, 5_000),
-        connect_timeout: b.duration_ms("broker.connect_timeout_ms", raw.connect_timeout_ms, 3_000),
+        confirm_timeout: b.duration_ms(
+            "broker.confirm_timeout_ms",
+            raw.confirm_timeout_ms,
+            RawBroker::CONFIRM_TIMEOUT_MS,
+        ),
+        connect_timeout: b.duration_ms(
+            "broker.connect_timeout_ms",
+            raw.connect_timeout_ms,
+            RawBroker::CONNECT_TIMEOUT_MS,
+        ),
         channels,
     }
 }
@@ -1314,7 +1416,7 @@ fn build_auth(
                 Secret::new(b.expand_required(&key, k))
             })
             .collect();
-        let tolerance = Duration::from_secs(hmac.tolerance_secs.unwrap_or(300));
+        let tolerance = Duration::from_secs(hmac.tolerance_secs.unwrap_or(RawHmac::TOLERANCE_SECS));
         if let Some(scheme) = scheme {
             auth.hmac = Some(HmacVerifier::new(scheme, keys, tolerance));
         }
@@ -1361,6 +1463,8 @@ fn build_auth(
         }
     }
 }
+
+pub mod reference;
 
 #[cfg(test)]
 mod tests;

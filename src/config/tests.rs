@@ -167,7 +167,8 @@ fn an_unset_variable_names_the_key_and_the_variable() {
 fn an_unknown_key_is_an_error_that_names_it() {
     let text = GOOD.replace("max_body_bytes", "max_bdy_bytes");
     let errs = errors(&text);
-    assert!(errs[0].message.contains("max_bdy_bytes"), "{errs:?}");
+    assert_eq!(errs[0].key, "server.max_bdy_bytes", "{errs:?}");
+    assert!(errs[0].to_string().contains("max_bdy_bytes"), "{errs:?}");
 }
 
 #[test]
@@ -403,4 +404,38 @@ fn the_example_config_in_deploy_parses() {
     if let Err(e) = from_toml_with_env(&text, &any_env) {
         panic!("deploy/config.example.toml is invalid: {e}");
     }
+}
+
+#[test]
+fn every_unknown_key_is_reported_with_its_path_beside_other_problems() {
+    let text = GOOD
+        .replace("max_body_bytes = 262144", "max_body_bytes = 262144\nmax_bdoy = 1")
+        .replace(
+            "exchange = \"hookgate.events\"",
+            "exchange = \"hookgate.events\"\nconfirm_timout_ms = 5",
+        )
+        .replace("[source.auth]", "rate_limt = 3\n[source.auth]")
+        .replace("hmac = { keys", "hmac = { tolerence_secs = 1, keys")
+        + "\n[[source]]\nid = \"second\"\nvendor = \"nope\"\nauth = { token = \"0123456789abcdef0123456789abcdef\", tokne = \"x\" }\n";
+    let found = errors(&text);
+    let keys: Vec<&str> = found.iter().map(|e| e.key.as_str()).collect();
+    for key in [
+        "server.max_bdoy",
+        "broker.confirm_timout_ms",
+        "source[0].rate_limt",
+        "source[0].auth.hmac.tolerence_secs",
+        "source[1].auth.tokne",
+    ] {
+        let error = found
+            .iter()
+            .find(|e| e.key == key)
+            .unwrap_or_else(|| panic!("{key} not reported: {keys:?}"));
+        assert!(error.message.starts_with("unknown key"), "{error}");
+    }
+    assert!(
+        keys.contains(&"source[1].vendor"),
+        "the other problems are still listed: {keys:?}"
+    );
+    // The known keys were read: none of them is reported.
+    assert!(!keys.contains(&"server.max_body_bytes"), "{keys:?}");
 }

@@ -184,6 +184,19 @@ struct Inner {
     inflight: Mutex<HashMap<Key, Vec<oneshot::Sender<Answer>>>>,
 }
 
+/// Shows what the service was built from (the API key stays redacted), not
+/// its cache or calls in flight.
+impl std::fmt::Debug for Enricher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (api, cache_ttl, cache_capacity) = &self.inner.settings;
+        f.debug_struct("Enricher")
+            .field("api", api)
+            .field("cache_ttl", cache_ttl)
+            .field("cache_capacity", cache_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Enricher {
     /// A service for one source. Settings are not checked here (call
     /// [`NexioApi::validate`] when loading the config); invalid settings make

@@ -914,8 +914,8 @@ fn the_asyncapi_document_matches_the_schema_and_the_gateway() {
     );
     assert_eq!(api["servers"]["local"]["protocol"].as_str(), Some("amqp"));
 
-    // The header list is the one the README documents.
-    let readme = read("README.md");
+    // The header list is the one the consumers' page documents.
+    let readme = read("docs/consumers.md");
     let headers: Vec<String> = message["headers"]["properties"]
         .as_hash()
         .unwrap()
@@ -926,7 +926,7 @@ fn the_asyncapi_document_matches_the_schema_and_the_gateway() {
     for header in &headers {
         assert!(
             readme.contains(&format!("`{header}`")),
-            "{header} not in the README"
+            "{header} not in docs/consumers.md"
         );
     }
 

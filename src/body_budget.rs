@@ -93,7 +93,8 @@ impl BodyBudget {
 }
 
 /// Hands the allocator's free pages back to the OS (glibc only; elsewhere
-/// the allocator decides).
+/// the allocator decides). The crate's one `unsafe` block.
+#[allow(unsafe_code)]
 fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory; it takes no pointers.

@@ -19,7 +19,7 @@
 //! pipeline/      the request path: authenticate → map → publish (unit-tested through a fake sink)
 //! auth/          Basic, HMAC signatures, URL token, IP allowlist (constant-time)
 //! vendors/       one module per vendor behind the `Vendor` trait
-//! canonical.rs   the CloudEvents envelope, `data`, exact amounts, event ids
+//! canonical/     the CloudEvents envelope, `data`, exact amounts, event ids
 //! guard.rs       masks full card numbers before anything is published
 //! scrub.rs       error text from input without the quoted values
 //! per_address.rs open connections per client address

@@ -1,7 +1,7 @@
 //! Prometheus metrics, exposed on the admin listener at `/metrics`.
 //!
 //! One struct owns every series so that names, help texts and label sets are
-//! defined in one place (and listed in the README). Labels are bounded: the
+//! defined in one place (and listed in docs/operations.md). Labels are bounded: the
 //! source id comes from config, statuses and reasons from closed sets; no
 //! label ever holds a request value, a token or an address.
 

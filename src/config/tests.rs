@@ -81,7 +81,7 @@ fn defaults_apply_when_keys_are_left_out() {
     let settings = from_toml_with_env(&text, &env).expect("valid config");
     assert_eq!(settings.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
     assert_eq!(settings.broker.exchange, "hookgate.events");
-    // The README's documented connection deadlines.
+    // The documented connection deadlines (docs/configuration.md).
     assert_eq!(settings.server.write_timeout, Duration::from_secs(15));
     assert_eq!(settings.server.idle_timeout, Duration::from_secs(75));
 }

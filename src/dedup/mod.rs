@@ -1,128 +1,23 @@
 //! The de-duplication window: answer a vendor's retry of an accepted event
 //! with 200 without publishing it again.
 //!
-//! # Why
-//!
-//! Vendors retry whenever they are unsure we got an event: a timeout on their
-//! side, a lost response, their own restart. USAePay keeps retrying for up to
-//! 72 h, Nexio three times within two minutes, Strictly about three times.
 //! Every retry of one vendor event maps to the same canonical id
-//! ([`crate::canonical::event_id`]), so remembering the ids accepted over the
-//! last 72 h (plus a margin; the config chooses) is enough to recognise them.
-//! The window lives on disk so a restart in the middle of a vendor's retry
-//! series does not forget it.
+//! ([`crate::canonical::event_id`]); the window remembers the ids accepted over
+//! the configured hours, on disk, so a restart in the middle of a vendor's
+//! retry series does not forget them. An id is claimed ([`DedupWindow::claim`])
+//! only once its event is safe (confirmed or spooled), so a 503 never makes the
+//! vendor's retry look like a duplicate. The filter is per instance and best
+//! effort: consumers still de-duplicate on the message id.
 //!
-//! # Claim only once safe
+//! One redb file, `dedup.redb`: a time-ordered table for expiry and the cap, an
+//! id-ordered table for lookups, a format number. Claims are recorded at once
+//! in memory and committed in batches by one writer thread (`writer.rs`), so the
+//! request path never waits for an `fsync`; a crash forgets at most the last
+//! [`FLUSH_INTERVAL`] of claims, which can only cause a duplicate publish,
+//! never a lost event.
 //!
-//! An id is recorded ([`DedupWindow::claim`]) only after its event is safe:
-//! confirmed by the broker or `fsync`ed to the spool. A request that failed
-//! (503) claims nothing, so the vendor's retry is processed in full rather
-//! than mistaken for a duplicate and dropped. Two deliveries racing through
-//! the pipeline at once may both be published; the second claim is a no-op.
-//!
-//! # Best effort, per instance
-//!
-//! This filter is per instance (each gateway has its own window) and may let a
-//! duplicate through: a retry that lands on another instance, a race, a claim
-//! lost in a crash (below), an id evicted by the cap. Consumers therefore still
-//! de-duplicate on the message id. What the filter must never do is suppress
-//! an event that was not accepted; that is why claims follow safety, entries
-//! are keyed by the full 128-bit id, and [`DedupWindow::seen`] checks the
-//! entry's age itself instead of trusting that expiry has run.
-//!
-//! # On-disk format
-//!
-//! ```text
-//! {dir}/dedup.redb             one redb database, opened by one process at a time
-//!
-//! table "accepted"  [u8; 24] -> ()        time order: expiry and the cap
-//!   key    bytes 0..8    accepted_at_ms, u64 big-endian (Unix epoch milliseconds)
-//!          bytes 8..24   the id's 16 bytes: a canonical UUID (what event_id makes)
-//!                        is stored as its 16 bytes; any other string as the first
-//!                        16 bytes of SHA-256("hookgate/dedup-id/v1\0" ++ string)
-//!   value  none
-//!
-//! table "by_id"     [u8; 16] -> u64       id order: lookups
-//!   key    the id's 16 bytes (as above)
-//!   value  accepted_at_ms of the id's entry; "accepted" holds the same (time, id)
-//!
-//! table "meta"      &str -> u64
-//!   "format"       2. Any other number is refused, naming the file: a higher one
-//!                  was written by a newer hookgate; format 1 only existed before
-//!                  the first release (remove such a file to start an empty window).
-//! ```
-//!
-//! Every remembered id has one "by_id" row, and the "accepted" key with the
-//! same time. [`DedupWindow::seen`] reads "by_id": one B-tree lookup, so
-//! memory does not have to hold the ids (see Memory). Time comes first in the
-//! "accepted" key so that table is sorted oldest first: expiry deletes the
-//! keys below `(cutoff + 1) ++ 0x00 * 16` from the front and the cap deletes
-//! the first keys, both without scanning what stays, as range deletes of up
-//! to 1024 keys (read first, so memory stays bounded after a long downtime).
-//! Each deleted key takes its "by_id" row with it only if the row still holds
-//! that key's time, so a stray older key can never delete a newer entry. An
-//! id claimed again after its entry expired gets a new time: the writer replaces its row and deletes
-//! the old key; were an id ever under two keys, the older would expire
-//! without touching the row.
-//!
-//! # Durability trade-off
-//!
-//! A claim is recorded at once in a small in-memory map of unsynced claims
-//! (which [`DedupWindow::seen`] checks before the file) and queued for a single
-//! writer thread. The writer commits everything queued every
-//! [`FLUSH_INTERVAL`] (measured from the oldest queued claim) or as soon as
-//! [`MAX_BATCH`] claims are waiting, in one transaction with
-//! [`redb::Durability::Immediate`]. The request path thus never waits for an
-//! `fsync`, never reads the file to claim, and a burst of N claims costs about
-//! N / [`MAX_BATCH`] + 1 `fsync`s, not N. The writer, not the request path, looks each
-//! claimed id up in "by_id": if the file already holds a live entry (a race,
-//! or a retry claimed again), the first time is kept and nothing is written.
-//! Expiry and the cap run in the same transaction as each batch.
-//!
-//! The writer removes a batch's claims from the unsynced map only after its
-//! commit succeeded (and only where the map still holds the batch's time), so
-//! a claimed id is always visible, either in the map or in the file.
-//!
-//! The price: a crash (or power loss) forgets the claims of the last
-//! [`FLUSH_INTERVAL`] plus one commit. Forgetting a claim can only cause a
-//! duplicate publish of an event the vendor retries after our restart, which
-//! consumers de-duplicate by id; it can never lose an event, because the event
-//! itself was made safe before it was claimed. A failed commit is logged and
-//! reported by the next [`DedupWindow::claim`]; its claims are forgotten, not
-//! retried (the same consequence as a crash). While the disk stalls, at most
-//! [`MAX_BACKLOG`] claims wait; beyond that the oldest queued claims are
-//! forgotten and the writer logs how many, so a stall cannot grow memory.
-//!
-//! # Memory
-//!
-//! Memory does not grow with the number of remembered ids, whatever the
-//! traffic: the ids live in the file and the process holds only redb's page
-//! cache (`CACHE_BYTES`, 2 MiB) and the unsynced claims, at most 2 ×
-//! [`MAX_BACKLOG`] of them (the queue plus the batch being committed: about
-//! 2.5 MB at worst, a few KB normally). Lookups go through one read snapshot
-//! of "by_id" that the writer replaces after each commit, so the request path
-//! neither begins a transaction nor opens the table. Measured with
-//! `scripts/bench`'s growth phase (one gateway, 1M unique requests): RSS
-//! 30 MiB after 100k, 31 MiB after 1M; the earlier in-memory index went from
-//! 36 to 105 MiB over the same run. The price is CPU on the writer thread,
-//! about 4 µs per claim, for the random leaf writes below; with the lookups,
-//! dedup costs the gateway about 11 µs per request against none at all
-//! (`scripts/bench`'s A/B mode, see BENCHMARKS.md).
-//!
-//! The cap `max_entries` is therefore a disk budget: about 82 bytes of pages
-//! in use per id (both tables, B-tree overhead included), and since redb grows
-//! the file in doubling steps (and reuses freed pages rather than shrinking
-//! it), the file measured 142.6 MB for 1 000 000 ids (143 bytes per id) and
-//! kept that size while the cap evicted. A lookup whose leaf page is not in
-//! redb's cache is one `pread`, normally served from the OS page cache, which
-//! is not counted in the process's RSS and which the kernel reclaims under
-//! memory pressure.
-//!
-//! The cost moved to disk writes: ids are random, so each new id dirties a
-//! different leaf of "by_id" ("accepted" only grows at its end). A commit
-//! writes every dirtied page once: a full batch of [`MAX_BATCH`] claims into a
-//! large window rewrites up to about that many pages (4 KiB each), a trickle
-//! of claims a few.
+//! The on-disk format, the durability trade-off and the memory and disk figures
+//! measured are in `docs/design/dedup.md`.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -721,249 +616,6 @@ impl Shared {
     }
 }
 
-/// The single writer: waits for a batch (a full one, or the oldest claim
-/// being [`FLUSH_INTERVAL`] old) or a trim request, commits it, repeats;
-/// commits what is left and exits once the last handle is gone.
-fn writer(shared: Arc<Shared>) {
-    /// Marks the writer stopped even if it panics, so claims report it, and
-    /// lets go of the lookup snapshot, so closing the file leaves no read
-    /// transaction open.
-    struct Stopped<'a>(&'a Shared);
-    impl Drop for Stopped<'_> {
-        fn drop(&mut self) {
-            self.0.snapshot.store(None);
-            self.0.lock().stopped = true;
-        }
-    }
-    let _stopped = Stopped(&shared);
-    let mut reopen = false;
-
-    loop {
-        let (batch, trim_request, closing, dropped) = {
-            let mut index = shared.lock();
-            loop {
-                if index.closing || index.trim || index.pending.len() >= MAX_BATCH {
-                    break;
-                }
-                match index.pending_since {
-                    None => {
-                        index = shared
-                            .wake
-                            .wait(index)
-                            .unwrap_or_else(PoisonError::into_inner);
-                    }
-                    Some(since) => {
-                        let left = FLUSH_INTERVAL.saturating_sub(since.elapsed());
-                        if left.is_zero() {
-                            break;
-                        }
-                        index = shared
-                            .wake
-                            .wait_timeout(index, left)
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .0;
-                    }
-                }
-            }
-            index.pending_since = None;
-            let trim_request = std::mem::take(&mut index.trim).then_some(index.trim_requests);
-            (
-                std::mem::take(&mut index.pending),
-                trim_request,
-                index.closing,
-                std::mem::take(&mut index.dropped),
-            )
-        };
-        if dropped > 0 {
-            tracing::warn!(
-                file = %shared.path.display(),
-                dropped,
-                "De-duplication backlog full; the oldest queued claims were forgotten."
-            );
-        }
-        if !batch.is_empty() || trim_request.is_some() {
-            let written = if reopen {
-                shared.reopen().and_then(|()| {
-                    reopen = false;
-                    write_batch(&shared, &batch)
-                })
-            } else {
-                write_batch(&shared, &batch)
-            };
-            match &written {
-                Ok(_) => {
-                    if shared.health.succeeded() {
-                        tracing::info!(file = %shared.path.display(), "De-duplication commits succeed again.");
-                    }
-                }
-                Err(_) => {
-                    reopen = true;
-                    shared.health.failed();
-                }
-            }
-            let failure = match written {
-                Ok(Some(entries)) => {
-                    shared.commits.fetch_add(1, Ordering::AcqRel);
-                    shared.entries.store(entries, Ordering::Release);
-                    shared.refresh_snapshot();
-                    None
-                }
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::error!(
-                        file = %shared.path.display(),
-                        error = %e,
-                        claims = batch.len(),
-                        "De-duplication commit failed; these claims are forgotten."
-                    );
-                    Some(e.to_string())
-                }
-            };
-            {
-                // Committed (so readers find them in the file) or failed (so
-                // they are forgotten, as in a crash): no longer unsynced,
-                // unless claimed again since with another time.
-                let mut index = shared.lock();
-                for (at, id) in &batch {
-                    if index.unsynced.get(id) == Some(at) {
-                        index.unsynced.remove(id);
-                    }
-                }
-                index.failure = failure;
-            }
-            shared
-                .handled
-                .fetch_add(batch.len() as u64, Ordering::AcqRel);
-            if let Some(request) = trim_request {
-                shared.trims_done.store(request, Ordering::Release);
-            }
-        }
-        if closing {
-            return;
-        }
-    }
-}
-
-/// Writes the batch's new ids and trims the file, in one transaction;
-/// commits only if something changed. `Ok(Some(ids in the file))` when a
-/// transaction was committed.
-fn write_batch(shared: &Shared, batch: &VecDeque<(u64, Id)>) -> Result<Option<u64>, redb::Error> {
-    let db = shared.db.read().unwrap_or_else(PoisonError::into_inner);
-    let mut txn = db
-        .as_ref()
-        .ok_or(redb::Error::DatabaseClosed)?
-        .begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
-    let (changed, entries) = {
-        let mut accepted = txn.open_table(ACCEPTED)?;
-        let mut by_id = txn.open_table(BY_ID)?;
-        let mut changed = false;
-        for &(at, id) in batch {
-            let stored = by_id.get(&id)?.map(|v| v.value());
-            if let Some(first) = stored {
-                if shared.live(first, at) {
-                    // Already in the window: the first delivery's time stays.
-                    continue;
-                }
-                // Expired but not trimmed yet: replaced by the new time.
-                accepted.remove(join_key(first, &id))?;
-            }
-            by_id.insert(id, at)?;
-            accepted.insert(join_key(at, &id), ())?;
-            changed = true;
-        }
-        let now = (shared.clock)();
-        let removed = trim(
-            &mut accepted,
-            &mut by_id,
-            now,
-            shared.window_ms,
-            shared.max_entries,
-        )?;
-        (changed || removed > 0, by_id.len()?)
-    };
-    if changed {
-        txn.commit()?;
-        Ok(Some(entries))
-    } else {
-        txn.abort()?;
-        Ok(None)
-    }
-}
-
-/// Deletes the entries accepted at or before `now - window` (a key range at
-/// the front of "accepted"), then the oldest entries while "by_id" holds more
-/// than `max_entries` ids; returns how many "accepted" keys were deleted.
-fn trim(
-    accepted: &mut redb::Table<'_, Key, ()>,
-    by_id: &mut redb::Table<'_, Id, u64>,
-    now: u64,
-    window_ms: u64,
-    max_entries: u64,
-) -> Result<u64, redb::Error> {
-    let mut removed = 0;
-    if let Some(cutoff) = now.checked_sub(window_ms) {
-        // Keys are (time, id): everything below (cutoff + 1, 0…0) has time <= cutoff.
-        let first_live = join_key(cutoff.saturating_add(1), &[0; 16]);
-        loop {
-            let deleted = delete_oldest(accepted, by_id, Some(first_live), TRIM_CHUNK)?;
-            removed += deleted as u64;
-            if deleted < TRIM_CHUNK {
-                break;
-            }
-        }
-    }
-    loop {
-        let excess = by_id.len()?.saturating_sub(max_entries);
-        if excess == 0 {
-            break;
-        }
-        let limit = usize::try_from(excess)
-            .unwrap_or(usize::MAX)
-            .min(TRIM_CHUNK);
-        let deleted = delete_oldest(accepted, by_id, None, limit)?;
-        removed += deleted as u64;
-        if deleted == 0 {
-            break;
-        }
-    }
-    Ok(removed)
-}
-
-/// Deletes up to `limit` of the oldest "accepted" keys (only those below
-/// `before`, if given) with one range delete, and for each the "by_id" row if
-/// it still holds that key's time; returns how many keys were deleted.
-fn delete_oldest(
-    accepted: &mut redb::Table<'_, Key, ()>,
-    by_id: &mut redb::Table<'_, Id, u64>,
-    before: Option<Key>,
-    limit: usize,
-) -> Result<usize, redb::Error> {
-    let mut keys = Vec::with_capacity(limit.min(TRIM_CHUNK));
-    {
-        let range = match before {
-            Some(end) => accepted.range(..end)?,
-            None => accepted.iter()?,
-        };
-        for entry in range.take(limit) {
-            let (key, _) = entry?;
-            keys.push(key.value());
-        }
-    }
-    let Some(&last) = keys.last() else {
-        return Ok(0);
-    };
-    // The keys read are exactly those up to `last`: the range starts at the front.
-    accepted.retain_in(..=last, |_, ()| false)?;
-    for key in &keys {
-        let (at, id) = split_key(key);
-        if by_id.get(&id)?.map(|v| v.value()) == Some(at) {
-            by_id.remove(&id)?;
-        }
-    }
-    Ok(keys.len())
-}
-
 fn join_key(at: u64, id: &Id) -> Key {
     let mut key = [0; 24];
     key[..8].copy_from_slice(&at.to_be_bytes());
@@ -1003,6 +655,9 @@ fn parse_uuid(text: &str) -> Option<Id> {
     }
     uuid::Uuid::try_parse(text).ok().map(uuid::Uuid::into_bytes)
 }
+
+mod writer;
+use writer::{trim, writer};
 
 #[cfg(test)]
 mod tests;

@@ -20,7 +20,7 @@ use hyper::{Method, Request, Response, StatusCode};
 /// Every answer: a small, fully buffered body.
 pub(super) type HttpResponse = Response<Full<Bytes>>;
 
-/// Routes one request; see the README's status code table.
+/// Routes one request; docs/operations.md has the status code table.
 pub(super) async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,

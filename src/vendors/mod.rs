@@ -188,7 +188,7 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, MappingE
         .map_err(|e| MappingError::new(format!("body is not the expected JSON: {e}")))
 }
 
-/// Reads `YYYY-MM-DD HH:MM:SS` (no zone) as UTC; see the README on zone-less times.
+/// Reads `YYYY-MM-DD HH:MM:SS` (no zone) as UTC; see docs/consumers.md on zone-less times.
 pub(crate) fn parse_naive_utc(text: &str) -> Option<OffsetDateTime> {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     time::PrimitiveDateTime::parse(text.trim(), &format)

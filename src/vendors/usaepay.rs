@@ -25,7 +25,7 @@
 //!   words are lowercased, so `status_change` has one vocabulary;
 //! - an optional figure that cannot be read exactly is left out and named in
 //!   `data.skipped`, never a reason to publish the event as `unmapped`;
-//! - `event_triggered` has no zone: it is read as UTC (see README);
+//! - `event_triggered` has no zone: it is read as UTC (see docs/consumers.md);
 //! - no currency is ever sent: the source's `currency` (default USD) applies.
 //!
 //! Signature: `X-Signature` = lowercase hex HMAC-SHA256(key, raw body), no

@@ -1,0 +1,302 @@
+//! Building each `[[source]]`: its vendor, authentication, quota, mapping
+//! options and look-ups, each problem reported with the key it is about.
+
+use super::*;
+
+pub(super) fn build_sources(b: &mut Builder, raw: &[RawSource], default_rate: Rate) -> Sources {
+    if raw.is_empty() {
+        b.error(
+            "source",
+            "no [[source]] configured: nothing could be received",
+        );
+    }
+    let mut seen = HashSet::new();
+    let mut built = Vec::new();
+    for (i, source) in raw.iter().enumerate() {
+        let at = format!("source[{i}]");
+        let id = source.id.clone();
+        let id_ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-');
+        if !id_ok {
+            b.error(
+                format!("{at}.id"),
+                format!("`{id}` must be 1 to 64 characters of a-z, 0-9, `_` or `-`"),
+            );
+        } else if id == UNKNOWN_SOURCE {
+            b.error(
+                format!("{at}.id"),
+                "`unknown` is reserved: requests to no configured source are counted under it",
+            );
+        } else if !seen.insert(id.clone()) {
+            b.error(
+                format!("{at}.id"),
+                format!("`{id}` is used by more than one source"),
+            );
+        }
+        let vendor = match VendorKind::from_name(&source.vendor) {
+            Some(v) => Some(v),
+            None => {
+                b.error(
+                    format!("{at}.vendor"),
+                    format!(
+                        "unknown vendor `{}`; expected one of: {}",
+                        source.vendor,
+                        VendorKind::ALL.map(|v| v.name()).join(", ")
+                    ),
+                );
+                None
+            }
+        };
+        let options = build_options(b, &at, source, vendor);
+        let auth = match &source.auth {
+            Some(auth) => build_auth(b, &at, auth, vendor),
+            None => {
+                b.error(
+                    format!("{at}.auth"),
+                    "missing: every source needs at least one of basic, hmac, token, ip_allow",
+                );
+                None
+            }
+        };
+        let rate = b.rate(
+            &format!("{at}.rate_limit"),
+            source.rate_limit.as_ref(),
+            default_rate,
+        );
+        let enrichment = source
+            .enrich
+            .as_ref()
+            .and_then(|raw| build_enrichment(b, &at, raw, vendor));
+        if let (Some(vendor), Some(auth)) = (vendor, auth) {
+            built.push(Source {
+                id,
+                vendor,
+                auth,
+                options,
+                limiter: Arc::new(SourceLimiter::new(rate)),
+                enrichment,
+            });
+        }
+    }
+    Sources::from_sources(built)
+}
+
+fn build_enrichment(
+    b: &mut Builder,
+    at: &str,
+    raw: &RawEnrich,
+    vendor: Option<VendorKind>,
+) -> Option<SourceEnrichment> {
+    let at = format!("{at}.enrich");
+    if vendor.is_some_and(|v| v != VendorKind::Nexio) {
+        b.error(
+            &at,
+            "only vendor `nexio` sends thin pings that need a look-up",
+        );
+        return None;
+    }
+    let mut api = NexioApi::new(
+        b.expand_required(&format!("{at}.base_url"), &raw.base_url),
+        b.expand_required(&format!("{at}.username"), &raw.username),
+        Secret::new(b.expand_required(&format!("{at}.api_key"), &raw.api_key)),
+    );
+    api.timeout = b.duration_ms(
+        &format!("{at}.timeout_ms"),
+        raw.timeout_ms,
+        api.timeout.as_millis() as u64,
+    );
+    api.max_concurrency = b.count(
+        &format!("{at}.max_concurrency"),
+        raw.max_concurrency,
+        api.max_concurrency,
+        MAX_LOOKUP_CONCURRENCY,
+    );
+    if let Some(paths) = &raw.paths {
+        let mut set = |value: &Option<String>, key: &str, slot: &mut String| {
+            if let Some(v) = value {
+                *slot = b.expand(&format!("{at}.paths.{key}"), v);
+            }
+        };
+        set(
+            &paths.transaction,
+            "transaction",
+            &mut api.paths.transaction,
+        );
+        set(&paths.payout, "payout", &mut api.paths.payout);
+        set(&paths.spendback, "spendback", &mut api.paths.spendback);
+        set(&paths.recovery, "recovery", &mut api.paths.recovery);
+        set(&paths.onboarding, "onboarding", &mut api.paths.onboarding);
+    }
+    if let Err(problem) = api.validate() {
+        // validate() names the field first: `base_url: ...`.
+        b.error(
+            format!("{at}.{}", problem.split(':').next().unwrap_or("")),
+            problem.clone(),
+        );
+        return None;
+    }
+    let ttl = Duration::from_secs(
+        raw.cache_ttl_secs
+            .unwrap_or(crate::enrich::DEFAULT_CACHE_TTL.as_secs()),
+    );
+    let capacity = raw
+        .cache_capacity
+        .unwrap_or(crate::enrich::DEFAULT_CACHE_CAPACITY);
+    let inline_deadline = b.duration_ms(
+        &format!("{at}.inline_deadline_ms"),
+        raw.inline_deadline_ms,
+        crate::enrich::INLINE_DEADLINE.as_millis() as u64,
+    );
+    let retry_period = match raw.retry_period_secs {
+        Some(0) => {
+            b.error(format!("{at}.retry_period_secs"), "must be greater than 0");
+            crate::enrich::RETRY_PERIOD
+        }
+        Some(secs) => Duration::from_secs(secs),
+        None => crate::enrich::RETRY_PERIOD,
+    };
+    Some(SourceEnrichment {
+        enricher: Enricher::new(api, ttl, capacity),
+        inline_deadline,
+        retry_period,
+    })
+}
+
+fn build_options(
+    b: &mut Builder,
+    at: &str,
+    raw: &RawSource,
+    vendor: Option<VendorKind>,
+) -> MapOptions {
+    let mut options = MapOptions::default();
+    if let Some(unit) = &raw.amount_unit {
+        if vendor.is_some_and(|v| v != VendorKind::Strictly) {
+            b.error(
+                format!("{at}.amount_unit"),
+                "only used by vendor `strictly`",
+            );
+        }
+        match unit.as_str() {
+            "minor" => options.amount_unit = AmountUnit::Minor,
+            "major" => options.amount_unit = AmountUnit::Major,
+            other => b.error(
+                format!("{at}.amount_unit"),
+                format!("`{other}` is not `minor` or `major`"),
+            ),
+        }
+    }
+    if let Some(currency) = &raw.currency {
+        let currency = b.expand(&format!("{at}.currency"), currency);
+        if currency.len() == 3 && currency.bytes().all(|c| c.is_ascii_uppercase()) {
+            options.currency = currency;
+        } else {
+            b.error(
+                format!("{at}.currency"),
+                format!("`{currency}` is not an ISO 4217 code such as USD"),
+            );
+        }
+    }
+    if let Some(include) = raw.include_personal_data {
+        if vendor.is_some_and(|v| v != VendorKind::Stickypay) {
+            b.error(
+                format!("{at}.include_personal_data"),
+                "only used by vendor `stickypay`",
+            );
+        }
+        options.include_personal_data = include;
+    }
+    options
+}
+
+fn build_auth(
+    b: &mut Builder,
+    at: &str,
+    raw: &RawAuth,
+    vendor: Option<VendorKind>,
+) -> Option<Authenticator> {
+    let at = format!("{at}.auth");
+    let mut auth = AuthMethods::default();
+    let mut methods = 0;
+    if let Some(basic) = &raw.basic {
+        methods += 1;
+        let username = b.expand_required(&format!("{at}.basic.username"), &basic.username);
+        let password = b.expand_required(&format!("{at}.basic.password"), &basic.password);
+        if username.contains(':') {
+            b.error(format!("{at}.basic.username"), "must not contain `:`");
+        }
+        auth.basic = Some(BasicCredentials::new(&username, Secret::new(password)));
+    }
+    if let Some(hmac) = &raw.hmac {
+        methods += 1;
+        let scheme = vendor.and_then(|v| v.vendor().signature_scheme());
+        if let (Some(v), None) = (vendor, scheme) {
+            b.error(
+                format!("{at}.hmac"),
+                format!(
+                    "vendor `{}` does not sign its webhooks; use basic, token or ip_allow",
+                    v.name()
+                ),
+            );
+        }
+        if hmac.keys.is_empty() {
+            b.error(format!("{at}.hmac.keys"), "must list at least one key");
+        }
+        let keys: Vec<Secret> = hmac
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let key = format!("{at}.hmac.keys[{i}]");
+                Secret::new(b.expand_required(&key, k))
+            })
+            .collect();
+        let tolerance = Duration::from_secs(hmac.tolerance_secs.unwrap_or(RawHmac::TOLERANCE_SECS));
+        if let Some(scheme) = scheme {
+            auth.hmac = Some(HmacVerifier::new(scheme, keys, tolerance));
+        }
+    }
+    if let Some(token) = &raw.token {
+        methods += 1;
+        let before = b.errors.len();
+        let token = b.expand(&format!("{at}.token"), token);
+        if b.errors.len() == before && token.len() < 16
+            || !token
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
+            b.error(
+                format!("{at}.token"),
+                "must be at least 16 characters of A-Z, a-z, 0-9, `-` or `_` (generate one with `openssl rand -hex 24`)",
+            );
+        }
+        auth.token = Some(Secret::new(token));
+    }
+    if let Some(list) = &raw.ip_allow {
+        methods += 1;
+        if list.is_empty() {
+            b.error(
+                format!("{at}.ip_allow"),
+                "must list at least one address or CIDR",
+            );
+        }
+        let nets = list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| b.cidr(&format!("{at}.ip_allow[{i}]"), n))
+            .collect();
+        auth.ip_allow = Some(IpAllowList::new(nets));
+    }
+    match Authenticator::new(auth) {
+        Ok(auth) => Some(auth),
+        // An hmac table for a vendor that does not sign leaves no method
+        // built; that is reported above with its key.
+        Err(_) if methods > 0 => None,
+        Err(no_method) => {
+            b.error(at, format!("{no_method}"));
+            None
+        }
+    }
+}

@@ -45,12 +45,10 @@ pub async fn run(
         }
         let batch = match spool.oldest_async(BATCH).await {
             Ok(batch) => batch,
-            Err(SpoolError::Corrupt(reason)) => {
+            Err(error @ SpoolError::CorruptEntry { seq, .. }) => {
                 // Cannot be published as it was; keeping it would block every later event.
-                tracing::error!(spool = %spool.dir().display(), reason = %reason, "Spool entry unreadable; it is skipped and lost.");
-                if let Some(seq) = corrupt_seq(&reason) {
-                    let _ = spool.remove(seq).await;
-                }
+                tracing::error!(error = %error, "Spool entry unreadable; it is skipped and lost.");
+                let _ = spool.remove(seq).await;
                 continue;
             }
             Err(error) => {
@@ -116,16 +114,6 @@ async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, wait: Duration) {
         _ = tokio::time::sleep(wait) => {}
         _ = stop.changed() => {}
     }
-}
-
-/// The sequence number named in a `Corrupt` message (`entry {seq}`).
-fn corrupt_seq(reason: &str) -> Option<u64> {
-    let at = reason.find("entry ")? + "entry ".len();
-    reason[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// Finishes deferred look-ups until `stop` flips.
@@ -287,16 +275,4 @@ fn with_enrichment(
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn corrupt_messages_name_their_entry() {
-        assert_eq!(
-            super::corrupt_seq("spool /x: entry 42 is damaged"),
-            Some(42)
-        );
-        assert_eq!(super::corrupt_seq("no number here"), None);
-    }
 }

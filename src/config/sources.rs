@@ -131,11 +131,7 @@ fn build_enrichment(
         set(&paths.onboarding, "onboarding", &mut api.paths.onboarding);
     }
     if let Err(problem) = api.validate() {
-        // validate() names the field first: `base_url: ...`.
-        b.error(
-            format!("{at}.{}", problem.split(':').next().unwrap_or("")),
-            problem.clone(),
-        );
+        b.error(format!("{at}.{}", problem.field), problem.message);
         return None;
     }
     let ttl = Duration::from_secs(

@@ -94,38 +94,60 @@ impl NexioApi {
 
     /// Checks what can be checked before the first call, so that config
     /// loading can name the bad key instead of every look-up failing later.
-    /// Each message starts with the field it is about.
-    pub fn validate(&self) -> Result<(), String> {
-        Target::parse(&self.base_url)?;
+    pub fn validate(&self) -> Result<(), SettingError> {
+        let bad = |field: &str, message: String| {
+            Err(SettingError {
+                field: field.to_owned(),
+                message,
+            })
+        };
+        if let Err(message) = Target::parse(&self.base_url) {
+            return bad("base_url", message);
+        }
         if self.username.is_empty() || self.username.contains(':') {
-            return Err("username: must be non-empty and must not contain `:` (HTTP Basic)".into());
+            return bad(
+                "username",
+                "must be non-empty and must not contain `:` (HTTP Basic)".into(),
+            );
         }
         if self.api_key.expose().is_empty() {
-            return Err("api_key: must not be empty".into());
+            return bad("api_key", "must not be empty".into());
         }
         for kind in LookupKind::ALL {
             let template = self.paths.template(kind);
+            let field = format!("paths.{}", kind.config_key());
             if !template.starts_with('/') || !template.contains("{id}") {
-                return Err(format!(
-                    "paths.{}: `{template}` must start with `/` and contain `{{id}}`",
-                    kind.config_key()
-                ));
+                return bad(
+                    &field,
+                    format!("`{template}` must start with `/` and contain `{{id}}`"),
+                );
             }
             if template.contains(['?', '#', ' ']) {
-                return Err(format!(
-                    "paths.{}: `{template}` must be a plain path (no `?`, `#` or spaces)",
-                    kind.config_key()
-                ));
+                return bad(
+                    &field,
+                    format!("`{template}` must be a plain path (no `?`, `#` or spaces)"),
+                );
             }
         }
         if self.timeout.is_zero() {
-            return Err("timeout: must be greater than zero".into());
+            return bad("timeout", "must be greater than zero".into());
         }
         if self.max_concurrency == 0 {
-            return Err("max_concurrency: must be at least 1".into());
+            return bad("max_concurrency", "must be at least 1".into());
         }
         Ok(())
     }
+}
+
+/// A look-up setting that cannot work, with the setting it is about, so the
+/// config loader can name the key without parsing a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SettingError {
+    /// The setting, as named under `[source.enrich]` (`base_url`, `paths.payout`).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
 }
 
 /// Path templates (with `{id}`) of the by-id look-ups, one per kind.
@@ -192,26 +214,24 @@ impl Target {
     fn parse(base_url: &str) -> Result<Self, String> {
         let uri: Uri = base_url
             .parse()
-            .map_err(|e| format!("base_url: `{base_url}` is not a URL ({e})"))?;
+            .map_err(|e| format!("`{base_url}` is not a URL ({e})"))?;
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
             _ => {
                 return Err(format!(
-                "base_url: `{base_url}` must start with https:// (or http:// for a trusted proxy)"
-            ))
+                    "`{base_url}` must start with https:// (or http:// for a trusted proxy)"
+                ))
             }
         };
         let authority = uri
             .authority()
-            .ok_or_else(|| format!("base_url: `{base_url}` has no host"))?;
+            .ok_or_else(|| format!("`{base_url}` has no host"))?;
         if authority.as_str().contains('@') {
-            return Err(
-                "base_url: must not carry credentials; use username and api_key".to_owned(),
-            );
+            return Err("must not carry credentials; use username and api_key".to_owned());
         }
         if uri.query().is_some() {
-            return Err(format!("base_url: `{base_url}` must not have a query"));
+            return Err(format!("`{base_url}` must not have a query"));
         }
         let host = authority
             .host()
@@ -219,7 +239,7 @@ impl Target {
             .trim_end_matches(']')
             .to_owned();
         if host.is_empty() {
-            return Err(format!("base_url: `{base_url}` has no host"));
+            return Err(format!("`{base_url}` has no host"));
         }
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         Ok(Self {
@@ -253,7 +273,10 @@ impl HttpClient {
 
     /// A client trusting `roots` only (tests use a self-signed CA).
     pub(crate) fn with_roots(api: &NexioApi, roots: RootCertStore) -> Self {
-        let target = api.validate().and_then(|()| Target::parse(&api.base_url));
+        let target = api
+            .validate()
+            .map_err(|e| e.to_string())
+            .and_then(|()| Target::parse(&api.base_url));
         let credentials = format!("{}:{}", api.username, api.api_key.expose());
         let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
         let mut authorization = HeaderValue::from_str(&format!("Basic {encoded}"))
@@ -463,7 +486,7 @@ mod tests {
             "",
         ] {
             let error = api(bad).validate().unwrap_err();
-            assert!(error.starts_with("base_url:"), "{bad}: {error}");
+            assert_eq!(error.field, "base_url", "{bad}: {error}");
         }
         let t = Target::parse("http://[::1]:9/nexio/").unwrap();
         assert_eq!(
@@ -478,15 +501,15 @@ mod tests {
     fn other_settings_are_checked_and_named() {
         let mut a = api(SANDBOX_BASE_URL);
         a.username = "a:b".into();
-        assert!(a.validate().unwrap_err().starts_with("username:"));
+        assert_eq!(a.validate().unwrap_err().field, "username");
         let mut a = api(SANDBOX_BASE_URL);
         a.paths.onboarding = "/partner/v3/onboarding".into();
-        assert!(a.validate().unwrap_err().starts_with("paths.onboarding:"));
+        assert_eq!(a.validate().unwrap_err().field, "paths.onboarding");
         let mut a = api(SANDBOX_BASE_URL);
         a.max_concurrency = 0;
-        assert!(a.validate().unwrap_err().starts_with("max_concurrency:"));
+        assert_eq!(a.validate().unwrap_err().field, "max_concurrency");
         let a = NexioApi::new(SANDBOX_BASE_URL, "u", Secret::new(""));
-        assert!(a.validate().unwrap_err().starts_with("api_key:"));
+        assert_eq!(a.validate().unwrap_err().field, "api_key");
     }
 
     #[test]

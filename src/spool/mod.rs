@@ -73,10 +73,21 @@ pub enum SpoolError {
     /// The disk or database failed; the message names the spool directory.
     #[error("{0}")]
     Io(String),
-    /// Stored data cannot be decoded (written by a newer hookgate, or damaged);
-    /// the message names the spool directory and, for an entry, its sequence number.
+    /// The file cannot be read as a spool (written by a newer hookgate, or
+    /// damaged); the message names the spool directory.
     #[error("{0}")]
     Corrupt(String),
+    /// One stored entry cannot be decoded; the others can. Its sequence
+    /// number is kept so the drain can skip it rather than stall behind it.
+    #[error("spool {dir}: entry {seq}: {why}")]
+    CorruptEntry {
+        /// The spool directory, for the message.
+        dir: String,
+        /// The entry's sequence number: the handle for [`Spool::remove`].
+        seq: u64,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 /// One stored event as the drain task sees it.
@@ -266,8 +277,10 @@ impl Spool {
         for entry in table.iter().map_err(|e| self.io(&e))?.take(limit) {
             let (key, value) = entry.map_err(|e| self.io(&e))?;
             let seq = key.value();
-            let event = decode(seq, value.value()).map_err(|why| {
-                SpoolError::Corrupt(format!("spool {}: entry {seq}: {why}", state.dir.display()))
+            let event = decode(seq, value.value()).map_err(|why| SpoolError::CorruptEntry {
+                dir: state.dir.display().to_string(),
+                seq,
+                why,
             })?;
             out.push(event);
         }

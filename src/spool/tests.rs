@@ -290,7 +290,10 @@ async fn corrupt_entry_is_reported_with_dir_and_seq() {
     assert_eq!(spool.stats().events, 2);
     assert_eq!(spool.oldest(1).unwrap().len(), 1);
     let err = spool.oldest(2).unwrap_err();
-    assert!(matches!(err, SpoolError::Corrupt(_)));
+    assert!(
+        matches!(err, SpoolError::CorruptEntry { seq: 1000, .. }),
+        "{err}"
+    );
     let message = err.to_string();
     assert!(
         message.contains(&dir.path().display().to_string()),

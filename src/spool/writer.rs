@@ -207,10 +207,11 @@ impl Writer {
                                     table.insert(*seq, value.as_slice())?;
                                     Ok(*seq)
                                 }
-                                Err(why) => Err(SpoolError::Corrupt(format!(
-                                    "spool {}: entry {seq}: {why}",
-                                    self.state.dir.display()
-                                ))),
+                                Err(why) => Err(SpoolError::CorruptEntry {
+                                    dir: self.state.dir.display().to_string(),
+                                    seq: *seq,
+                                    why,
+                                }),
                             },
                         }
                     }

@@ -63,6 +63,24 @@ pub fn sign(
     if let Some(hmac) = &source.auth.methods().hmac {
         headers.push((hmac.scheme().header().to_owned(), hmac.sign(0, None, body)));
     }
+    if let Some(standard) = &source.auth.methods().standard_webhooks {
+        // A new message id each time, as a sender gives each new message;
+        // send the printed request twice and the second is a retry.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut seed = body.to_vec();
+        seed.extend_from_slice(&now.as_nanos().to_be_bytes());
+        let id = format!(
+            "msg_{}",
+            &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&seed))[..24]
+        );
+        let timestamp = now.as_secs();
+        let signature = standard.sign(0, &id, timestamp, body);
+        headers.push(("webhook-id".to_owned(), id));
+        headers.push(("webhook-timestamp".to_owned(), timestamp.to_string()));
+        headers.push(("webhook-signature".to_owned(), signature));
+    }
     for (name, value) in &headers {
         let _ = writeln!(out, "{name}: {value}");
     }

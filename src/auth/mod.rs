@@ -2,7 +2,9 @@
 //!
 //! A source lists one or more methods in `[source.auth]`; **every** listed
 //! method must pass. The order is cheapest first (IP, token, Basic, HMAC) so
-//! a flood of forged requests costs as little CPU as possible. Vendors do not
+//! a flood of forged requests costs as little CPU as possible. Besides the
+//! vendors' own schemes, any source may use Standard Webhooks signatures
+//! (`standard_webhooks.rs`), what every sender built on Svix sends. Vendors do not
 //! run their own checks: a vendor module only says *where* its signature lives
 //! ([`SignatureScheme`]); the comparison itself is here, once.
 //!
@@ -13,6 +15,7 @@
 mod basic;
 mod ip;
 mod signature;
+mod standard_webhooks;
 
 use std::net::IpAddr;
 use std::time::SystemTime;
@@ -25,6 +28,7 @@ use subtle::ConstantTimeEq;
 pub use basic::BasicCredentials;
 pub use ip::{client_ip, IpAllowList};
 pub use signature::{HmacVerifier, SignatureScheme};
+pub use standard_webhooks::{KeyError, StandardWebhooks, SECRET_PREFIX};
 
 use crate::secret::Secret;
 
@@ -37,6 +41,8 @@ pub struct AuthMethods {
     pub basic: Option<BasicCredentials>,
     /// Signature keys and the vendor's scheme.
     pub hmac: Option<HmacVerifier>,
+    /// Standard Webhooks signature keys (any vendor).
+    pub standard_webhooks: Option<StandardWebhooks>,
     /// Secret URL segment.
     pub token: Option<Secret>,
     /// Allowed client networks.
@@ -51,7 +57,9 @@ pub struct Authenticator {
 
 /// An [`AuthMethods`] with no method at all would accept every request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("no authentication method: set at least one of basic, hmac, token, ip_allow")]
+#[error(
+    "no authentication method: set at least one of basic, hmac, standard_webhooks, token, ip_allow"
+)]
 pub struct NoAuthMethod;
 
 /// What a request presents for authentication.
@@ -131,6 +139,24 @@ pub enum AuthError {
     /// The client address is not in the allowlist.
     #[error("client address not allowed")]
     IpNotAllowed,
+    /// A Standard Webhooks header (`webhook-id`, `-timestamp`, `-signature`) is absent.
+    #[error("missing Standard Webhooks headers")]
+    WebhookHeadersMissing,
+    /// A Standard Webhooks header could not be read.
+    #[error("malformed Standard Webhooks header")]
+    WebhookMalformed,
+    /// The `webhook-id` contains `.`, which would make the signed content ambiguous.
+    #[error("webhook-id must not contain `.`")]
+    WebhookIdInvalid,
+    /// `webhook-timestamp` is further from now than the tolerance, either way.
+    #[error("webhook-timestamp outside the tolerance")]
+    WebhookTimestampOutsideTolerance,
+    /// No `v1` entry matches any configured key.
+    #[error("Standard Webhooks signature does not match")]
+    WebhookMismatch,
+    /// Only asymmetric `v1a` signatures were sent.
+    #[error("asymmetric v1a signatures are not supported; configure a symmetric whsec_ key")]
+    WebhookAsymmetricUnsupported,
 }
 
 impl AuthError {
@@ -146,6 +172,12 @@ impl AuthError {
             Self::TokenMissing => "token_missing",
             Self::TokenMismatch => "token_mismatch",
             Self::IpNotAllowed => "ip_not_allowed",
+            Self::WebhookHeadersMissing => "webhook_headers_missing",
+            Self::WebhookMalformed => "webhook_malformed",
+            Self::WebhookIdInvalid => "webhook_id_invalid",
+            Self::WebhookTimestampOutsideTolerance => "webhook_timestamp_outside_tolerance",
+            Self::WebhookMismatch => "webhook_signature_mismatch",
+            Self::WebhookAsymmetricUnsupported => "webhook_v1a_unsupported",
         }
     }
 
@@ -180,6 +212,7 @@ impl Authenticator {
         let AuthMethods {
             basic,
             hmac,
+            standard_webhooks,
             token,
             ip_allow,
         } = &self.methods;
@@ -200,6 +233,9 @@ impl Authenticator {
         if let Some(hmac) = hmac {
             hmac.header_value(presented.headers)?;
         }
+        if let Some(standard) = standard_webhooks {
+            standard.headers(presented.headers)?;
+        }
         Ok(())
     }
 
@@ -208,6 +244,9 @@ impl Authenticator {
         self.check_head(presented)?;
         if let Some(hmac) = &self.methods.hmac {
             hmac.verify(presented.headers, &body, presented.now)?;
+        }
+        if let Some(standard) = &self.methods.standard_webhooks {
+            standard.verify(presented.headers, &body, presented.now)?;
         }
         Ok(Verified { body })
     }
@@ -221,6 +260,7 @@ impl Authenticator {
             + usize::from(m.token.is_some())
             + usize::from(m.basic.is_some())
             + usize::from(m.hmac.is_some())
+            + usize::from(m.standard_webhooks.is_some())
     }
 
     /// Whether the source is reached through `/webhooks/{id}/{token}`.

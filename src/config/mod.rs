@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::auth::{AuthMethods, Authenticator, BasicCredentials, HmacVerifier, IpAllowList};
+use crate::auth::{
+    AuthMethods, Authenticator, BasicCredentials, HmacVerifier, IpAllowList, StandardWebhooks,
+};
 use crate::enrich::{Enricher, NexioApi};
 use crate::ratelimit::{Rate, SourceLimiter};
 use crate::secret::Secret;

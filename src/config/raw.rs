@@ -239,6 +239,8 @@ pub struct RawAuth {
     pub basic: Option<RawBasic>,
     /// HMAC-SHA256 signature keys.
     pub hmac: Option<RawHmac>,
+    /// Standard Webhooks (Svix) signature keys; any vendor may use them.
+    pub standard_webhooks: Option<RawStandardWebhooks>,
     /// Secret last path segment: `/webhooks/{source_id}/{token}`.
     pub token: Option<String>,
     /// Client addresses allowed, as CIDRs or plain addresses.
@@ -260,6 +262,15 @@ pub struct RawHmac {
     /// Accepted keys; more than one during a rotation.
     pub keys: Vec<String>,
     /// For signatures that carry a timestamp: how far it may be from now.
+    pub tolerance_secs: Option<u64>,
+}
+
+/// `standard_webhooks = { keys = [..] }`
+#[derive(Debug, Deserialize)]
+pub struct RawStandardWebhooks {
+    /// Accepted secrets, `whsec_` and base64; more than one during a rotation.
+    pub keys: Vec<String>,
+    /// How far `webhook-timestamp` may be from now, either way; as `hmac`'s.
     pub tolerance_secs: Option<u64>,
 }
 

@@ -56,7 +56,7 @@ pub(super) fn build_sources(b: &mut Builder, raw: &[RawSource], default_rate: Ra
             None => {
                 b.error(
                     format!("{at}.auth"),
-                    "missing: every source needs at least one of basic, hmac, token, ip_allow",
+                    "missing: every source needs at least one of basic, hmac, standard_webhooks, token, ip_allow",
                 );
                 None
             }
@@ -252,6 +252,35 @@ fn build_auth(
         let tolerance = Duration::from_secs(hmac.tolerance_secs.unwrap_or(RawHmac::TOLERANCE_SECS));
         if let Some(scheme) = scheme {
             auth.hmac = Some(HmacVerifier::new(scheme, keys, tolerance));
+        }
+    }
+    if let Some(standard) = &raw.standard_webhooks {
+        methods += 1;
+        let at = format!("{at}.standard_webhooks");
+        if standard.keys.is_empty() {
+            b.error(
+                format!("{at}.keys"),
+                "must list at least one key (whsec_...)",
+            );
+        }
+        let keys: Vec<Secret> = standard
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Secret::new(b.expand_required(&format!("{at}.keys[{i}]"), k)))
+            .collect();
+        let tolerance = match standard.tolerance_secs {
+            Some(0) => {
+                b.error(format!("{at}.tolerance_secs"), "must be greater than 0");
+                RawHmac::TOLERANCE_SECS
+            }
+            Some(secs) => secs,
+            None => RawHmac::TOLERANCE_SECS,
+        };
+        match StandardWebhooks::new(&keys, Duration::from_secs(tolerance)) {
+            Ok(verifier) if !keys.is_empty() => auth.standard_webhooks = Some(verifier),
+            Ok(_) => {}
+            Err((i, problem)) => b.error(format!("{at}.keys[{i}]"), problem.to_string()),
         }
     }
     if let Some(token) = &raw.token {

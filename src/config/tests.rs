@@ -439,3 +439,40 @@ fn every_unknown_key_is_reported_with_its_path_beside_other_problems() {
     // The known keys were read: none of them is reported.
     assert!(!keys.contains(&"server.max_body_bytes"), "{keys:?}");
 }
+
+#[test]
+fn standard_webhooks_keys_are_checked_and_any_vendor_may_use_them() {
+    let source = |auth: &str| {
+        format!(
+            "{GOOD}\n[[source]]\nid = \"sticky-svix\"\nvendor = \"stickypay\"\nauth = {{ {auth} }}\n"
+        )
+    };
+    let ok = source(r#"standard_webhooks = { keys = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"] }"#);
+    let settings = from_toml_with_env(&ok, &env).unwrap();
+    let sticky = settings.sources.get("sticky-svix").unwrap();
+    assert!(sticky.auth.methods().standard_webhooks.is_some());
+    assert_eq!(
+        keys(&source(
+            r#"standard_webhooks = { keys = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_not*base64"] }"#
+        )),
+        ["source[1].auth.standard_webhooks.keys[1]"]
+    );
+    assert_eq!(
+        keys(&source(r#"standard_webhooks = { keys = [] }"#)),
+        ["source[1].auth.standard_webhooks.keys"]
+    );
+    assert_eq!(
+        keys(&source(
+            r#"standard_webhooks = { keys = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"], tolerance_secs = 0 }"#
+        )),
+        ["source[1].auth.standard_webhooks.tolerance_secs"]
+    );
+    let errors = errors(&source(
+        r#"standard_webhooks = { keys = ["whsec_c2hvcnQ="] }"#,
+    ));
+    assert!(errors[0].message.contains("24 to 64"), "{}", errors[0]);
+    assert!(
+        !errors[0].to_string().contains("c2hvcnQ"),
+        "the key is not echoed"
+    );
+}

@@ -521,3 +521,53 @@ fn completions_cover_every_subcommand() {
         );
     }
 }
+
+#[test]
+fn sign_prints_standard_webhooks_headers_that_verify() {
+    let key = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let cfg = write_config(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:8443"
+[broker]
+url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+[[source]]
+id = "sticky-svix"
+vendor = "stickypay"
+auth = {{ standard_webhooks = {{ keys = ["{key}"] }} }}
+"#
+    ));
+    let body = write_config(r#"{"v2":{"event":{"type":"SESSION_READ","id":"e-1"}}}"#);
+    let out = hookgate()
+        .args(["sign", "--source", "sticky-svix", "--config"])
+        .arg(cfg.path())
+        .arg("--body")
+        .arg(body.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut headers = hyper::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("{name} not printed: {text}"));
+        headers.insert(name, value.parse().unwrap());
+        assert!(text.contains(&format!("-H '{name}: {value}'")), "{text}");
+    }
+    let verifier = hookgate::auth::StandardWebhooks::new(
+        &[hookgate::secret::Secret::new(key)],
+        std::time::Duration::from_secs(300),
+    )
+    .unwrap();
+    let sent = std::fs::read(body.path()).unwrap();
+    assert_eq!(
+        verifier.verify(&headers, &sent, std::time::SystemTime::now()),
+        Ok(())
+    );
+}

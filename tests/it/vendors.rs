@@ -554,3 +554,112 @@ async fn no_secret_card_number_or_forged_line_reaches_the_log() {
         );
     }
 }
+
+/// A Standard Webhooks secret (the reference libraries' test key).
+const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_vendor_may_take_standard_webhooks_signatures_and_forgeries_are_counted_apart() {
+    let config = format!(
+        r#"
+[[source]]
+id = "sticky-svix"
+vendor = "stickypay"
+auth = {{ standard_webhooks = {{ keys = ["whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldCBrZXkhIQ==", "{WHSEC}"] }} }}
+"#
+    );
+    let gw = TestGateway::start(&config).await;
+    let broker = Broker::connect().await;
+    let queue = broker.bind_queue(&gw.exchange, "sticky-svix.#").await;
+    let client = gw.client();
+    let verifier = hookgate::auth::StandardWebhooks::new(
+        &[hookgate::secret::Secret::new(WHSEC)],
+        Duration::from_secs(300),
+    )
+    .unwrap();
+    let body = fixture(VendorKind::Stickypay, "seed-session-cart-pay.json");
+    let now = unix_now();
+    let post = |prefix: &'static str, id: &'static str, at: u64, body: Vec<u8>, signed: Vec<u8>| {
+        let signature = verifier.sign(0, id, at, &signed);
+        let client = &client;
+        async move {
+            let (id_h, ts_h, sig_h) = (
+                format!("{prefix}-id"),
+                format!("{prefix}-timestamp"),
+                format!("{prefix}-signature"),
+            );
+            let at = at.to_string();
+            let headers = [
+                (id_h.as_str(), id),
+                (ts_h.as_str(), at.as_str()),
+                (sig_h.as_str(), signature.as_str()),
+            ];
+            client
+                .try_post("/webhooks/sticky-svix", &headers, body)
+                .await
+                .unwrap()
+                .0
+        }
+    };
+    // Signed under the second key, with the spec's headers and with Svix's.
+    assert_eq!(
+        post("webhook", "msg_1", now, body.clone(), body.clone()).await,
+        200
+    );
+    let refund = fixture(VendorKind::Stickypay, "zapier-refund-second-partial.json");
+    assert_eq!(
+        post("svix", "msg_2", now, refund.clone(), refund).await,
+        200
+    );
+    let published = broker.drain(&queue).await;
+    let keys: Vec<&str> = published.iter().map(|m| m.routing_key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "sticky-svix.payment.succeeded",
+            "sticky-svix.refund.succeeded"
+        ]
+    );
+
+    // Forgeries and replays: refused, nothing published, each reason counted.
+    let mut tampered = body.clone();
+    tampered.extend_from_slice(b" ");
+    assert_eq!(
+        post("webhook", "msg_3", now, tampered, body.clone()).await,
+        401
+    );
+    assert_eq!(
+        post("webhook", "msg_4", now - 301, body.clone(), body.clone()).await,
+        401
+    );
+    assert_eq!(
+        post("webhook", "msg.5", now, body.clone(), body.clone()).await,
+        401
+    );
+    let unsigned = client
+        .try_post("/webhooks/sticky-svix", &[], body.clone())
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(unsigned, 401);
+    assert!(
+        broker.drain(&queue).await.is_empty(),
+        "nothing refused is published"
+    );
+    for reason in [
+        "webhook_signature_mismatch",
+        "webhook_timestamp_outside_tolerance",
+        "webhook_id_invalid",
+        "webhook_headers_missing",
+    ] {
+        assert_eq!(
+            gw.metric(&format!(
+                "hookgate_auth_failures_total{{source=\"sticky-svix\",reason=\"{reason}\"}}"
+            ))
+            .await,
+            1.0,
+            "{reason}"
+        );
+    }
+    gw.stop().await;
+}

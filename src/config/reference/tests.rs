@@ -116,10 +116,11 @@ fn setting_every_key_to_its_documented_default_changes_nothing() {
             let mut source = base_sources(*v);
             source.extend(defaults.iter().filter_map(|k| {
                 let key = k.key.strip_prefix("source.")?;
-                // hmac is refused for vendors that cannot sign; its
-                // default is checked through a vendor that can, below.
-                let applies =
-                    k.vendor.is_none_or(|only| only == *v) && !key.starts_with("auth.hmac");
+                // A tolerance needs its method's keys; both are checked
+                // below, on a source that can sign.
+                let signature_key =
+                    key.starts_with("auth.hmac") || key.starts_with("auth.standard_webhooks");
+                let applies = k.vendor.is_none_or(|only| only == *v) && !signature_key;
                 applies.then(|| (key, k.value().unwrap()))
             }));
             source
@@ -140,31 +141,45 @@ fn setting_every_key_to_its_documented_default_changes_nothing() {
     let b = load(&document(&explicit_root, &explicit));
     assert_eq!(a, b, "a documented default is not the loader's default");
 
-    let signed = |extra: Option<(&'static str, String)>| {
-        let mut source = vec![
-            ("id", "\"usaepay-src\"".to_owned()),
-            ("vendor", "\"usaepay\"".to_owned()),
-            ("auth.hmac.keys", "[\"signature-key\"]".to_owned()),
-        ];
-        source.extend(extra);
-        load(&document(&base_root, &[source]))
-    };
-    let tolerance = defaults
-        .iter()
-        .find(|k| k.key == "source.auth.hmac.tolerance_secs")
-        .unwrap();
-    assert_eq!(
-        signed(None),
-        signed(Some((
-            "auth.hmac.tolerance_secs",
-            tolerance.value().unwrap()
-        )))
-    );
-    // The comparison has teeth: a value other than the default shows.
-    assert_ne!(
-        signed(None),
-        signed(Some(("auth.hmac.tolerance_secs", "301".to_owned())))
-    );
+    // The signature methods' tolerances, each on a source that can use it.
+    for (method, keys) in [
+        ("hmac", "[\"signature-key\"]"),
+        (
+            "standard_webhooks",
+            "[\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]",
+        ),
+    ] {
+        let signed = |tolerance: Option<String>| {
+            let mut source = vec![
+                ("id", "\"usaepay-src\"".to_owned()),
+                ("vendor", "\"usaepay\"".to_owned()),
+                (
+                    if method == "hmac" {
+                        "auth.hmac.keys"
+                    } else {
+                        "auth.standard_webhooks.keys"
+                    },
+                    keys.to_owned(),
+                ),
+            ];
+            if let Some(t) = tolerance {
+                let key = if method == "hmac" {
+                    "auth.hmac.tolerance_secs"
+                } else {
+                    "auth.standard_webhooks.tolerance_secs"
+                };
+                source.push((key, t));
+            }
+            load(&document(&base_root, &[source]))
+        };
+        let documented = defaults
+            .iter()
+            .find(|k| k.key == format!("source.auth.{method}.tolerance_secs"))
+            .unwrap_or_else(|| panic!("{method}.tolerance_secs is documented"));
+        assert_eq!(signed(None), signed(documented.value()), "{method}");
+        // The comparison has teeth: a value other than the default shows.
+        assert_ne!(signed(None), signed(Some("301".to_owned())), "{method}");
+    }
 }
 
 /// Dotted keys of a parsed TOML document, stopping at documented keys (an

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hookgate::auth::{AuthError, HmacVerifier, SignatureScheme, Verified};
+use hookgate::auth::{AuthError, HmacVerifier, SignatureScheme, StandardWebhooks, Verified};
 use hookgate::secret::Secret;
 use hookgate::vendors::{AmountUnit, MapOptions, VendorKind};
 use hyper::header::{HeaderMap, HeaderValue};
@@ -433,6 +433,66 @@ proptest! {
             nexio(&other_refs).verify(&h, &body, now),
             Err(AuthError::SignatureMismatch)
         );
+    }
+
+    #[test]
+    fn a_standard_webhooks_signature_fails_with_any_other_key_or_changed_byte(
+        k in prop::collection::vec(any::<u8>(), 24..64),
+        other in prop::collection::vec(any::<u8>(), 24..64),
+        id in "msg_[A-Za-z0-9_-]{1,40}",
+        body in prop::collection::vec(any::<u8>(), 0..512),
+        skew in -299i64..299,
+        flip in any::<prop::sample::Index>(),
+        bit in 0u8..8,
+        part in 0usize..3,
+    ) {
+        prop_assume!(k != other);
+        let engine = base64::engine::general_purpose::STANDARD;
+        let secret = |bytes: &[u8]| Secret::new(format!("whsec_{}", base64::Engine::encode(&engine, bytes)));
+        let verifier = |keys: &[&[u8]]| {
+            let keys: Vec<Secret> = keys.iter().map(|k| secret(k)).collect();
+            StandardWebhooks::new(&keys, Duration::from_secs(300)).unwrap()
+        };
+        let now_secs = 1_700_000_000u64;
+        let now = UNIX_EPOCH + Duration::from_secs(now_secs);
+        let t = now_secs.checked_add_signed(skew).unwrap();
+        let signature = verifier(&[&k]).sign(0, &id, t, &body);
+        let headers = |id: &str, t: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("webhook-id", HeaderValue::from_str(id).unwrap());
+            h.insert("webhook-timestamp", HeaderValue::from_str(t).unwrap());
+            h.insert("webhook-signature", HeaderValue::from_str(&signature).unwrap());
+            h
+        };
+        let good = headers(&id, &t.to_string());
+        prop_assert_eq!(verifier(&[&k]).verify(&good, &body, now), Ok(()));
+        prop_assert_eq!(verifier(&[&other, &k]).verify(&good, &body, now), Ok(()));
+        prop_assert_eq!(
+            verifier(&[&other]).verify(&good, &body, now),
+            Err(AuthError::WebhookMismatch)
+        );
+        // One changed bit of the id, the timestamp or the body.
+        let refused = match part {
+            0 if !body.is_empty() => {
+                let mut changed = body.clone();
+                changed[flip.index(body.len())] ^= 1 << bit;
+                verifier(&[&k]).verify(&good, &changed, now)
+            }
+            1 => {
+                // Another id of the same shape (a changed character).
+                let at = 4 + flip.index(id.len() - 4);
+                let mut changed = id.clone().into_bytes();
+                changed[at] = if changed[at] == b'a' { b'b' } else { b'a' };
+                let changed = String::from_utf8(changed).unwrap();
+                prop_assume!(changed != id);
+                verifier(&[&k]).verify(&headers(&changed, &t.to_string()), &body, now)
+            }
+            _ => {
+                let changed = (t + 1 + u64::from(bit)).to_string();
+                verifier(&[&k]).verify(&headers(&id, &changed), &body, now)
+            }
+        };
+        prop_assert!(refused.is_err());
     }
 
     #[test]

@@ -269,6 +269,15 @@ impl Authenticator {
     }
 }
 
+/// How far `at` is from `now`, in either direction: signed timestamps are
+/// refused as far in the future as in the past.
+fn clock_distance(now: SystemTime, at: SystemTime) -> std::time::Duration {
+    match now.duration_since(at) {
+        Ok(age) => age,
+        Err(ahead) => ahead.duration(),
+    }
+}
+
 /// Compares two secrets in time independent of where they differ and of
 /// their lengths: both sides are hashed to 32 bytes first, then compared
 /// with `subtle`.

@@ -113,10 +113,7 @@ impl HmacVerifier {
             SignatureScheme::TimestampedHex { .. } => {
                 let (timestamp, signatures) = parse_timestamped(value)?;
                 let signed_at = UNIX_EPOCH + Duration::from_secs(timestamp_secs(timestamp)?);
-                let skew = match now.duration_since(signed_at) {
-                    Ok(age) => age,
-                    Err(ahead) => ahead.duration(),
-                };
+                let skew = super::clock_distance(now, signed_at);
                 // The MAC is checked first so that a stale but genuine request is
                 // told apart from a forgery in logs and metrics.
                 // One MAC per key over the body, compared with every

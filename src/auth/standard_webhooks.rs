@@ -146,10 +146,7 @@ impl StandardWebhooks {
         let signed = self.headers(headers)?;
         let timestamp = seconds(signed.timestamp)?;
         let sent = UNIX_EPOCH + Duration::from_secs(timestamp);
-        let skew = match now.duration_since(sent) {
-            Ok(age) => age,
-            Err(ahead) => ahead.duration(),
-        };
+        let skew = super::clock_distance(now, sent);
         // The cheap check first: a stale or future-dated request costs no MAC.
         if skew > self.tolerance {
             return Err(AuthError::WebhookTimestampOutsideTolerance);

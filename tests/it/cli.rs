@@ -172,6 +172,21 @@ fn sigterm_lets_the_in_flight_request_finish_then_exits_cleanly() {
     assert!(logs.contains("Broker connection closed."), "{logs}");
 }
 
+/// `hookgate sign --source SOURCE --config CFG --body BODY`, run.
+fn sign(
+    cfg: &tempfile::NamedTempFile,
+    source: &str,
+    body: &tempfile::NamedTempFile,
+) -> std::process::Output {
+    hookgate()
+        .args(["sign", "--source", source, "--config"])
+        .arg(cfg.path())
+        .arg("--body")
+        .arg(body.path())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn sign_prints_the_request_a_vendor_would_send() {
     let cfg = write_config(&format!(
@@ -189,13 +204,7 @@ auth = {{ token = "sticky-url-token-0123456789" }}
         crate::gateway::USAEPAY_SOURCE.replace("previous-signature-key", "example-signature-key")
     ));
     let body = write_config(crate::gateway::USAEPAY_BODY);
-    let out = hookgate()
-        .args(["sign", "--source", "usaepay-main", "--config"])
-        .arg(cfg.path())
-        .arg("--body")
-        .arg(body.path())
-        .output()
-        .unwrap();
+    let out = sign(&cfg, "usaepay-main", &body);
     assert!(
         out.status.success(),
         "{}",
@@ -219,23 +228,11 @@ auth = {{ token = "sticky-url-token-0123456789" }}
         "{text}"
     );
 
-    let out = hookgate()
-        .args(["sign", "--source", "sticky-main", "--config"])
-        .arg(cfg.path())
-        .arg("--body")
-        .arg(body.path())
-        .output()
-        .unwrap();
+    let out = sign(&cfg, "sticky-main", &body);
     assert!(String::from_utf8_lossy(&out.stdout)
         .contains("/webhooks/sticky-main/sticky-url-token-0123456789"));
 
-    let out = hookgate()
-        .args(["sign", "--source", "nope", "--config"])
-        .arg(cfg.path())
-        .arg("--body")
-        .arg(body.path())
-        .output()
-        .unwrap();
+    let out = sign(&cfg, "nope", &body);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no source `nope`"));
 }
@@ -538,13 +535,7 @@ auth = {{ standard_webhooks = {{ keys = ["{key}"] }} }}
 "#
     ));
     let body = write_config(r#"{"v2":{"event":{"type":"SESSION_READ","id":"e-1"}}}"#);
-    let out = hookgate()
-        .args(["sign", "--source", "sticky-svix", "--config"])
-        .arg(cfg.path())
-        .arg("--body")
-        .arg(body.path())
-        .output()
-        .unwrap();
+    let out = sign(&cfg, "sticky-svix", &body);
     assert!(
         out.status.success(),
         "{}",

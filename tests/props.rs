@@ -46,6 +46,20 @@ fn validator() -> &'static jsonschema::Validator {
     })
 }
 
+/// A `[source.map]` reading every kind of field (pointers, a header, a
+/// decimal amount, types, redaction), for the `generic` vendor.
+pub fn generic_map() -> hookgate::vendors::generic::GenericMap {
+    let raw: hookgate::vendors::generic::RawMap = serde_json::from_value(serde_json::json!({
+        "id": "/id", "type": "/type", "time": "/timestamp",
+        "object_type": "/data/object", "object_id": "/data/id",
+        "amount_value": "/data/amount", "currency": "/data/currency",
+        "merchant_id": "header:x-account", "redact": ["/data/customer", "/data/list/0"],
+        "types": { "charge.succeeded": "payment.succeeded" }
+    }))
+    .expect("a valid map");
+    hookgate::vendors::generic::GenericMap::build(&raw).expect("a valid map")
+}
+
 /// Per-source option sets a body is mapped under.
 fn option_sets() -> [MapOptions; 3] {
     [
@@ -54,11 +68,13 @@ fn option_sets() -> [MapOptions; 3] {
             amount_unit: AmountUnit::Major,
             currency: "JPY".to_owned(),
             include_personal_data: true,
+            generic: None,
         },
         MapOptions {
             amount_unit: AmountUnit::Minor,
             currency: "KWD".to_owned(),
             include_personal_data: false,
+            generic: Some(std::sync::Arc::new(generic_map())),
         },
     ]
 }

@@ -79,6 +79,8 @@ pub struct Presented<'a> {
 #[derive(Debug, Clone)]
 pub struct Verified {
     body: Bytes,
+    /// The request's headers, kept only for sources whose map reads them.
+    headers: Option<HeaderMap>,
 }
 
 impl Verified {
@@ -98,7 +100,27 @@ impl Verified {
     /// it authenticated itself. Crate-private: never reachable from the
     /// request path, nor from outside the crate.
     pub(crate) fn vouched_by_operator(body: impl Into<Bytes>) -> Self {
-        Self { body: body.into() }
+        Self {
+            body: body.into(),
+            headers: None,
+        }
+    }
+
+    /// The same body with the request's headers, for a generic source whose
+    /// map reads a field from a header.
+    pub fn with_headers(mut self, headers: HeaderMap) -> Self {
+        self.headers = Some(headers);
+        self
+    }
+
+    /// One request header as text, when the headers were kept and it is there once.
+    pub fn header(&self, name: &hyper::header::HeaderName) -> Option<&str> {
+        let mut values = self.headers.as_ref()?.get_all(name).iter();
+        let value = values.next()?;
+        if values.next().is_some() {
+            return None;
+        }
+        value.to_str().ok()
     }
 
     /// Marks a body as verified without any check: for mapping tests, fuzzing
@@ -248,7 +270,10 @@ impl Authenticator {
         if let Some(standard) = &self.methods.standard_webhooks {
             standard.verify(presented.headers, &body, presented.now)?;
         }
-        Ok(Verified { body })
+        Ok(Verified {
+            body,
+            headers: None,
+        })
     }
 
     /// How many methods the source requires; with more than one, a refusal

@@ -472,11 +472,19 @@ pub enum VendorKind {
     Nexio,
     /// Sticky (sticky.to) activity webhooks, `v2` key only.
     Stickypay,
+    /// Any sender, read by the source's `[source.map]`.
+    Generic,
 }
 
 impl VendorKind {
     /// Every vendor, for validation messages and exhaustive tests.
-    pub const ALL: [VendorKind; 4] = [Self::Usaepay, Self::Strictly, Self::Nexio, Self::Stickypay];
+    pub const ALL: [VendorKind; 5] = [
+        Self::Usaepay,
+        Self::Strictly,
+        Self::Nexio,
+        Self::Stickypay,
+        Self::Generic,
+    ];
 
     /// The config and routing name.
     pub fn name(self) -> &'static str {
@@ -485,6 +493,7 @@ impl VendorKind {
             Self::Strictly => "strictly",
             Self::Nexio => "nexio",
             Self::Stickypay => "stickypay",
+            Self::Generic => "generic",
         }
     }
 

@@ -190,6 +190,8 @@ pub struct RawSource {
     pub rate_limit: Option<RawRate>,
     /// Nexio only: look thin pings up at the vendor's API.
     pub enrich: Option<RawEnrich>,
+    /// Generic only: where each canonical field comes from.
+    pub map: Option<crate::vendors::generic::RawMap>,
 }
 
 /// `[source.enrich]`: the vendor API that fills thin pings in.

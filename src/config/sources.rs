@@ -204,6 +204,24 @@ fn build_options(
         }
         options.include_personal_data = include;
     }
+    match (&raw.map, vendor) {
+        (Some(map), Some(VendorKind::Generic)) => {
+            match crate::vendors::generic::GenericMap::build(map) {
+                Ok(map) => options.generic = Some(std::sync::Arc::new(map)),
+                Err(problems) => {
+                    for problem in problems {
+                        b.error(format!("{at}.map.{}", problem.key), problem.message);
+                    }
+                }
+            }
+        }
+        (None, Some(VendorKind::Generic)) => b.error(
+            format!("{at}.map"),
+            "missing: a generic source says where each field comes from ([source.map] with at least id and type)",
+        ),
+        (Some(_), Some(_)) => b.error(format!("{at}.map"), "only used by vendor `generic`"),
+        _ => {}
+    }
     options
 }
 

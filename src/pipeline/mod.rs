@@ -290,6 +290,10 @@ impl Pipeline {
             now: inbound.received_at,
         };
         let verified = match source.auth.verify(&presented, inbound.body) {
+            // Only a map can read headers: other vendors never pay for the copy.
+            Ok(verified) if source.options.generic.is_some() => {
+                verified.with_headers(inbound.headers.clone())
+            }
             Ok(verified) => verified,
             Err(error) => {
                 self.count_refusal(source, &error);

@@ -13,6 +13,7 @@
 //! vendor ([`VendorKind::vendor`]) is decided here, so the canonical types
 //! never depend on the vendor modules that produce them.
 
+pub mod generic;
 pub(crate) mod nexio;
 mod stickypay;
 mod strictly;
@@ -59,6 +60,7 @@ impl VendorKind {
             Self::Strictly => &strictly::Strictly,
             Self::Nexio => &nexio::Nexio,
             Self::Stickypay => &stickypay::Stickypay,
+            Self::Generic => &generic::Generic,
         }
     }
 }
@@ -82,6 +84,8 @@ pub struct MapOptions {
     pub currency: String,
     /// StickyPay: publish the payer's contact details.
     pub include_personal_data: bool,
+    /// Generic sources: where each canonical field comes from.
+    pub generic: Option<std::sync::Arc<generic::GenericMap>>,
 }
 
 impl Default for MapOptions {
@@ -90,6 +94,7 @@ impl Default for MapOptions {
             amount_unit: AmountUnit::Minor,
             currency: "USD".to_owned(),
             include_personal_data: false,
+            generic: None,
         }
     }
 }

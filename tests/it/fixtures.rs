@@ -45,9 +45,21 @@ pub fn fixtures(vendor: VendorKind) -> Vec<(PathBuf, Value)> {
     out
 }
 
-/// The mapping options a fixture asks for.
+/// The `[source.map]` the `generic` fixtures are read with.
+pub fn generic_map() -> hookgate::vendors::generic::GenericMap {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/generic.map.toml");
+    let raw: hookgate::vendors::generic::RawMap =
+        toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    hookgate::vendors::generic::GenericMap::build(&raw).unwrap()
+}
+
+/// The mapping options a fixture asks for (and, for the `generic`
+/// fixtures, their map; other vendors ignore it).
 pub fn options_from(expect: &Value) -> MapOptions {
-    let mut options = MapOptions::default();
+    let mut options = MapOptions {
+        generic: Some(std::sync::Arc::new(generic_map())),
+        ..MapOptions::default()
+    };
     if let Some(o) = expect.get("_options") {
         if let Some(unit) = o.get("amount_unit").and_then(Value::as_str) {
             options.amount_unit = match unit {

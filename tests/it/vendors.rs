@@ -15,10 +15,12 @@ const NEXIO_TOKEN: &str = "nexio-url-token-0123456789abcdef";
 const NEXIO_SECRET: &str = "example-nexio-webhook-secret";
 const STICKY_TOKEN: &str = "sticky-url-token-fedcba9876543210";
 const USAEPAY_KEY: &str = "example-signature-key";
+const GENERIC_TOKEN: &str = "generic-url-token-0a1b2c3d4e5f6a7b";
 
 /// Every secret configured below; none may ever appear in a published message.
-const CONFIGURED_SECRETS: [&str; 6] = [
+const CONFIGURED_SECRETS: [&str; 7] = [
     STRICTLY_PASSWORD,
+    GENERIC_TOKEN,
     NEXIO_TOKEN,
     NEXIO_SECRET,
     STICKY_TOKEN,
@@ -27,6 +29,11 @@ const CONFIGURED_SECRETS: [&str; 6] = [
 ];
 
 fn sources() -> String {
+    let map = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/generic.map.toml"),
+    )
+    .unwrap()
+    .replace("[types]", "[source.map.types]");
     format!(
         r#"
 [[source]]
@@ -60,6 +67,13 @@ auth = {{ hmac = {{ keys = ["{NEXIO_SECRET}"], tolerance_secs = 300 }} }}
 id = "sticky-main"
 vendor = "stickypay"
 auth = {{ token = "{STICKY_TOKEN}" }}
+
+[[source]]
+id = "generic-main"
+vendor = "generic"
+auth = {{ token = "{GENERIC_TOKEN}" }}
+[source.map]
+{map}
 "#
     )
 }
@@ -243,6 +257,15 @@ async fn deliver_fixture(
         VendorKind::Stickypay => {
             client
                 .try_post(&format!("/webhooks/sticky-main/{STICKY_TOKEN}"), &[], body)
+                .await
+        }
+        VendorKind::Generic => {
+            client
+                .try_post(
+                    &format!("/webhooks/generic-main/{GENERIC_TOKEN}"),
+                    &[],
+                    body,
+                )
                 .await
         }
     }
@@ -518,6 +541,7 @@ async fn no_secret_card_number_or_forged_line_reaches_the_log() {
                 ),
                 VendorKind::Nexio => (format!("/webhooks/nexio-simple/{NEXIO_TOKEN}"), vec![]),
                 VendorKind::Stickypay => (format!("/webhooks/sticky-main/{STICKY_TOKEN}"), vec![]),
+                VendorKind::Generic => (format!("/webhooks/generic-main/{GENERIC_TOKEN}"), vec![]),
             };
             let headers: Vec<(&str, &str)> = headers
                 .iter()
@@ -557,6 +581,142 @@ async fn no_secret_card_number_or_forged_line_reaches_the_log() {
 
 /// A Standard Webhooks secret (the reference libraries' test key).
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standard_webhooks_sender_is_a_source_defined_in_config() {
+    let config = format!(
+        r#"
+[[source]]
+id = "acme"
+vendor = "generic"
+auth = {{ standard_webhooks = {{ keys = ["whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldCBrZXkhIQ==", "{WHSEC}"] }} }}
+[source.map]
+id = "header:webhook-id"
+type = "/type"
+time = "/timestamp"
+object_type = "/data/object"
+object_id = "/data/id"
+amount_minor = "/data/amount"
+currency = "/data/currency"
+[source.map.types]
+"invoice.paid" = "invoice.paid"
+"#
+    );
+    let gw = TestGateway::start(&config).await;
+    let broker = Broker::connect().await;
+    let queue = broker.bind_queue(&gw.exchange, "acme.#").await;
+    let client = gw.client();
+    let verifier = hookgate::auth::StandardWebhooks::new(
+        &[hookgate::secret::Secret::new(WHSEC)],
+        Duration::from_secs(300),
+    )
+    .unwrap();
+    let now = unix_now();
+    let send = |prefix: &'static str,
+                id: &'static str,
+                at: u64,
+                body: &'static str,
+                signature: Option<String>| {
+        let signature = signature.unwrap_or_else(|| verifier.sign(0, id, at, body.as_bytes()));
+        let client = &client;
+        async move {
+            let names = [
+                format!("{prefix}-id"),
+                format!("{prefix}-timestamp"),
+                format!("{prefix}-signature"),
+            ];
+            let at = at.to_string();
+            let headers = [
+                (names[0].as_str(), id),
+                (names[1].as_str(), at.as_str()),
+                (names[2].as_str(), signature.as_str()),
+            ];
+            let (status, _) = client
+                .try_post("/webhooks/acme", &headers, body.as_bytes().to_vec())
+                .await
+                .unwrap();
+            status
+        }
+    };
+    let paid = r#"{"type":"invoice.paid","timestamp":"2024-06-01T12:00:00Z","data":{"object":"invoice","id":"in_42","amount":9900,"currency":"usd"}}"#;
+    assert_eq!(send("webhook", "msg_a1", now, paid, None).await, 200);
+    let first = broker
+        .next(&queue, Duration::from_secs(5))
+        .await
+        .expect("published");
+    assert_eq!(first.routing_key, "acme.invoice.paid");
+    let event = &first.body;
+    assert_eq!(event["vendor"], "generic");
+    assert_eq!(event["subject"], "in_42");
+    assert_eq!(event["time"], "2024-06-01T12:00:00Z");
+    assert_eq!(event["data"]["vendor_event_id"], "msg_a1", "the webhook-id");
+    assert_eq!(event["data"]["object"]["type"], "invoice");
+    assert_eq!(event["data"]["amount"]["value"], "99.00");
+    assert_eq!(event["data"]["amount"]["currency"], "USD");
+    assert!(
+        crate::support::schema_validator().is_valid(event),
+        "{event}"
+    );
+
+    // The sender's retry: same webhook-id (and body), a new timestamp and
+    // signature, Svix's header names, several entries of which one is valid.
+    let retry_signature = format!(
+        "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= {}",
+        verifier.sign(0, "msg_a1", now + 5, paid.as_bytes())
+    );
+    assert_eq!(
+        send("svix", "msg_a1", now + 5, paid, Some(retry_signature)).await,
+        200
+    );
+    let ids: Vec<String> = std::iter::once(first)
+        .chain(broker.drain(&queue).await)
+        .map(|m| m.properties.message_id().as_ref().unwrap().to_string())
+        .collect();
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "the same webhook-id is the same message id: {ids:?}"
+    );
+
+    // A type the map does not list, and a body that is not JSON.
+    let other = r#"{"type":"customer.updated","data":{}}"#;
+    assert_eq!(send("webhook", "msg_b2", now, other, None).await, 200);
+    assert_eq!(
+        send("webhook", "msg_c3", now, "not json at all", None).await,
+        200
+    );
+    let published = broker.drain(&queue).await;
+    let kinds: Vec<&str> = published.iter().map(|m| m.routing_key.as_str()).collect();
+    assert_eq!(kinds, ["acme.unknown", "acme.unmapped"]);
+    assert_eq!(published[0].body["vendoreventtype"], "customer.updated");
+
+    // Refused, and nothing published: a wrong signature, a timestamp too old
+    // and one too far ahead, a header of v1a entries only.
+    let wrong = Some(verifier.sign(0, "msg_d4", now, b"another body"));
+    assert_eq!(send("webhook", "msg_d4", now, paid, wrong).await, 401);
+    assert_eq!(send("webhook", "msg_e5", now - 330, paid, None).await, 401);
+    assert_eq!(send("webhook", "msg_f6", now + 330, paid, None).await, 401);
+    let asymmetric = Some("v1a,c29tZSBzaWduYXR1cmU=".to_owned());
+    assert_eq!(send("webhook", "msg_g7", now, paid, asymmetric).await, 401);
+    assert!(
+        broker.drain(&queue).await.is_empty(),
+        "nothing refused is published"
+    );
+    for (reason, count) in [
+        ("webhook_signature_mismatch", 1.0),
+        ("webhook_timestamp_outside_tolerance", 2.0),
+        ("webhook_v1a_unsupported", 1.0),
+    ] {
+        assert_eq!(
+            gw.metric(&format!(
+                "hookgate_auth_failures_total{{source=\"acme\",reason=\"{reason}\"}}"
+            ))
+            .await,
+            count,
+            "{reason}"
+        );
+    }
+    gw.stop().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_vendor_may_take_standard_webhooks_signatures_and_forgeries_are_counted_apart() {

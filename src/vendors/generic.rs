@@ -249,6 +249,31 @@ fn is_canonical_type(text: &str) -> bool {
 }
 
 impl Vendor for Generic {
+    /// An `unmapped` body that is JSON loses what `redact` names too; one
+    /// that is not JSON has nothing a pointer can name and is kept.
+    fn raw_body_for_unmapped<'a>(
+        &self,
+        body: &'a [u8],
+        options: &MapOptions,
+    ) -> Option<std::borrow::Cow<'a, [u8]>> {
+        let redact = options.generic.as_deref().map(|m| m.redact.as_slice());
+        let Some(pointers) = redact.filter(|r| !r.is_empty()) else {
+            return Some(std::borrow::Cow::Borrowed(body));
+        };
+        if check_depth(body).is_err() {
+            return Some(std::borrow::Cow::Borrowed(body));
+        }
+        match serde_json::from_slice::<Value>(body) {
+            Ok(mut value) => {
+                for pointer in pointers {
+                    remove_at(&mut value, pointer);
+                }
+                serde_json::to_vec(&value).ok().map(std::borrow::Cow::Owned)
+            }
+            Err(_) => Some(std::borrow::Cow::Borrowed(body)),
+        }
+    }
+
     fn map(&self, body: &Verified, options: &MapOptions) -> Result<Mapped, MappingError> {
         let map = options
             .generic

@@ -159,6 +159,24 @@ fn a_bad_map_is_refused_naming_each_key() {
 }
 
 #[test]
+fn an_unmapped_json_body_is_redacted_too() {
+    let body = br#"{"data":{"customer":{"email":"payer@example.org"},"id":"x"}}"#;
+    let raw = Generic.raw_body_for_unmapped(body, &svix_style()).unwrap();
+    let text = String::from_utf8(raw.into_owned()).unwrap();
+    assert!(!text.contains("payer@example.org"), "{text}");
+    assert!(text.contains("\"id\":\"x\""), "{text}");
+    let form = b"email=payer@example.org";
+    assert_eq!(
+        Generic
+            .raw_body_for_unmapped(form, &svix_style())
+            .unwrap()
+            .as_ref(),
+        form,
+        "not JSON: nothing a pointer names"
+    );
+}
+
+#[test]
 fn object_types_become_nouns_of_letters() {
     assert_eq!(noun_of("Card Charge"), "card_charge");
     assert_eq!(noun_of("v2.charge"), "v__charge");

@@ -248,7 +248,7 @@ async fn finish_lookup(
         &mut mapped,
         &lookup,
         outcome,
-        source.options.include_personal_data,
+        source.options.include_personal_data(),
         attempts,
     );
     let event = to_event(

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hookgate::auth::{AuthError, HmacVerifier, SignatureScheme, StandardWebhooks, Verified};
 use hookgate::secret::Secret;
-use hookgate::vendors::{AmountUnit, MapOptions, VendorKind};
+use hookgate::vendors::{AmountUnit, MapOptions, VendorKind, VendorOptions};
 use hyper::header::{HeaderMap, HeaderValue};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -61,20 +61,24 @@ pub fn generic_map() -> hookgate::vendors::generic::GenericMap {
 }
 
 /// Per-source option sets a body is mapped under.
-fn option_sets() -> [MapOptions; 3] {
+fn option_sets() -> [MapOptions; 4] {
     [
         MapOptions::default(),
         MapOptions {
-            amount_unit: AmountUnit::Major,
             currency: "JPY".to_owned(),
-            include_personal_data: true,
-            generic: None,
+            vendor: VendorOptions::Strictly {
+                amount_unit: AmountUnit::Major,
+            },
         },
         MapOptions {
-            amount_unit: AmountUnit::Minor,
+            currency: "JPY".to_owned(),
+            vendor: VendorOptions::Stickypay {
+                include_personal_data: true,
+            },
+        },
+        MapOptions {
             currency: "KWD".to_owned(),
-            include_personal_data: false,
-            generic: Some(std::sync::Arc::new(generic_map())),
+            vendor: VendorOptions::Generic(std::sync::Arc::new(generic_map())),
         },
     ]
 }

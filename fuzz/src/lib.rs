@@ -5,7 +5,7 @@
 //! envelope fields every consumer relies on.
 
 use hookgate::auth::Verified;
-use hookgate::vendors::{AmountUnit, MapOptions, VendorKind};
+use hookgate::vendors::{AmountUnit, MapOptions, VendorKind, VendorOptions};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -26,20 +26,24 @@ pub fn generic_map() -> hookgate::vendors::generic::GenericMap {
 /// The per-source option sets a body is mapped under: the defaults, and the
 /// other value of every switch (major units, personal data on, a 0- and a
 /// 3-decimal currency).
-pub fn option_sets() -> [MapOptions; 3] {
+pub fn option_sets() -> [MapOptions; 4] {
     [
         MapOptions::default(),
         MapOptions {
-            amount_unit: AmountUnit::Major,
             currency: "JPY".to_owned(),
-            include_personal_data: true,
-            generic: None,
+            vendor: VendorOptions::Strictly {
+                amount_unit: AmountUnit::Major,
+            },
         },
         MapOptions {
-            amount_unit: AmountUnit::Minor,
+            currency: "JPY".to_owned(),
+            vendor: VendorOptions::Stickypay {
+                include_personal_data: true,
+            },
+        },
+        MapOptions {
             currency: "KWD".to_owned(),
-            include_personal_data: false,
-            generic: Some(std::sync::Arc::new(generic_map())),
+            vendor: VendorOptions::Generic(std::sync::Arc::new(generic_map())),
         },
     ]
 }

@@ -28,7 +28,7 @@ use crate::auth::{
 use crate::enrich::{Enricher, NexioApi};
 use crate::ratelimit::{Rate, SourceLimiter};
 use crate::secret::Secret;
-use crate::vendors::{AmountUnit, MapOptions, VendorKind};
+use crate::vendors::{AmountUnit, MapOptions, VendorKind, VendorOptions};
 
 /// Bodies above this are refused with 413 unless the config says otherwise;
 /// the largest vendor body we know of is a few KiB, so 256 KiB leaves room

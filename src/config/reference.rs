@@ -94,7 +94,7 @@ pub fn keys() -> Vec<KeyDoc> {
     use KeyDefault::{Derived, Required, Unset};
     let options = MapOptions::default();
     let paths = NexioPaths::default();
-    let unit = match options.amount_unit {
+    let unit = match options.amount_unit() {
         AmountUnit::Minor => "minor",
         AmountUnit::Major => "major",
     };
@@ -137,7 +137,7 @@ pub fn keys() -> Vec<KeyDoc> {
         key("source.vendor", Required, "`usaepay`, `strictly`, `nexio`, `stickypay`, or `generic` (read by `source.map`).").example("\"usaepay\""),
         key("source.currency", text(&options.currency), "ISO 4217 code used when a body names no currency (USAePay never does)."),
         key("source.amount_unit", text(unit), "Whether Strictly's numeric amounts are cents (`minor`) or dollars (`major`).").vendor(VendorKind::Strictly),
-        key("source.include_personal_data", value(options.include_personal_data), "Publish the payer's name, email, phone and address (`data.customer`).").vendor(VendorKind::Stickypay),
+        key("source.include_personal_data", value(options.include_personal_data()), "Publish the payer's name, email, phone and address (`data.customer`).").vendor(VendorKind::Stickypay),
         key("source.rate_limit", Derived("`defaults.rate_limit`"), "`{ per_second, burst }`: this source's quota, checked after authentication; a reload changes it live.").example("{ per_second = 50, burst = 100 }"),
         key("source.auth.basic", Unset("none: not asked"), "`{ username, password }`: `Authorization: Basic`, both parts compared in constant time.").example("{ username = \"hook\", password = \"${BASIC_PASSWORD}\" }"),
         key("source.auth.hmac.keys", Unset("none: no signature asked"), "Signature keys: the signature over the exact raw body must verify with one of them (list two while rotating). The vendor decides the header: USAePay `X-Signature` (hex HMAC-SHA256 of the body); Nexio legacy `Nexio-signature: t=..,v1=..` (HMAC-SHA256 of `t.body`). Refused for vendors that cannot sign.").example("[\"${SIGNATURE_KEY}\"]"),

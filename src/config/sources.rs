@@ -167,7 +167,19 @@ fn build_options(
     raw: &RawSource,
     vendor: Option<VendorKind>,
 ) -> MapOptions {
-    let mut options = MapOptions::default();
+    let mut options = MapOptions {
+        // Every source of a vendor with options has them, defaults or not.
+        vendor: match vendor {
+            Some(VendorKind::Strictly) => VendorOptions::Strictly {
+                amount_unit: AmountUnit::Minor,
+            },
+            Some(VendorKind::Stickypay) => VendorOptions::Stickypay {
+                include_personal_data: false,
+            },
+            _ => VendorOptions::None,
+        },
+        ..MapOptions::default()
+    };
     if let Some(unit) = &raw.amount_unit {
         if vendor.is_some_and(|v| v != VendorKind::Strictly) {
             b.error(
@@ -176,8 +188,16 @@ fn build_options(
             );
         }
         match unit.as_str() {
-            "minor" => options.amount_unit = AmountUnit::Minor,
-            "major" => options.amount_unit = AmountUnit::Major,
+            "minor" => {
+                options.vendor = VendorOptions::Strictly {
+                    amount_unit: AmountUnit::Minor,
+                }
+            }
+            "major" => {
+                options.vendor = VendorOptions::Strictly {
+                    amount_unit: AmountUnit::Major,
+                }
+            }
             other => b.error(
                 format!("{at}.amount_unit"),
                 format!("`{other}` is not `minor` or `major`"),
@@ -202,12 +222,14 @@ fn build_options(
                 "only used by vendor `stickypay`",
             );
         }
-        options.include_personal_data = include;
+        options.vendor = VendorOptions::Stickypay {
+            include_personal_data: include,
+        };
     }
     match (&raw.map, vendor) {
         (Some(map), Some(VendorKind::Generic)) => {
             match crate::vendors::generic::GenericMap::build(map) {
-                Ok(map) => options.generic = Some(std::sync::Arc::new(map)),
+                Ok(map) => options.vendor = VendorOptions::Generic(std::sync::Arc::new(map)),
                 Err(problems) => {
                     for problem in problems {
                         b.error(format!("{at}.map.{}", problem.key), problem.message);

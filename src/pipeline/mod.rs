@@ -291,7 +291,7 @@ impl Pipeline {
         };
         let verified = match source.auth.verify(&presented, inbound.body) {
             // Only a map can read headers: other vendors never pay for the copy.
-            Ok(verified) if source.options.generic.is_some() => {
+            Ok(verified) if source.options.generic().is_some() => {
                 verified.with_headers(inbound.headers.clone())
             }
             Ok(verified) => verified,
@@ -394,7 +394,7 @@ impl Pipeline {
                     mapped,
                     &lookup,
                     Ok(found),
-                    source.options.include_personal_data,
+                    source.options.include_personal_data(),
                     1,
                 );
                 "complete"

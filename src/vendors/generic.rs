@@ -256,7 +256,7 @@ impl Vendor for Generic {
         body: &'a [u8],
         options: &MapOptions,
     ) -> Option<std::borrow::Cow<'a, [u8]>> {
-        let redact = options.generic.as_deref().map(|m| m.redact.as_slice());
+        let redact = options.generic().map(|m| m.redact.as_slice());
         let Some(pointers) = redact.filter(|r| !r.is_empty()) else {
             return Some(std::borrow::Cow::Borrowed(body));
         };
@@ -276,8 +276,7 @@ impl Vendor for Generic {
 
     fn map(&self, body: &Verified, options: &MapOptions) -> Result<Mapped, MappingError> {
         let map = options
-            .generic
-            .as_deref()
+            .generic()
             .ok_or_else(|| MappingError::new("the source has no [source.map]"))?;
         check_depth(body.body())?;
         let mut root: Value = serde_json::from_slice(body.body())

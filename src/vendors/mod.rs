@@ -75,26 +75,70 @@ pub enum AmountUnit {
     Major,
 }
 
-/// Per-source choices that change how a vendor's body is read.
+/// Per-source choices that change how a vendor's body is read: the one
+/// every vendor reads, and the ones of a single vendor, typed by vendor so
+/// no vendor can be handed another's option.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MapOptions {
-    /// Strictly: unit of its numeric amounts.
-    pub amount_unit: AmountUnit,
     /// Currency assumed when the body names none (USAePay never does).
     pub currency: String,
-    /// StickyPay: publish the payer's contact details.
-    pub include_personal_data: bool,
-    /// Generic sources: where each canonical field comes from.
-    pub generic: Option<std::sync::Arc<generic::GenericMap>>,
+    /// What only this source's vendor reads.
+    pub vendor: VendorOptions,
+}
+
+/// The options of one vendor.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum VendorOptions {
+    /// The vendor has none (USAePay, Nexio), or they are all defaults.
+    #[default]
+    None,
+    /// Strictly: the unit of its numeric amounts.
+    Strictly {
+        /// Cents (`minor`, the default) or dollars (`major`).
+        amount_unit: AmountUnit,
+    },
+    /// Sticky: whether the payer's contact details are published.
+    Stickypay {
+        /// `data.customer` and the payer's fields in `vendor_data`.
+        include_personal_data: bool,
+    },
+    /// A source defined in config: where each canonical field comes from.
+    Generic(std::sync::Arc<generic::GenericMap>),
 }
 
 impl Default for MapOptions {
     fn default() -> Self {
         Self {
-            amount_unit: AmountUnit::Minor,
             currency: "USD".to_owned(),
-            include_personal_data: false,
-            generic: None,
+            vendor: VendorOptions::None,
+        }
+    }
+}
+
+impl MapOptions {
+    /// Strictly's amount unit; minor for every other source.
+    pub fn amount_unit(&self) -> AmountUnit {
+        match &self.vendor {
+            VendorOptions::Strictly { amount_unit } => *amount_unit,
+            _ => AmountUnit::Minor,
+        }
+    }
+
+    /// Whether Sticky's payer details are published; never for other sources.
+    pub fn include_personal_data(&self) -> bool {
+        matches!(
+            self.vendor,
+            VendorOptions::Stickypay {
+                include_personal_data: true
+            }
+        )
+    }
+
+    /// A generic source's map.
+    pub fn generic(&self) -> Option<&generic::GenericMap> {
+        match &self.vendor {
+            VendorOptions::Generic(map) => Some(map),
+            _ => None,
         }
     }
 }

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use hookgate::auth::Verified;
-use hookgate::vendors::{AmountUnit, MapOptions, VendorKind};
+use hookgate::vendors::{AmountUnit, MapOptions, VendorKind, VendorOptions};
 use serde_json::Value;
 
 use crate::support::{schema_validator, subset_mismatch};
@@ -57,21 +57,25 @@ pub fn generic_map() -> hookgate::vendors::generic::GenericMap {
 /// fixtures, their map; other vendors ignore it).
 pub fn options_from(expect: &Value) -> MapOptions {
     let mut options = MapOptions {
-        generic: Some(std::sync::Arc::new(generic_map())),
+        vendor: VendorOptions::Generic(std::sync::Arc::new(generic_map())),
         ..MapOptions::default()
     };
     if let Some(o) = expect.get("_options") {
         if let Some(unit) = o.get("amount_unit").and_then(Value::as_str) {
-            options.amount_unit = match unit {
-                "major" => AmountUnit::Major,
-                _ => AmountUnit::Minor,
+            options.vendor = VendorOptions::Strictly {
+                amount_unit: match unit {
+                    "major" => AmountUnit::Major,
+                    _ => AmountUnit::Minor,
+                },
             };
         }
         if let Some(c) = o.get("currency").and_then(Value::as_str) {
             options.currency = c.to_owned();
         }
         if let Some(p) = o.get("include_personal_data").and_then(Value::as_bool) {
-            options.include_personal_data = p;
+            options.vendor = VendorOptions::Stickypay {
+                include_personal_data: p,
+            };
         }
     }
     options

@@ -8,7 +8,9 @@ fn raw(value: Value) -> RawMap {
 
 fn options(map: Value) -> MapOptions {
     MapOptions {
-        generic: Some(Arc::new(GenericMap::build(&raw(map)).unwrap())),
+        vendor: crate::vendors::VendorOptions::Generic(Arc::new(
+            GenericMap::build(&raw(map)).unwrap(),
+        )),
         ..MapOptions::default()
     }
 }

@@ -153,13 +153,13 @@ impl Vendor for Stickypay {
             .find_map(|path| text(v2.pointer(path)))
             .map(|id| Merchant { id });
 
-        let customer = if options.include_personal_data {
+        let customer = if options.include_personal_data() {
             customer(&v2)
         } else {
             None
         };
 
-        redact(&mut v2, options.include_personal_data);
+        redact(&mut v2, options.include_personal_data());
 
         Ok(Mapped {
             event_type: kind.canonical().to_owned(),
@@ -479,7 +479,7 @@ fn scrub_all_strings(value: &mut Value) {
 /// would publish private keys and payer details.
 pub(crate) fn redacted_raw_body(body: &[u8], options: &MapOptions) -> Option<Vec<u8>> {
     let mut doc: Value = serde_json::from_slice(body).ok()?;
-    redact(&mut doc, options.include_personal_data);
+    redact(&mut doc, options.include_personal_data());
     serde_json::to_vec(&doc).ok()
 }
 

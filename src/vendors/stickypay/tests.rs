@@ -24,8 +24,9 @@ const PRIVATE_KEY: &str = "private:5f1c9a7e-3b2d-4c8e-9f0a-1b2c3d4e5f60";
 
 fn map_value(body: &Value, personal: bool) -> Result<Mapped, MappingError> {
     let options = MapOptions {
-        include_personal_data: personal,
-        currency: "USD".to_owned(),
+        vendor: crate::vendors::VendorOptions::Stickypay {
+            include_personal_data: personal,
+        },
         ..MapOptions::default()
     };
     let verified = Verified::assume_verified_for_tests(serde_json::to_vec(body).unwrap());

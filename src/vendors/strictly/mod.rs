@@ -262,7 +262,7 @@ impl Vendor for Strictly {
             let (field, raw) = candidates
                 .into_iter()
                 .find_map(|(field, raw)| raw.as_deref().map(|raw| (field, raw)))?;
-            let read = amount_of(raw, field, options.amount_unit, &currency).map(Some);
+            let read = amount_of(raw, field, options.amount_unit(), &currency).map(Some);
             optional(&mut facts, &format!("data.{field}"), read)
         });
 

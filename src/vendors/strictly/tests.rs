@@ -118,7 +118,9 @@ fn actions_map_case_insensitively_and_unknown_is_not_an_error() {
 #[test]
 fn amounts_are_exact_in_the_configured_unit() {
     let major = MapOptions {
-        amount_unit: AmountUnit::Major,
+        vendor: crate::vendors::VendorOptions::Strictly {
+            amount_unit: AmountUnit::Major,
+        },
         ..MapOptions::default()
     };
     // An amount that cannot be read exactly is skipped with a note, the

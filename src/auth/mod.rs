@@ -28,7 +28,7 @@ use subtle::ConstantTimeEq;
 pub use basic::BasicCredentials;
 pub use ip::{client_ip, IpAllowList};
 pub use signature::{HmacVerifier, SignatureScheme};
-pub use standard_webhooks::{KeyError, StandardWebhooks, SECRET_PREFIX};
+pub use standard_webhooks::{svix_name, KeyError, StandardWebhooks, SECRET_PREFIX};
 
 use crate::secret::Secret;
 

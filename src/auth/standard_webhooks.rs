@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use hyper::header::HeaderName;
 use hyper::HeaderMap;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -40,6 +41,15 @@ const HEADER_SETS: [[&str; 3]; 2] = [
     ["webhook-id", "webhook-timestamp", "webhook-signature"],
     ["svix-id", "svix-timestamp", "svix-signature"],
 ];
+
+/// The `svix-` spelling of a Standard Webhooks header (`webhook-id` →
+/// `svix-id`), from the same table the check reads, for other code that
+/// reads these headers.
+pub fn svix_name(name: &str) -> Option<HeaderName> {
+    let [spec, svix] = HEADER_SETS;
+    let at = spec.iter().position(|n| *n == name)?;
+    Some(HeaderName::from_static(svix[at]))
+}
 
 /// A configured secret that is not a Standard Webhooks secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -290,9 +290,9 @@ impl Pipeline {
             now: inbound.received_at,
         };
         let verified = match source.auth.verify(&presented, inbound.body) {
-            // Only a map can read headers: other vendors never pay for the copy.
+            // Only a map reads headers: they move into the body, no copy.
             Ok(verified) if source.options.generic().is_some() => {
-                verified.with_headers(inbound.headers.clone())
+                verified.with_headers(inbound.headers)
             }
             Ok(verified) => verified,
             Err(error) => {

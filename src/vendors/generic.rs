@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use hyper::header::HeaderName;
 use serde_json::Value;
 
-use super::{check_depth, optional, parse_rfc3339, MapOptions, Mapped, MappingError, Vendor};
+use super::{optional, parse_json, parse_rfc3339, MapOptions, Mapped, MappingError, Vendor};
 use crate::auth::Verified;
 use crate::canonical::{Amount, Facts, Merchant, ObjectRef, UNKNOWN};
 
@@ -260,10 +260,7 @@ impl Vendor for Generic {
         let Some(pointers) = redact.filter(|r| !r.is_empty()) else {
             return Some(std::borrow::Cow::Borrowed(body));
         };
-        if check_depth(body).is_err() {
-            return Some(std::borrow::Cow::Borrowed(body));
-        }
-        match serde_json::from_slice::<Value>(body) {
+        match parse_json::<Value>(body) {
             Ok(mut value) => {
                 for pointer in pointers {
                     remove_at(&mut value, pointer);
@@ -278,9 +275,7 @@ impl Vendor for Generic {
         let map = options
             .generic()
             .ok_or_else(|| MappingError::new("the source has no [source.map]"))?;
-        check_depth(body.body())?;
-        let mut root: Value = serde_json::from_slice(body.body())
-            .map_err(|e| MappingError::new(format!("body is not JSON: {e}")))?;
+        let mut root: Value = parse_json(body.body())?;
         let read = |field: &Field| -> Option<Value> {
             match field {
                 Field::Pointer(p) => root.pointer(p).filter(|v| !v.is_null()).cloned(),
@@ -407,13 +402,11 @@ fn literal(body: &[u8], field: &Field) -> Option<String> {
     Some(current.get().trim().to_owned())
 }
 
-/// A request header; `webhook-…` falls back to `svix-…`, the older names of
-/// the same Standard Webhooks headers, as the signature check reads them.
+/// A request header; a Standard Webhooks header falls back to its older
+/// `svix-` name, as the signature check reads it.
 fn header<'a>(body: &'a Verified, name: &HeaderName) -> Option<&'a str> {
-    body.header(name).or_else(|| {
-        let rest = name.as_str().strip_prefix("webhook-")?;
-        body.header(&HeaderName::from_bytes(format!("svix-{rest}").as_bytes()).ok()?)
-    })
+    body.header(name)
+        .or_else(|| body.header(&crate::auth::svix_name(name.as_str())?))
 }
 
 /// How a field is read, for a reason text.

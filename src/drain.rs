@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
 use crate::publish::{LinkState, Outgoing, PublishError, Publisher};
 use crate::spool::{Spool, SpoolError, SpooledEvent};
 
@@ -89,7 +90,7 @@ pub async fn publish_batch(
     publisher: &Publisher,
     batch: Vec<SpooledEvent>,
 ) -> (u64, Option<(String, PublishError)>) {
-    let outgoing: Vec<&Outgoing> = batch.iter().map(|entry| &entry.outgoing).collect();
+    let outgoing: Vec<&Outgoing> = batch.iter().map(|entry| &entry.entry).collect();
     let outcomes = publisher.publish_in_order(&outgoing).await;
     let (mut published, mut failed) = (0, None);
     for (entry, outcome) in batch.into_iter().zip(outcomes) {
@@ -102,7 +103,7 @@ pub async fn publish_batch(
             }
             Err(error) => {
                 let _ = spool.bump_attempts(entry.seq).await;
-                failed.get_or_insert((entry.outgoing.id, error));
+                failed.get_or_insert((entry.entry.id, error));
             }
         }
     }
@@ -118,18 +119,15 @@ async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, wait: Duration) {
 
 /// Finishes deferred look-ups until `stop` flips.
 ///
-/// Each pending entry is the thin event as it would have been published. On
-/// its schedule ([`crate::enrich::next_delay`] after the enqueue time) the
-/// ping is mapped again from its `vendor_data` (the identity is derived from
-/// the ping's fields, so the id is unchanged), looked up, and published once:
+/// Each pending entry is a mapped ping and what to look up
+/// ([`crate::pipeline::PendingLookup`]). On its schedule
+/// ([`crate::enrich::next_delay`] after the enqueue time) it is looked up
+/// again and, once settled, published once ([`Pipeline::retry_deferred`]):
 /// `complete` with the record's facts, or `failed` with the reason when the
-/// lookup is refused for good or the source's retry period runs out. It leaves
-/// the pending store only after the broker confirmed it or the spool took it,
-/// so a restart resumes where this left off.
-pub async fn enrichment(
-    pipeline: std::sync::Arc<crate::pipeline::Pipeline>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// look-up is refused for good or the source's retry period runs out. It
+/// leaves the pending store only after the broker confirmed it or the spool
+/// took it, so a restart resumes where this left off.
+pub async fn enrichment(pipeline: std::sync::Arc<Pipeline>, mut stop: watch::Receiver<bool>) {
     let Some(pending) = pipeline.pending().cloned() else {
         return;
     };
@@ -153,7 +151,7 @@ pub async fn enrichment(
                 next_due = next_due.min(Duration::from_millis(due_ms - now_ms));
                 continue;
             }
-            match finish_lookup(&pipeline, entry, now_ms).await {
+            match pipeline.retry_deferred(entry, now_ms).await {
                 Some(outgoing) => match pipeline.deliver(&outgoing).await {
                     Ok(_) => {
                         let _ = pending.remove(entry.seq).await;
@@ -179,100 +177,4 @@ pub async fn enrichment(
 /// Delay before attempt number `attempts + 1` (the inline attempt was the first).
 fn schedule(attempts: u32) -> Duration {
     (0..=attempts).map(crate::enrich::next_delay).sum()
-}
-
-/// One background attempt: `Some(event)` when it is settled (either way),
-/// `None` to try again later.
-async fn finish_lookup(
-    pipeline: &crate::pipeline::Pipeline,
-    entry: &crate::spool::SpooledEvent,
-    now_ms: u64,
-) -> Option<crate::publish::Outgoing> {
-    use crate::canonical::Enrichment;
-    use crate::enrich::{Lookup, LookupError};
-    use crate::pipeline::{settle, to_event};
-
-    let thin: serde_json::Value = match serde_json::from_slice(&entry.outgoing.body) {
-        Ok(v) => v,
-        Err(_) => return Some(entry.outgoing.clone()), // cannot happen: we wrote it; publish as is
-    };
-    let data = &thin["data"];
-    let runtime = pipeline.runtime();
-    let source = data["source_id"]
-        .as_str()
-        .and_then(|id| runtime.sources.get(id));
-    let received_at = data["received_at"]
-        .as_str()
-        .and_then(|t| {
-            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-        })
-        .unwrap_or_else(time::OffsetDateTime::now_utc);
-    let attempts = entry.attempts + 2; // the inline attempt, and this one
-    let (Some(source), Some(enrichment)) = (source, source.and_then(|s| s.enrichment.as_ref()))
-    else {
-        // The source was removed or lost its look-up settings in a reload: publish thin.
-        return Some(with_enrichment(
-            &entry.outgoing,
-            Enrichment::failed("source no longer configured for look-ups", attempts),
-        ));
-    };
-    let body = serde_json::to_vec(&data["vendor_data"]).unwrap_or_default();
-    let verified = crate::auth::Verified::vouched_by_operator(body);
-    let mut mapped = match source.vendor.vendor().map(&verified, &source.options) {
-        Ok(mapped) => mapped,
-        Err(_) => return Some(entry.outgoing.clone()),
-    };
-    let lookup = Lookup::for_nexio(&mapped)?;
-    let expired =
-        now_ms.saturating_sub(entry.enqueued_at_ms) >= enrichment.retry_period.as_millis() as u64;
-    let outcome = match enrichment.enricher.lookup(&lookup).await {
-        Ok(record) => Ok(record),
-        Err(LookupError::Permanent(reason)) => Err(reason),
-        Err(error) if expired => Err(format!(
-            "no usable record after {} s: {error}",
-            enrichment.retry_period.as_secs()
-        )),
-        Err(_) => return None,
-    };
-    let label = if outcome.is_ok() {
-        "complete"
-    } else {
-        "failed"
-    };
-    pipeline
-        .metrics()
-        .enrichment
-        .get_or_create(&crate::metrics::OutcomeLabel { outcome: label })
-        .inc();
-    settle(
-        &mut mapped,
-        &lookup,
-        outcome,
-        source.options.include_personal_data(),
-        attempts,
-    );
-    let event = to_event(
-        source.vendor,
-        &source.id,
-        &source.options,
-        &verified,
-        Ok(mapped),
-        received_at,
-    );
-    Some(crate::publish::Outgoing::from_event(&event))
-}
-
-/// The thin event with an `enrichment` verdict added.
-fn with_enrichment(
-    outgoing: &crate::publish::Outgoing,
-    verdict: crate::canonical::Enrichment,
-) -> crate::publish::Outgoing {
-    let mut out = outgoing.clone();
-    if let Ok(mut event) = serde_json::from_slice::<serde_json::Value>(&outgoing.body) {
-        event["data"]["enrichment"] = serde_json::to_value(&verdict).unwrap_or_default();
-        if let Ok(body) = serde_json::to_vec(&event) {
-            out.body = body;
-        }
-    }
-    out
 }

@@ -34,7 +34,7 @@
 //! store/         what the spool and the dedup window share: clock, write health, close
 //! spool/         durable local store for events the broker has not confirmed
 //! drain.rs       background publishing: the spool's drain, deferred look-ups
-//! enrich/        vendor API look-ups that fill thin pings in (Nexio)
+//! enrich/        the look-up service: vendor API calls, cache, one call per object
 //! dedup/         window of recently accepted ids: repeats are not published twice
 //! watchdog.rs    long-lived tasks; the first that dies stops the process for a restart
 //! ```
@@ -149,7 +149,7 @@ pub struct Gateway {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     watchdog: Watchdog,
     spool: Option<spool::Spool>,
-    pending: Option<spool::Spool>,
+    pending: Option<spool::Spool<pipeline::Pending>>,
     dedup: Option<dedup::DedupWindow>,
     control: Arc<Control>,
     /// The broker link the pipeline publishes through.
@@ -328,8 +328,11 @@ impl Gateway {
         // The pipeline (inside control) holds a spool handle too; this closes
         // the file once the last handle is gone.
         drop(self.control);
-        for store in [self.spool, self.pending].into_iter().flatten() {
-            store.close().await;
+        if let Some(spool) = self.spool {
+            spool.close().await;
+        }
+        if let Some(pending) = self.pending {
+            pending.close().await;
         }
         if let Some(dedup) = self.dedup {
             dedup.close().await;

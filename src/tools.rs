@@ -177,8 +177,8 @@ pub fn spool_list(settings: &Settings, limit: usize) -> Result<String, ToolError
             out,
             "{seq}\t{id}\t{key}\tenqueued_at_ms={at}\tattempts={attempts}",
             seq = entry.seq,
-            id = entry.outgoing.id,
-            key = entry.outgoing.routing_key,
+            id = entry.entry.id,
+            key = entry.entry.routing_key,
             at = entry.enqueued_at_ms,
             attempts = entry.attempts
         );

@@ -10,7 +10,7 @@
 //! string and an integer count of minor units, both derived from the vendor's
 //! text or integer by exact arithmetic.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
@@ -84,7 +84,7 @@ pub struct EventData {
 
 /// The normalized facts a vendor mapping extracts; every part is optional
 /// because vendors differ in what they send.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Facts {
     /// The object the event is about.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,7 +140,7 @@ pub struct Facts {
     /// Optional fields the vendor sent in a form the mapping could not read
     /// exactly; each was left out of `data` (it stays in `vendor_data`), so
     /// one odd figure never costs the event its type.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<Skipped>,
     /// The vendor's body, parsed, minus known secrets; `null` when unparseable.
     pub vendor_data: Value,
@@ -167,7 +167,7 @@ impl Facts {
 const MAX_SKIP_REASON_CHARS: usize = 200;
 
 /// One optional field left out of `data`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {
     /// Where it was in the vendor's body (`event_body.object.totalsales`).
     pub field: String,
@@ -176,7 +176,7 @@ pub struct Skipped {
 }
 
 /// Why a payment failed, as the vendor coded it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     /// The vendor field that said so (`data.error`, `kountResponse.status`).
     pub field: String,
@@ -188,7 +188,7 @@ pub struct Failure {
 }
 
 /// `{type, id}` of the object an event concerns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectRef {
     /// Our noun: `transaction`, `refund`, `batch`, `product`, `card_update`, ...
     #[serde(rename = "type")]
@@ -198,14 +198,14 @@ pub struct ObjectRef {
 }
 
 /// A merchant account at the vendor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Merchant {
     /// The vendor's merchant id or key.
     pub id: String,
 }
 
 /// A vendor status code with its documented name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     /// Which vendor field this is (`transactionStatus`, `payoutStatus`, ...).
     pub field: String,
@@ -217,7 +217,7 @@ pub struct Status {
 }
 
 /// A change of one field from one value to another.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusChange {
     /// The field that changed (`status`, `updated_card`, ...).
     pub field: String,
@@ -228,7 +228,7 @@ pub struct StatusChange {
 }
 
 /// Card or other method, reduced to what is safe to publish.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentMethod {
     /// `card`, `cash`, `ach`, ... as the vendor names it, lowercased.
     #[serde(rename = "type")]
@@ -242,7 +242,7 @@ pub struct PaymentMethod {
 }
 
 /// Totals of a settled (or failed) batch.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settlement {
     /// Batch number.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -262,7 +262,7 @@ pub struct Settlement {
 }
 
 /// Stock levels after an inventory change.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inventory {
     /// Stock location.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -276,7 +276,7 @@ pub struct Inventory {
 }
 
 /// The payer's contact details; published only when a source opts in.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Customer {
     /// Full name.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -293,10 +293,10 @@ pub struct Customer {
 }
 
 /// Outcome of enriching an event from the vendor's API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enrichment {
-    /// `complete` (facts filled from the vendor's record) or `failed`.
-    pub status: &'static str,
+    /// Whether the vendor's record filled the event in.
+    pub status: EnrichmentStatus,
     /// Why it failed; absent when complete.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -308,7 +308,7 @@ impl Enrichment {
     /// The vendor's record filled the event in.
     pub fn complete(attempts: u32) -> Self {
         Self {
-            status: "complete",
+            status: EnrichmentStatus::Complete,
             reason: None,
             attempts,
         }
@@ -317,26 +317,46 @@ impl Enrichment {
     /// No record could be used; the event carries the ping's facts only.
     pub fn failed(reason: impl Into<String>, attempts: u32) -> Self {
         Self {
-            status: "failed",
+            status: EnrichmentStatus::Failed,
             reason: Some(reason.into()),
             attempts,
         }
     }
 }
 
+/// `data.enrichment.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnrichmentStatus {
+    /// Facts filled from the vendor's record.
+    Complete,
+    /// No record could be used; `reason` says why.
+    Failed,
+}
+
+/// How `data.unmapped.raw_body` carries the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyEncoding {
+    /// The body was UTF-8 and is carried as text.
+    Utf8,
+    /// The body was not UTF-8 and is carried as standard base64.
+    Base64,
+}
+
 /// An authenticated body that could not be mapped, kept whole for `remap`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unmapped {
     /// What the mapper could not understand.
     pub reason: String,
     /// `utf8` or `base64`.
-    pub raw_body_encoding: &'static str,
+    pub raw_body_encoding: BodyEncoding,
     /// The body exactly as received.
     pub raw_body: String,
 }
 
 /// A sum of money in a currency, exact.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Amount {
     /// Decimal string with the currency's number of fraction digits (`"5.00"`).
     pub value: String,
@@ -441,7 +461,9 @@ impl Amount {
 }
 
 /// What a vendor mapping produces; the pipeline adds the envelope.
-#[derive(Debug, Clone, Default)]
+/// Serializable, so a deferred look-up can keep it on disk and finish it
+/// later without reading the vendor's body again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Mapped {
     /// Canonical type (`payment.succeeded`, `unknown`, ...).
     pub event_type: String,
@@ -450,6 +472,7 @@ pub struct Mapped {
     /// Stable identity of this vendor event; equal across the vendor's retries.
     pub vendor_event_id: String,
     /// When the vendor says it happened; `None` uses the receipt time.
+    #[serde(with = "time::serde::rfc3339::option")]
     pub occurred_at: Option<OffsetDateTime>,
     /// Everything else the mapping extracted.
     pub facts: Facts,
@@ -462,7 +485,8 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
 }
 
 /// The vendors hookgate understands; the `vendor` key of a source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum VendorKind {
     /// USAePay (NMI) webhooks: `event_type` envelopes, optional `X-Signature`.
     Usaepay,
@@ -604,11 +628,11 @@ impl Event {
         };
         let (raw_body_encoding, raw_body) = match std::str::from_utf8(published.unwrap_or_default())
         {
-            Ok(text) => ("utf8", text.to_owned()),
+            Ok(text) => (BodyEncoding::Utf8, text.to_owned()),
             Err(_) => {
                 use base64::Engine;
                 (
-                    "base64",
+                    BodyEncoding::Base64,
                     base64::engine::general_purpose::STANDARD.encode(published.unwrap_or_default()),
                 )
             }

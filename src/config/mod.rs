@@ -25,7 +25,7 @@ use ipnet::IpNet;
 use crate::auth::{
     AuthMethods, Authenticator, BasicCredentials, HmacVerifier, IpAllowList, StandardWebhooks,
 };
-use crate::enrich::{Enricher, NexioApi};
+use crate::enrich::{Enricher, LookupApi};
 use crate::ratelimit::{Rate, SourceLimiter};
 use crate::secret::Secret;
 use crate::vendors::{AmountUnit, MapOptions, VendorKind, VendorOptions};

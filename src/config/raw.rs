@@ -2,6 +2,8 @@
 //! before any check. Each key's default sits next to its struct, as an
 //! associated constant the loader and the reference both use.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 /// The file as written; docs/configuration.md describes each key.
@@ -188,7 +190,7 @@ pub struct RawSource {
     pub include_personal_data: Option<bool>,
     /// This source's quota, checked after authentication.
     pub rate_limit: Option<RawRate>,
-    /// Nexio only: look thin pings up at the vendor's API.
+    /// Vendors that send thin pings: look them up at the vendor's API.
     pub enrich: Option<RawEnrich>,
     /// Generic only: where each canonical field comes from.
     pub map: Option<crate::vendors::generic::RawMap>,
@@ -197,7 +199,7 @@ pub struct RawSource {
 /// `[source.enrich]`: the vendor API that fills thin pings in.
 #[derive(Debug, Deserialize)]
 pub struct RawEnrich {
-    /// `https://api.nexiopay.com` (production) or `https://api.nexiopaysandbox.com`.
+    /// The vendor's API (or an internal proxy in front of it).
     pub base_url: String,
     /// The API user's name.
     pub username: String,
@@ -215,23 +217,9 @@ pub struct RawEnrich {
     pub inline_deadline_ms: Option<u64>,
     /// How long a deferred look-up is retried before the event is published thin.
     pub retry_period_secs: Option<u64>,
-    /// Path templates with `{id}`, where the vendor docs leave them unconfirmed.
-    pub paths: Option<RawEnrichPaths>,
-}
-
-/// `[source.enrich.paths]`
-#[derive(Debug, Deserialize)]
-pub struct RawEnrichPaths {
-    /// Transaction look-up.
-    pub transaction: Option<String>,
-    /// Payout look-up.
-    pub payout: Option<String>,
-    /// Spendback look-up.
-    pub spendback: Option<String>,
-    /// Decline-recovery look-up.
-    pub recovery: Option<String>,
-    /// Onboarding-application look-up (production only).
-    pub onboarding: Option<String>,
+    /// Path templates with `{id}` by kind of object, where the vendor's docs
+    /// leave them unconfirmed; the kinds are the vendor's.
+    pub paths: Option<BTreeMap<String, String>>,
 }
 
 /// `[source.auth]`: every method present must pass.

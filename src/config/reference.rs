@@ -14,14 +14,14 @@ use super::{
     DEFAULT_IP_RATE, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BUFFERED_BODY_BYTES,
     DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_SOURCE_RATE, DEFAULT_SPOOL_MAX_BYTES,
 };
-use crate::enrich::{NexioPaths, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT};
+use crate::enrich::{DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT};
 use crate::vendors::{AmountUnit, MapOptions, VendorKind};
 
 /// One key of the configuration file.
 #[derive(Debug, Clone)]
 pub struct KeyDoc {
     /// Dotted path; `source.` keys belong to each `[[source]]` table.
-    pub key: &'static str,
+    pub key: String,
     /// What applies when the key is left out.
     pub default: KeyDefault,
     /// A valid value, as TOML, for keys without a concrete default.
@@ -29,7 +29,7 @@ pub struct KeyDoc {
     /// The vendor the key is for, when only one vendor reads it.
     pub vendor: Option<VendorKind>,
     /// What it does, in a sentence or two of Markdown.
-    pub meaning: &'static str,
+    pub meaning: String,
 }
 
 /// What a left-out key means.
@@ -55,13 +55,13 @@ impl KeyDoc {
     }
 }
 
-fn key(key: &'static str, default: KeyDefault, meaning: &'static str) -> KeyDoc {
+fn key(key: impl Into<String>, default: KeyDefault, meaning: impl Into<String>) -> KeyDoc {
     KeyDoc {
-        key,
+        key: key.into(),
         default,
         example: None,
         vendor: None,
-        meaning,
+        meaning: meaning.into(),
     }
 }
 
@@ -83,8 +83,8 @@ impl KeyDoc {
         self
     }
 
-    fn vendor(mut self, vendor: VendorKind) -> Self {
-        self.vendor = Some(vendor);
+    fn vendor(mut self, vendor: impl Into<Option<VendorKind>>) -> Self {
+        self.vendor = vendor.into();
         self
     }
 }
@@ -93,12 +93,20 @@ impl KeyDoc {
 pub fn keys() -> Vec<KeyDoc> {
     use KeyDefault::{Derived, Required, Unset};
     let options = MapOptions::default();
-    let paths = NexioPaths::default();
+    // `[source.enrich]` is read for the vendors that send thin pings.
+    let thin: Vec<VendorKind> = VendorKind::ALL
+        .into_iter()
+        .filter(|v| !v.vendor().lookup_paths().is_empty())
+        .collect();
+    let enrich_vendor = match thin.as_slice() {
+        [only] => Some(*only),
+        _ => None,
+    };
     let unit = match options.amount_unit() {
         AmountUnit::Minor => "minor",
         AmountUnit::Major => "major",
     };
-    vec![
+    let mut keys = vec![
         key("server.listen", Required, "`ip:port` to bind.").example("\"127.0.0.1:8443\""),
         key("server.tls_cert", Unset("none: plain HTTP"), "PEM certificate chain, leaf first. Both `tls_cert` and `tls_key` or neither; without them hookgate serves **plain HTTP** and warns at start: only behind a TLS-terminating proxy. TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`.").example("\"dev/cert.pem\""),
         key("server.tls_key", Unset("none: plain HTTP"), "PEM private key of `tls_cert`.").example("\"dev/key.pem\""),
@@ -157,21 +165,29 @@ pub fn keys() -> Vec<KeyDoc> {
         key("source.map.merchant_id", Unset("none"), "Where the merchant account's id is.").example("\"/data/account\"").vendor(VendorKind::Generic),
         key("source.map.types", Unset("none: every type is `unknown`"), "Vendor event type → canonical type (`\"charge.succeeded\" = \"payment.succeeded\"`); a type not listed is `unknown`, its vendor type kept.").example("{ \"charge.succeeded\" = \"payment.succeeded\" }").vendor(VendorKind::Generic),
         key("source.map.redact", Unset("none"), "Pointers removed from `vendor_data` before publishing (the card-number guard runs on what is left).").example("[\"/data/customer/email\"]").vendor(VendorKind::Generic),
-        key("source.enrich.base_url", Unset("none: thin pings are published thin"), "The vendor API that fills thin pings in: `https://api.nexiopay.com` or `https://api.nexiopaysandbox.com` (or an `http://` internal proxy).").example("\"https://api.nexiopaysandbox.com\"").vendor(VendorKind::Nexio),
-        key("source.enrich.username", Derived("required in `[source.enrich]`"), "The API user's name.").example("\"api-user@example.com\"").vendor(VendorKind::Nexio),
-        key("source.enrich.api_key", Derived("required in `[source.enrich]`"), "The API user's key; sent only as HTTP Basic, never logged.").example("\"${NEXIO_API_KEY}\"").vendor(VendorKind::Nexio),
-        key("source.enrich.timeout_ms", value(DEFAULT_TIMEOUT.as_millis()), "Bound on one HTTP call, from connect to the last body byte.").vendor(VendorKind::Nexio),
-        key("source.enrich.max_concurrency", value(DEFAULT_MAX_CONCURRENCY), "Calls in flight at once for this source (1 to 1024).").vendor(VendorKind::Nexio),
-        key("source.enrich.cache_ttl_secs", value(crate::enrich::DEFAULT_CACHE_TTL.as_secs()), "How long a looked-up record is reused (it covers Nexio's resends).").vendor(VendorKind::Nexio),
-        key("source.enrich.cache_capacity", value(crate::enrich::DEFAULT_CACHE_CAPACITY), "Records kept in the cache.").vendor(VendorKind::Nexio),
-        key("source.enrich.inline_deadline_ms", value(crate::enrich::INLINE_DEADLINE.as_millis()), "How long a request waits for the look-up before the ping is kept durably and looked up in the background (needs `[spool]`).").vendor(VendorKind::Nexio),
-        key("source.enrich.retry_period_secs", value(crate::enrich::RETRY_PERIOD.as_secs()), "How long a deferred look-up is retried before the event is published thin, with `enrichment.status = \"failed\"`.").vendor(VendorKind::Nexio),
-        key("source.enrich.paths.transaction", KeyDefault::Value(format!("\"{}\"", paths.transaction)), "Path template of a transaction look-up; `{id}` is the object id.").vendor(VendorKind::Nexio),
-        key("source.enrich.paths.payout", KeyDefault::Value(format!("\"{}\"", paths.payout)), "Path template of a payout look-up.").vendor(VendorKind::Nexio),
-        key("source.enrich.paths.spendback", KeyDefault::Value(format!("\"{}\"", paths.spendback)), "Path template of a spendback look-up.").vendor(VendorKind::Nexio),
-        key("source.enrich.paths.recovery", KeyDefault::Value(format!("\"{}\"", paths.recovery)), "Path template of a decline-recovery look-up.").vendor(VendorKind::Nexio),
-        key("source.enrich.paths.onboarding", KeyDefault::Value(format!("\"{}\"", paths.onboarding)), "Path template of an onboarding-application look-up (production API only).").vendor(VendorKind::Nexio),
-    ]
+        key("source.enrich.base_url", Unset("none: thin pings are published thin"), format!("The vendor API that fills thin pings in: Nexio's are `{}` and `{}` (or an `http://` internal proxy).", crate::vendors::nexio::lookup::PRODUCTION_BASE_URL, crate::vendors::nexio::lookup::SANDBOX_BASE_URL)).example("\"https://api.nexiopaysandbox.com\"").vendor(enrich_vendor),
+        key("source.enrich.username", Derived("required in `[source.enrich]`"), "The API user's name.").example("\"api-user@example.com\"").vendor(enrich_vendor),
+        key("source.enrich.api_key", Derived("required in `[source.enrich]`"), "The API user's key; sent only as HTTP Basic, never logged.").example("\"${NEXIO_API_KEY}\"").vendor(enrich_vendor),
+        key("source.enrich.timeout_ms", value(DEFAULT_TIMEOUT.as_millis()), "Bound on one HTTP call, from connect to the last body byte.").vendor(enrich_vendor),
+        key("source.enrich.max_concurrency", value(DEFAULT_MAX_CONCURRENCY), "Calls in flight at once for this source (1 to 1024).").vendor(enrich_vendor),
+        key("source.enrich.cache_ttl_secs", value(crate::enrich::DEFAULT_CACHE_TTL.as_secs()), "How long a looked-up record is reused (it covers Nexio's resends).").vendor(enrich_vendor),
+        key("source.enrich.cache_capacity", value(crate::enrich::DEFAULT_CACHE_CAPACITY), "Records kept in the cache.").vendor(enrich_vendor),
+        key("source.enrich.inline_deadline_ms", value(crate::enrich::INLINE_DEADLINE.as_millis()), "How long a request waits for the look-up before the ping is kept durably and looked up in the background (needs `[spool]`).").vendor(enrich_vendor),
+        key("source.enrich.retry_period_secs", value(crate::enrich::RETRY_PERIOD.as_secs()), "How long a deferred look-up is retried before the event is published thin, with `enrichment.status = \"failed\"`.").vendor(enrich_vendor),
+    ];
+    for vendor in thin {
+        for path in vendor.vendor().lookup_paths() {
+            keys.push(
+                key(
+                    format!("source.enrich.paths.{}", path.kind),
+                    text(path.default_path),
+                    format!("Path template of {}; `{{id}}` is the object id.", path.what),
+                )
+                .vendor(vendor),
+            );
+        }
+    }
+    keys
 }
 
 /// The reference as Markdown: `docs/configuration.md`.

@@ -91,17 +91,24 @@ fn build_enrichment(
     vendor: Option<VendorKind>,
 ) -> Option<SourceEnrichment> {
     let at = format!("{at}.enrich");
-    if vendor.is_some_and(|v| v != VendorKind::Nexio) {
+    // An unknown vendor is reported at `vendor`; its look-ups cannot be checked.
+    let vendor = vendor?;
+    let kinds = vendor.vendor().lookup_paths();
+    if kinds.is_empty() {
         b.error(
             &at,
-            "only vendor `nexio` sends thin pings that need a look-up",
+            format!(
+                "vendor `{}` sends whole records: it has no thin pings to look up",
+                vendor.name()
+            ),
         );
         return None;
     }
-    let mut api = NexioApi::new(
+    let mut api = LookupApi::new(
         b.expand_required(&format!("{at}.base_url"), &raw.base_url),
         b.expand_required(&format!("{at}.username"), &raw.username),
         Secret::new(b.expand_required(&format!("{at}.api_key"), &raw.api_key)),
+        kinds,
     );
     api.timeout = b.duration_ms(
         &format!("{at}.timeout_ms"),
@@ -114,21 +121,22 @@ fn build_enrichment(
         api.max_concurrency,
         MAX_LOOKUP_CONCURRENCY,
     );
-    if let Some(paths) = &raw.paths {
-        let mut set = |value: &Option<String>, key: &str, slot: &mut String| {
-            if let Some(v) = value {
-                *slot = b.expand(&format!("{at}.paths.{key}"), v);
-            }
-        };
-        set(
-            &paths.transaction,
-            "transaction",
-            &mut api.paths.transaction,
-        );
-        set(&paths.payout, "payout", &mut api.paths.payout);
-        set(&paths.spendback, "spendback", &mut api.paths.spendback);
-        set(&paths.recovery, "recovery", &mut api.paths.recovery);
-        set(&paths.onboarding, "onboarding", &mut api.paths.onboarding);
+    for (kind, template) in raw.paths.iter().flatten() {
+        let key = format!("{at}.paths.{kind}");
+        if !api.paths.contains_key(kind) {
+            let known: Vec<&str> = kinds.iter().map(|k| k.kind).collect();
+            b.error(
+                key,
+                format!(
+                    "`{}` has no `{kind}` look-up; its kinds are {}",
+                    vendor.name(),
+                    known.join(", ")
+                ),
+            );
+            continue;
+        }
+        let expanded = b.expand(&key, template);
+        api.paths.insert(kind.clone(), expanded);
     }
     if let Err(problem) = api.validate() {
         b.error(format!("{at}.{}", problem.field), problem.message);

@@ -476,3 +476,36 @@ fn standard_webhooks_keys_are_checked_and_any_vendor_may_use_them() {
         "the key is not echoed"
     );
 }
+
+#[test]
+fn lookup_paths_are_the_vendors_kinds_and_vendors_without_lookups_refuse_them() {
+    let text = with_nexio_lookups(
+        GOOD,
+        "paths = { payout = \"/payout/v9/{id}\", chargeback = \"/chargeback/{id}\" }",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].key, "source[1].enrich.paths.chargeback");
+    assert!(errs[0].message.contains("transaction, payout"), "{errs:?}");
+
+    let text = with_nexio_lookups(GOOD, "paths = { payout = \"/payout/v9/{id}\" }");
+    let settings = from_toml_with_env(&text, &env).expect("a known kind is accepted");
+    let source = settings.sources.get("nexio-main").unwrap();
+    let enricher = &source.enrichment.as_ref().unwrap().enricher;
+    let shown = format!("{enricher:?}");
+    assert!(shown.contains("/payout/v9/{id}"), "{shown}");
+    assert!(
+        shown.contains("/transaction/v3/{id}"),
+        "defaults stay: {shown}"
+    );
+
+    let usaepay_with_lookups =
+        with_nexio_lookups(GOOD, "").replace("vendor = \"nexio\"", "vendor = \"usaepay\"");
+    let errs = errors(&usaepay_with_lookups);
+    assert!(
+        errs.iter()
+            .any(|e| e.key == "source[1].enrich"
+                && e.message.contains("`usaepay` sends whole records")),
+        "{errs:?}"
+    );
+}

@@ -8,7 +8,7 @@
 //! hammer.
 //!
 //! Why both bounds: the TTL keeps answers fresh (an object's status moves on;
-//! the ping's own status is authoritative anyway, see [`super::nexio`]); the
+//! the ping's own status is authoritative anyway, as vendors apply records); the
 //! capacity keeps memory bounded whatever the vendor sends. Eviction is
 //! least-recently-used, implemented with a `HashMap` plus a recency queue with
 //! lazy deletion: every touch pushes a new `(key, stamp)` and stale pairs are

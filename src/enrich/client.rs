@@ -1,13 +1,13 @@
-//! The HTTP(S) client for Nexio's lookup API, and its per-source settings.
+//! The HTTP(S) client for a vendor's lookup API, and its per-source settings.
 //!
 //! One `GET` per look-up, over a fresh hyper 1 HTTP/1.1 connection (TLS by
 //! tokio-rustls with the ring provider and the Mozilla roots from
 //! `webpki-roots`; ALPN offers only `http/1.1`). There is no connection pool:
-//! look-ups are one per Nexio ping and mostly answered from the cache, so a
+//! look-ups are one per thin ping and mostly answered from the cache, so a
 //! pool would add state for little gain.
 //!
 //! `http://` base URLs are accepted too, for the tests' fake API and for an
-//! internal egress proxy that terminates TLS towards Nexio. Anything sent
+//! internal egress proxy that terminates TLS towards the vendor. Anything sent
 //! over plain HTTP carries the API key in the clear, so use it only on a
 //! trusted network.
 //!
@@ -30,17 +30,13 @@ use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::{LookupError, LookupKind};
+use std::collections::BTreeMap;
+
+use super::LookupError;
 use crate::secret::Secret;
+use crate::vendors::{Lookup, LookupPath};
 
-/// Nexio's sandbox API (docs/vendors.md §3.5, [NEX-BASE]).
-pub const SANDBOX_BASE_URL: &str = "https://api.nexiopaysandbox.com";
-
-/// Nexio's production API (docs/vendors.md §3.5, [NEX-BASE]); onboarding look-ups
-/// work only here.
-pub const PRODUCTION_BASE_URL: &str = "https://api.nexiopay.com";
-
-/// Largest response body read; Nexio records are a few KiB, so anything
+/// Largest response body read; vendor records are a few KiB, so anything
 /// bigger is not what we asked for and is refused rather than buffered.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -52,41 +48,50 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// turn into a burst against the vendor's API.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
 
-/// The longest object id put in a path; Nexio's ids are numbers or ≤ 32-char
+/// The longest object id put in a path; vendors' ids are numbers or short
 /// hex strings, so anything longer is not an id.
 const MAX_ID_LEN: usize = 128;
 
-/// Per-source settings of the Nexio lookup API, as built from the config.
+/// Per-source settings of a vendor's lookup API, as built from the config.
 ///
-/// Paths are templates because docs/vendors.md could only confirm some of them
-/// (§3.5): when Nexio's real path differs, the operator fixes it in the config
-/// instead of waiting for a release.
+/// Paths are templates, one per kind of object the vendor names
+/// ([`crate::vendors::Vendor::lookup_paths`]), because vendors' docs do not
+/// always confirm them: when the real path differs, the operator fixes it in
+/// the config instead of waiting for a release.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NexioApi {
-    /// `https://api.nexiopaysandbox.com`, `https://api.nexiopay.com`, or an
-    /// `http://` internal proxy; a path prefix (`http://proxy/nexio`) is kept.
+pub struct LookupApi {
+    /// The vendor's API, or an `http://` internal proxy; a path prefix
+    /// (`http://proxy/vendor`) is kept.
     pub base_url: String,
-    /// The API user's name (Dashboard → Settings → User Management).
+    /// The API user's name.
     pub username: String,
     /// The API user's key; sent only as HTTP Basic, never logged.
     pub api_key: Secret,
-    /// Path templates per kind of object.
-    pub paths: NexioPaths,
+    /// Path template (with `{id}`) per kind of object.
+    pub paths: BTreeMap<String, String>,
     /// Bound on one HTTP call, from connect to the last body byte.
     pub timeout: Duration,
     /// Calls in flight at once for this source.
     pub max_concurrency: usize,
 }
 
-impl NexioApi {
-    /// Settings with the documented defaults for everything but the
-    /// endpoint and the credentials.
-    pub fn new(base_url: impl Into<String>, username: impl Into<String>, api_key: Secret) -> Self {
+impl LookupApi {
+    /// Settings with the vendor's default paths and the documented defaults
+    /// for everything but the endpoint and the credentials.
+    pub fn new(
+        base_url: impl Into<String>,
+        username: impl Into<String>,
+        api_key: Secret,
+        paths: &[LookupPath],
+    ) -> Self {
         Self {
             base_url: base_url.into(),
             username: username.into(),
             api_key,
-            paths: NexioPaths::default(),
+            paths: paths
+                .iter()
+                .map(|p| (p.kind.to_owned(), p.default_path.to_owned()))
+                .collect(),
             timeout: DEFAULT_TIMEOUT,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
         }
@@ -113,9 +118,8 @@ impl NexioApi {
         if self.api_key.expose().is_empty() {
             return bad("api_key", "must not be empty".into());
         }
-        for kind in LookupKind::ALL {
-            let template = self.paths.template(kind);
-            let field = format!("paths.{}", kind.config_key());
+        for (kind, template) in &self.paths {
+            let field = format!("paths.{kind}");
             if !template.starts_with('/') || !template.contains("{id}") {
                 return bad(
                     &field,
@@ -148,53 +152,6 @@ pub struct SettingError {
     pub field: String,
     /// What is wrong with it.
     pub message: String,
-}
-
-/// Path templates (with `{id}`) of the by-id look-ups, one per kind.
-///
-/// Defaults are docs/vendors.md §3.5. Only the list endpoints are confirmed there;
-/// the by-id transaction, payout, spendback and recovery paths are ASSUMED
-/// from them, and the onboarding path is UNKNOWN (Nexio documents the
-/// endpoint, "View application by onboarding ID", but not its path), so its
-/// default is a guess that operators must check against Nexio.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NexioPaths {
-    /// `TRANSACTION` pings (`transactionId`): ASSUMED `/transaction/v3/{id}`.
-    pub transaction: String,
-    /// `PAYOUT` pings (`payoutId`): ASSUMED `/payout/v3/{id}`.
-    pub payout: String,
-    /// `SPENDBACK` pings (`spendbackId`): ASSUMED `/payout/v3/spendback/{id}`.
-    pub spendback: String,
-    /// `DECLINE_RECOVERY` pings (`retryId`): ASSUMED `/recovery/v3/{id}`.
-    pub recovery: String,
-    /// `PROCESSOR_ONBOARDING` pings (`onboardingId`): path UNKNOWN, default
-    /// ASSUMED `/partner/v3/onboarding/{id}`; production only.
-    pub onboarding: String,
-}
-
-impl Default for NexioPaths {
-    fn default() -> Self {
-        Self {
-            transaction: "/transaction/v3/{id}".into(),
-            payout: "/payout/v3/{id}".into(),
-            spendback: "/payout/v3/spendback/{id}".into(),
-            recovery: "/recovery/v3/{id}".into(),
-            onboarding: "/partner/v3/onboarding/{id}".into(),
-        }
-    }
-}
-
-impl NexioPaths {
-    /// The template used for `kind`.
-    pub fn template(&self, kind: LookupKind) -> &str {
-        match kind {
-            LookupKind::Transaction => &self.transaction,
-            LookupKind::Payout => &self.payout,
-            LookupKind::Spendback => &self.spendback,
-            LookupKind::DeclineRecovery => &self.recovery,
-            LookupKind::Onboarding => &self.onboarding,
-        }
-    }
 }
 
 /// Where requests go: parsed once from `base_url`.
@@ -256,7 +213,7 @@ impl Target {
 pub(crate) struct HttpClient {
     /// `Err` holds the configuration problem, reported by every call.
     target: Result<Target, String>,
-    paths: NexioPaths,
+    paths: BTreeMap<String, String>,
     authorization: HeaderValue,
     tls: tokio_rustls::TlsConnector,
     timeout: Duration,
@@ -264,7 +221,7 @@ pub(crate) struct HttpClient {
 
 impl HttpClient {
     /// A client trusting the Mozilla root store.
-    pub(crate) fn new(api: &NexioApi) -> Self {
+    pub(crate) fn new(api: &LookupApi) -> Self {
         let roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
@@ -272,7 +229,7 @@ impl HttpClient {
     }
 
     /// A client trusting `roots` only (tests use a self-signed CA).
-    pub(crate) fn with_roots(api: &NexioApi, roots: RootCertStore) -> Self {
+    pub(crate) fn with_roots(api: &LookupApi, roots: RootCertStore) -> Self {
         let target = api
             .validate()
             .map_err(|e| e.to_string())
@@ -293,21 +250,18 @@ impl HttpClient {
 
     /// `GET`s one object and classifies the answer; the whole call is bounded
     /// by the configured timeout.
-    pub(crate) async fn get(
-        &self,
-        kind: LookupKind,
-        id: &str,
-    ) -> Result<serde_json::Value, LookupError> {
+    pub(crate) async fn get(&self, lookup: &Lookup) -> Result<serde_json::Value, LookupError> {
         let target = self
             .target
             .as_ref()
-            .map_err(|e| LookupError::Permanent(format!("Nexio API settings are invalid: {e}")))?;
+            .map_err(|e| LookupError::Permanent(format!("lookup API settings are invalid: {e}")))?;
+        let template = self.paths.get(&lookup.kind).ok_or_else(|| {
+            LookupError::Permanent(format!("no path for `{}` look-ups", lookup.kind))
+        })?;
         let path = format!(
             "{}{}",
             target.prefix,
-            self.paths
-                .template(kind)
-                .replace("{id}", &path_segment(id)?)
+            template.replace("{id}", &path_segment(&lookup.id)?)
         );
         let started = Instant::now();
         let answer = tokio::time::timeout(self.timeout, self.exchange(target, &path)).await;
@@ -321,11 +275,11 @@ impl HttpClient {
             }
         };
         tracing::debug!(
-            kind = kind.name(),
+            kind = %lookup.kind,
             path = %path,
             status = status.as_u16(),
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "Nexio look-up answered."
+            "Look-up answered."
         );
         classify(&path, status, &body)
     }
@@ -415,8 +369,9 @@ where
     Ok((status, body))
 }
 
-/// Status → outcome: 404 is "not visible yet" (Nexio: up to a minute after
-/// the ping), 408/429/5xx are worth retrying, other 4xx and 3xx are not.
+/// Status → outcome: 404 is "not visible yet" (a vendor's API may lag its
+/// pings; Nexio's by up to a minute), 408/429/5xx are worth retrying, other
+/// 4xx and 3xx are not.
 fn classify(path: &str, status: StatusCode, body: &[u8]) -> Result<serde_json::Value, LookupError> {
     if status.is_success() {
         return super::json::parse_exact(body).map_err(|e| {
@@ -469,46 +424,60 @@ const NOT_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHA
 mod tests {
     use super::*;
 
-    fn api(base: &str) -> NexioApi {
-        NexioApi::new(base, "user@example.com", Secret::new("k"))
+    const PATHS: &[LookupPath] = &[
+        LookupPath {
+            kind: "transaction",
+            default_path: "/transaction/v3/{id}",
+            what: "a transaction",
+        },
+        LookupPath {
+            kind: "payout",
+            default_path: "/payout/v3/{id}",
+            what: "a payout",
+        },
+    ];
+    const BASE: &str = "https://api.example.com";
+
+    fn api(base: &str) -> LookupApi {
+        LookupApi::new(base, "user@example.com", Secret::new("k"), PATHS)
     }
 
     #[test]
     fn base_urls_are_checked_up_front() {
-        assert!(api(SANDBOX_BASE_URL).validate().is_ok());
-        assert!(api(PRODUCTION_BASE_URL).validate().is_ok());
-        assert!(api("http://127.0.0.1:8080/nexio/").validate().is_ok());
+        assert!(api(BASE).validate().is_ok());
+        assert!(api("https://api.example.com:8443/v2").validate().is_ok());
+        assert!(api("http://127.0.0.1:8080/vendor/").validate().is_ok());
         for bad in [
-            "ftp://api.nexiopay.com",
-            "api.nexiopay.com",
-            "https://user:pw@api.nexiopay.com",
-            "https://api.nexiopay.com/?x=1",
+            "ftp://api.example.com",
+            "api.example.com",
+            "https://user:pw@api.example.com",
+            "https://api.example.com/?x=1",
             "",
         ] {
             let error = api(bad).validate().unwrap_err();
             assert_eq!(error.field, "base_url", "{bad}: {error}");
         }
-        let t = Target::parse("http://[::1]:9/nexio/").unwrap();
+        let t = Target::parse("http://[::1]:9/vendor/").unwrap();
         assert_eq!(
             (t.host.as_str(), t.port, t.prefix.as_str(), t.https),
-            ("::1", 9, "/nexio", false)
+            ("::1", 9, "/vendor", false)
         );
-        let t = Target::parse(PRODUCTION_BASE_URL).unwrap();
+        let t = Target::parse(BASE).unwrap();
         assert_eq!((t.port, t.prefix.as_str(), t.https), (443, "", true));
     }
 
     #[test]
     fn other_settings_are_checked_and_named() {
-        let mut a = api(SANDBOX_BASE_URL);
+        let mut a = api(BASE);
         a.username = "a:b".into();
         assert_eq!(a.validate().unwrap_err().field, "username");
-        let mut a = api(SANDBOX_BASE_URL);
-        a.paths.onboarding = "/partner/v3/onboarding".into();
-        assert_eq!(a.validate().unwrap_err().field, "paths.onboarding");
-        let mut a = api(SANDBOX_BASE_URL);
+        let mut a = api(BASE);
+        a.paths.insert("payout".into(), "/payout/v3".into());
+        assert_eq!(a.validate().unwrap_err().field, "paths.payout");
+        let mut a = api(BASE);
         a.max_concurrency = 0;
         assert_eq!(a.validate().unwrap_err().field, "max_concurrency");
-        let a = NexioApi::new(SANDBOX_BASE_URL, "u", Secret::new(""));
+        let a = LookupApi::new(BASE, "u", Secret::new(""), PATHS);
         assert_eq!(a.validate().unwrap_err().field, "api_key");
     }
 
@@ -527,7 +496,7 @@ mod tests {
 
     #[test]
     fn the_debug_form_of_the_settings_hides_the_key() {
-        let a = NexioApi::new(SANDBOX_BASE_URL, "u", Secret::new("very-secret-key"));
+        let a = LookupApi::new(BASE, "u", Secret::new("very-secret-key"), PATHS);
         let text = format!("{a:?}");
         assert!(!text.contains("very-secret-key"), "{text}");
     }

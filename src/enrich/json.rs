@@ -7,7 +7,8 @@
 //! look-up bodies are parsed with [`parse_exact`]: it walks the document with
 //! `RawValue`, keeps integers that fit `i64`/`u64` as JSON numbers, and keeps
 //! every other number (`1.15`, `1e3`, huge integers) as a **string holding
-//! its exact literal**. [`super::apply_nexio`] reads amounts from that text.
+//! its exact literal**. Vendors read amounts from that text when they apply a
+//! record ([`crate::vendors::Vendor::apply_lookup`]).
 //! The price is that such numbers appear as strings in `vendor_data.lookup`.
 
 use std::collections::BTreeMap;

@@ -1,47 +1,46 @@
 //! Enrichment: filling in thin vendor pings from the vendor's own API.
 //!
-//! **Why.** Nexio's simplified webhooks are *thin pings*: `{eventType,
-//! <status codes>, <object id>}` and nothing else — no amount, card, merchant
-//! or time (docs/vendors.md §3.3). Consumers want those facts, and only Nexio's
-//! lookup API has them (§3.5), so the gateway asks it, with the source's API
-//! user over HTTP Basic.
+//! **Why.** Some vendors send *thin pings*: an event type, status codes and
+//! an object id, nothing else (Nexio's simplified webhooks, docs/vendors.md
+//! §3.3). Consumers want the amount, card, merchant and time, and only the
+//! vendor's lookup API has them, so the gateway asks it, with the source's
+//! API user over HTTP Basic. What to look up and how a record fills the event
+//! in is the vendor's knowledge ([`crate::vendors::Vendor::lookup`] and
+//! [`crate::vendors::Vendor::apply_lookup`]); this module only fetches.
 //!
-//! **Why it must not hold up the vendor's 200.** Nexio documents that a new
-//! transaction "may take up to a minute" to become visible to the lookup API,
-//! so a look-up right after the ping often answers 404
-//! ([`LookupError::NotFound`]). Meanwhile Nexio resends a webhook it
-//! considers failed only twice, a minute apart (three attempts in about two
-//! minutes). Waiting a minute for the API before answering would burn those
-//! attempts. So the pipeline tries inline for a short deadline (about 1 s),
-//! and if that does not succeed it makes the ping durable, answers 200, and
-//! retries in the background on the [`next_delay`] schedule for up to
-//! [`RETRY_PERIOD`] ([`Enricher::lookup_with_retry`]).
+//! **Why it must not hold up the vendor's 200.** A vendor's API may lag its
+//! pings (Nexio: a new transaction "may take up to a minute" to become
+//! visible), so a look-up right after the ping often answers 404
+//! ([`LookupError::NotFound`]), while the vendor resends a webhook it
+//! considers failed only a few times (Nexio: twice, a minute apart). So the
+//! pipeline tries inline for a short deadline (about 1 s), and if that does
+//! not succeed it makes the ping durable, answers 200, and retries in the
+//! background on the [`next_delay`] schedule for up to [`RETRY_PERIOD`].
 //!
 //! **Coalescing.** One object draws several pings (one per status change,
-//! plus Nexio's resends), and the inline attempt and the background retry of
-//! the same ping overlap. Concurrent look-ups of the same `(kind, id)` share
-//! one HTTP call: the first caller starts it as a detached task and every
-//! caller, the first included, waits for its answer. Because the call is
-//! detached, a caller that gives up (the 1 s inline deadline) does not cancel
-//! it: the answer still lands in the cache for the background retry.
+//! plus resends), and the inline attempt and the background retry of the
+//! same ping overlap. Concurrent look-ups of the same object share one HTTP
+//! call: the first caller starts it as a detached task and every caller, the
+//! first included, waits for its answer. Because the call is detached, a
+//! caller that gives up (the 1 s inline deadline) does not cancel it: the
+//! answer still lands in the cache for the background retry.
 //!
 //! **Cache.** Successful answers are kept for a short TTL in a size-bounded
 //! LRU (`cache.rs`), so resends and repeated pings do not call the API again.
 //! Failures (including 404) are never cached: the object may appear any
-//! second. A cached record may be older than the ping; [`apply_nexio`] keeps
-//! the ping's status for exactly that reason.
+//! second. A cached record may be older than the ping, so vendors keep the
+//! ping's status when they apply one.
 //!
 //! **Bounds.** Per source: at most `max_concurrency` calls in flight (a
 //! semaphore), each call bounded by one `timeout` covering connect, TLS
 //! handshake, request and body, bodies capped at 1 MiB ([`client`]).
 //!
 //! Layout: [`client`] (settings, HTTP/TLS), `cache.rs`, [`json`] (exact
-//! decimals), [`nexio`] (what to look up, how a record fills the facts).
+//! decimals).
 
 mod cache;
 pub mod client;
 pub mod json;
-pub mod nexio;
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -51,90 +50,34 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::{oneshot, Semaphore};
 
-pub use client::{
-    NexioApi, NexioPaths, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, MAX_BODY_BYTES,
-    PRODUCTION_BASE_URL, SANDBOX_BASE_URL,
-};
+pub use client::{LookupApi, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, MAX_BODY_BYTES};
 pub use json::parse_exact;
-pub use nexio::{apply_nexio, apply_nexio_with, LOOKUP_KEY};
 
+use crate::vendors::Lookup;
 use cache::TtlCache;
 use client::HttpClient;
 
-/// How long background enrichment keeps trying: Nexio's lag is "up to a
-/// minute", so ten minutes is generous without holding events for long.
+/// How long background enrichment keeps trying: vendors' lag is about a
+/// minute (Nexio's "up to a minute"), so ten minutes is generous without
+/// holding events for long.
 pub const RETRY_PERIOD: Duration = Duration::from_secs(10 * 60);
 
 /// The inline attempt's suggested deadline: short enough that the vendor's
 /// 200 is not noticeably delayed, long enough for a warm API to answer.
 pub const INLINE_DEADLINE: Duration = Duration::from_secs(1);
 
-/// Default cache TTL: covers Nexio's resends (2 minutes) without serving a
-/// record much staler than the pings that follow it.
+/// Default cache TTL: covers a vendor's resends (Nexio's 2 minutes) without
+/// serving a record much staler than the pings that follow it.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(120);
 
 /// Default number of cached records per source (a few KiB each).
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 
-/// What a look-up is about; each kind has its own API path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LookupKind {
-    /// A `TRANSACTION` ping's `transactionId`.
-    Transaction,
-    /// A `PAYOUT` ping's `payoutId`.
-    Payout,
-    /// A `SPENDBACK` ping's `spendbackId`.
-    Spendback,
-    /// A `DECLINE_RECOVERY` ping's `retryId`.
-    DeclineRecovery,
-    /// A `PROCESSOR_ONBOARDING` ping's `onboardingId` (production API only).
-    Onboarding,
-}
-
-impl LookupKind {
-    /// Every kind, for validation and tests.
-    pub const ALL: [LookupKind; 5] = [
-        Self::Transaction,
-        Self::Payout,
-        Self::Spendback,
-        Self::DeclineRecovery,
-        Self::Onboarding,
-    ];
-
-    /// Name for logs and metrics labels.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Transaction => "transaction",
-            Self::Payout => "payout",
-            Self::Spendback => "spendback",
-            Self::DeclineRecovery => "decline_recovery",
-            Self::Onboarding => "onboarding",
-        }
-    }
-
-    /// The key of this kind's path under `paths` in the config.
-    pub fn config_key(self) -> &'static str {
-        match self {
-            Self::DeclineRecovery => "recovery",
-            other => other.name(),
-        }
-    }
-}
-
-/// One object to look up: built from a mapped event by [`Lookup::for_nexio`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Lookup {
-    /// Which API path to use.
-    pub kind: LookupKind,
-    /// The vendor's object id, as text.
-    pub id: String,
-}
-
 /// Why a look-up produced no record; the variant tells the caller whether
 /// trying again can help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {
-    /// 404: normal right after a ping (Nexio lags up to a minute); retry.
+    /// 404: normal right after a ping (the vendor's API lags); retry.
     #[error("not found (yet)")]
     NotFound,
     /// 5xx, 408, 429, timeout, connection or TLS failure; retry.
@@ -162,7 +105,7 @@ pub fn next_delay(attempt: u32) -> Duration {
     Duration::from_secs(1u64.checked_shl(attempt).unwrap_or(u64::MAX)).min(CAP)
 }
 
-type Key = (LookupKind, String);
+type Key = Lookup;
 type Answer = Result<Value, LookupError>;
 
 /// The lookup service of one source: settings, HTTP client, cache, in-flight
@@ -176,7 +119,7 @@ pub struct Enricher {
 struct Inner {
     /// What the service was built from, so a reload can tell whether it may
     /// keep this one (and its warm cache) instead of starting cold.
-    settings: (NexioApi, Duration, usize),
+    settings: (LookupApi, Duration, usize),
     client: HttpClient,
     permits: Semaphore,
     cache: Mutex<TtlCache<Key, Value>>,
@@ -199,16 +142,16 @@ impl std::fmt::Debug for Enricher {
 
 impl Enricher {
     /// A service for one source. Settings are not checked here (call
-    /// [`NexioApi::validate`] when loading the config); invalid settings make
+    /// [`LookupApi::validate`] when loading the config); invalid settings make
     /// every look-up a [`LookupError::Permanent`] naming the problem.
-    pub fn new(api: NexioApi, cache_ttl: Duration, cache_capacity: usize) -> Self {
+    pub fn new(api: LookupApi, cache_ttl: Duration, cache_capacity: usize) -> Self {
         let client = HttpClient::new(&api);
         Self::with_client(client, &api, cache_ttl, cache_capacity)
     }
 
     fn with_client(
         client: HttpClient,
-        api: &NexioApi,
+        api: &LookupApi,
         cache_ttl: Duration,
         cache_capacity: usize,
     ) -> Self {
@@ -237,14 +180,14 @@ impl Enricher {
     }
 
     /// One look-up: the cache first, then the API (bounded concurrency,
-    /// per-call timeout). Concurrent look-ups of the same `(kind, id)` share
+    /// per-call timeout). Concurrent look-ups of the same object share
     /// one HTTP call, which runs to completion even if every caller stops
     /// waiting (so wrap this in `tokio::time::timeout` freely). Returned
     /// records come from [`parse_exact`]: decimals are strings.
     ///
     /// Must be called within a Tokio runtime.
     pub async fn lookup(&self, lookup: &Lookup) -> Result<Value, LookupError> {
-        let key = (lookup.kind, lookup.id.clone());
+        let key = lookup.clone();
         if let Some(hit) = self.cached(&key) {
             return Ok(hit);
         }
@@ -310,7 +253,7 @@ impl Enricher {
                     if started.elapsed() + wait > period {
                         return answer;
                     }
-                    tracing::debug!(kind = lookup.kind.name(), id = %crate::scrub::one_line(&lookup.id, 128), attempt, error = %error,
+                    tracing::debug!(kind = %lookup.kind, id = %crate::scrub::one_line(&lookup.id, 128), attempt, error = %error,
                         wait_ms = wait.as_millis() as u64, "Look-up not answered yet; retrying.");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
@@ -333,7 +276,7 @@ impl Inner {
             .acquire()
             .await
             .map_err(|_| LookupError::Transient("look-ups are shut down".to_owned()))?;
-        self.client.get(key.0, &key.1).await
+        self.client.get(key).await
     }
 }
 

@@ -1,4 +1,5 @@
-//! The enricher against a real (fake) Nexio API on 127.0.0.1.
+//! The look-up service against a real (fake) vendor API on 127.0.0.1, with
+//! Nexio's records applied through the `Vendor` trait as the pipeline does.
 //!
 //! Record bodies are built from the fields docs/vendors.md §3.5 documents; each
 //! fixture marks which fields are documented and which are ASSUMED.
@@ -18,10 +19,12 @@ use tokio::net::TcpListener;
 use super::*;
 use crate::canonical::{Event, Facts, Mapped, ObjectRef, Status};
 use crate::secret::Secret;
-use crate::vendors::VendorKind;
+use crate::vendors::{Lookup, VendorKind};
 
 const USER: &str = "api-user@example.com";
 const KEY: &str = "test-api-key";
+/// The kinds of object Nexio looks up, with their default paths.
+const NEXIO: &[crate::vendors::LookupPath] = crate::vendors::nexio::lookup::LOOKUP_PATHS;
 /// `base64("api-user@example.com:test-api-key")`, computed independently
 /// (`printf %s 'api-user@example.com:test-api-key' | base64`).
 const EXPECTED_AUTH: &str = "Basic YXBpLXVzZXJAZXhhbXBsZS5jb206dGVzdC1hcGkta2V5";
@@ -167,8 +170,13 @@ impl FakeApi {
         self.hits.load(Ordering::SeqCst)
     }
 
-    fn api(&self) -> NexioApi {
-        let mut api = NexioApi::new(&self.base_url, USER, Secret::new(KEY));
+    fn api(&self) -> LookupApi {
+        let mut api = LookupApi::new(
+            &self.base_url,
+            USER,
+            Secret::new(KEY),
+            VendorKind::Nexio.vendor().lookup_paths(),
+        );
         api.timeout = Duration::from_millis(500);
         api
     }
@@ -178,11 +186,26 @@ impl FakeApi {
     }
 }
 
-fn lookup(kind: LookupKind, id: &str) -> Lookup {
+fn lookup(kind: &str, id: &str) -> Lookup {
     Lookup {
-        kind,
+        kind: kind.to_owned(),
         id: id.to_owned(),
     }
+}
+
+/// What Nexio's mapping asks to look up for `mapped`.
+fn wanted_for(mapped: &Mapped) -> Option<Lookup> {
+    VendorKind::Nexio.vendor().lookup(mapped)
+}
+
+/// Applies a record as the pipeline does, through the vendor.
+fn apply(mapped: &mut Mapped, lookup: &Lookup, found: &Value) -> Result<(), String> {
+    VendorKind::Nexio.vendor().apply_lookup(
+        mapped,
+        lookup,
+        found,
+        &crate::vendors::MapOptions::default(),
+    )
 }
 
 /// The mapped TRANSACTION ping of docs/vendors.md §3.3, as the Nexio mapping makes it.
@@ -218,13 +241,13 @@ async fn a_transaction_lookup_fills_amount_card_merchant_and_time() {
     .await;
     let enricher = api.enricher();
     let mut mapped = transaction_ping();
-    let wanted = Lookup::for_nexio(&mapped).expect("a thin ping needs a look-up");
-    assert_eq!(wanted, lookup(LookupKind::Transaction, "211302211"));
+    let wanted = wanted_for(&mapped).expect("a thin ping needs a look-up");
+    assert_eq!(wanted, lookup("transaction", "211302211"));
 
     let found = enricher.lookup(&wanted).await.unwrap();
     assert_eq!(found["id"], 211302211);
     assert_eq!(found["amount"], "1.15", "decimals keep their literal text");
-    apply_nexio(&mut mapped, wanted.kind, &found).unwrap();
+    apply(&mut mapped, &wanted, &found).unwrap();
 
     let facts = &mapped.facts;
     let amount = facts.amount.as_ref().unwrap();
@@ -276,7 +299,7 @@ async fn basic_auth_is_sent_and_a_wrong_key_is_a_permanent_failure() {
     let api = FakeApi::start(|_, _| Reply::ok(SPENDBACK)).await;
     assert!(api
         .enricher()
-        .lookup(&lookup(LookupKind::Spendback, "2437652"))
+        .lookup(&lookup("spendback", "2437652"))
         .await
         .is_ok());
     assert_eq!(api.paths.lock().unwrap()[0], "/payout/v3/spendback/2437652");
@@ -284,7 +307,7 @@ async fn basic_auth_is_sent_and_a_wrong_key_is_a_permanent_failure() {
     let mut wrong = api.api();
     wrong.api_key = Secret::new("wrong-key");
     let error = Enricher::new(wrong, Duration::from_secs(60), 10)
-        .lookup(&lookup(LookupKind::Spendback, "2437652"))
+        .lookup(&lookup("spendback", "2437652"))
         .await
         .unwrap_err();
     assert!(
@@ -309,7 +332,7 @@ async fn statuses_are_classified_by_what_retrying_can_do() {
     let enricher = api.enricher();
     let get = |id: &'static str| {
         let enricher = enricher.clone();
-        async move { enricher.lookup(&lookup(LookupKind::Transaction, id)).await }
+        async move { enricher.lookup(&lookup("transaction", id)).await }
     };
     assert_eq!(get("missing").await, Err(LookupError::NotFound));
     assert!(matches!(get("broken").await, Err(LookupError::Transient(m)) if m.contains("500")));
@@ -334,10 +357,7 @@ async fn a_server_that_never_answers_is_transient_after_the_timeout() {
     settings.timeout = Duration::from_millis(200);
     let enricher = Enricher::new(settings, Duration::from_secs(60), 10);
     let started = Instant::now();
-    let error = enricher
-        .lookup(&lookup(LookupKind::Payout, "1"))
-        .await
-        .unwrap_err();
+    let error = enricher.lookup(&lookup("payout", "1")).await.unwrap_err();
     let elapsed = started.elapsed();
     assert!(
         matches!(&error, LookupError::Transient(m) if m.contains("200 ms")),
@@ -355,14 +375,11 @@ async fn a_refused_connection_is_transient() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
     let enricher = Enricher::new(
-        NexioApi::new(base, USER, Secret::new(KEY)),
+        LookupApi::new(base, USER, Secret::new(KEY), NEXIO),
         Duration::from_secs(60),
         10,
     );
-    let error = enricher
-        .lookup(&lookup(LookupKind::Payout, "1"))
-        .await
-        .unwrap_err();
+    let error = enricher.lookup(&lookup("payout", "1")).await.unwrap_err();
     assert!(
         matches!(&error, LookupError::Transient(m) if m.contains("connect")),
         "{error:?}"
@@ -372,14 +389,11 @@ async fn a_refused_connection_is_transient() {
 #[tokio::test]
 async fn invalid_settings_fail_every_lookup_permanently() {
     let enricher = Enricher::new(
-        NexioApi::new("ftp://nexio", USER, Secret::new(KEY)),
+        LookupApi::new("ftp://nexio", USER, Secret::new(KEY), NEXIO),
         Duration::from_secs(60),
         10,
     );
-    let error = enricher
-        .lookup(&lookup(LookupKind::Payout, "1"))
-        .await
-        .unwrap_err();
+    let error = enricher.lookup(&lookup("payout", "1")).await.unwrap_err();
     assert!(
         matches!(&error, LookupError::Permanent(m) if m.contains("base_url")),
         "{error:?}"
@@ -393,11 +407,7 @@ async fn concurrent_lookups_of_one_object_share_one_request_and_then_the_cache()
     let tasks: Vec<_> = (0..10)
         .map(|_| {
             let enricher = enricher.clone();
-            tokio::spawn(async move {
-                enricher
-                    .lookup(&lookup(LookupKind::Transaction, "211302211"))
-                    .await
-            })
+            tokio::spawn(async move { enricher.lookup(&lookup("transaction", "211302211")).await })
         })
         .collect();
     for task in tasks {
@@ -406,7 +416,7 @@ async fn concurrent_lookups_of_one_object_share_one_request_and_then_the_cache()
     assert_eq!(api.hits(), 1, "ten concurrent look-ups, one HTTP request");
 
     enricher
-        .lookup(&lookup(LookupKind::Transaction, "211302211"))
+        .lookup(&lookup("transaction", "211302211"))
         .await
         .unwrap();
     assert_eq!(
@@ -417,7 +427,7 @@ async fn concurrent_lookups_of_one_object_share_one_request_and_then_the_cache()
 
     // A different kind with the same id is a different object.
     enricher
-        .lookup(&lookup(LookupKind::Payout, "211302211"))
+        .lookup(&lookup("payout", "211302211"))
         .await
         .unwrap();
     assert_eq!(api.hits(), 2);
@@ -427,7 +437,7 @@ async fn concurrent_lookups_of_one_object_share_one_request_and_then_the_cache()
 async fn a_caller_that_gives_up_does_not_cancel_the_call_and_its_answer_is_cached() {
     let api = FakeApi::start(|_, _| Reply::ok(TRANSACTION).after(Duration::from_millis(200))).await;
     let enricher = api.enricher();
-    let wanted = lookup(LookupKind::Transaction, "211302211");
+    let wanted = lookup("transaction", "211302211");
     let inline = tokio::time::timeout(Duration::from_millis(50), enricher.lookup(&wanted)).await;
     assert!(inline.is_err(), "the inline deadline passes first");
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -452,7 +462,7 @@ async fn concurrency_is_bounded_per_source() {
             let enricher = enricher.clone();
             tokio::spawn(async move {
                 enricher
-                    .lookup(&lookup(LookupKind::Transaction, &i.to_string()))
+                    .lookup(&lookup("transaction", &i.to_string()))
                     .await
             })
         })
@@ -490,9 +500,9 @@ async fn onboarding_credentials_never_reach_the_event() {
             ..Facts::default()
         },
     };
-    let wanted = Lookup::for_nexio(&mapped).unwrap();
+    let wanted = wanted_for(&mapped).unwrap();
     let found = enricher.lookup(&wanted).await.unwrap();
-    apply_nexio(&mut mapped, wanted.kind, &found).unwrap();
+    apply(&mut mapped, &wanted, &found).unwrap();
     let event = Event::from_mapped(
         VendorKind::Nexio,
         "nexio-onboarding",
@@ -527,7 +537,7 @@ async fn spendbacks_fill_amount_and_date() {
     let api = FakeApi::start(|_, _| Reply::ok(SPENDBACK)).await;
     let found = api
         .enricher()
-        .lookup(&lookup(LookupKind::Spendback, "2437652"))
+        .lookup(&lookup("spendback", "2437652"))
         .await
         .unwrap();
     let mut mapped = Mapped {
@@ -540,7 +550,7 @@ async fn spendbacks_fill_amount_and_date() {
         },
         ..Mapped::default()
     };
-    apply_nexio(&mut mapped, LookupKind::Spendback, &found).unwrap();
+    apply(&mut mapped, &lookup("spendback", "1"), &found).unwrap();
     let amount = mapped.facts.amount.unwrap();
     assert_eq!((amount.value.as_str(), amount.minor), ("25.50", 2550));
     assert_eq!(
@@ -561,7 +571,7 @@ async fn background_retries_ride_out_the_vendors_lag() {
     })
     .await;
     let enricher = api.enricher();
-    let wanted = lookup(LookupKind::Transaction, "211302211");
+    let wanted = lookup("transaction", "211302211");
     let quick = |_: u32| Duration::from_millis(20);
     let found = enricher
         .retry_with(&wanted, Duration::from_secs(5), quick)
@@ -649,7 +659,12 @@ async fn https_works_with_the_configured_roots_and_fails_with_the_public_ones() 
         }
     });
 
-    let mut settings = NexioApi::new(format!("https://localhost:{port}"), USER, Secret::new(KEY));
+    let mut settings = LookupApi::new(
+        format!("https://localhost:{port}"),
+        USER,
+        Secret::new(KEY),
+        NEXIO,
+    );
     settings.timeout = Duration::from_secs(2);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert_der).unwrap();
@@ -660,14 +675,14 @@ async fn https_works_with_the_configured_roots_and_fails_with_the_public_ones() 
         10,
     );
     let found = trusting
-        .lookup(&lookup(LookupKind::Spendback, "2437652"))
+        .lookup(&lookup("spendback", "2437652"))
         .await
         .unwrap();
     assert_eq!(found["amount"], "25.50");
 
     let public = Enricher::new(settings, Duration::from_secs(60), 10);
     let error = public
-        .lookup(&lookup(LookupKind::Spendback, "2437652"))
+        .lookup(&lookup("spendback", "2437652"))
         .await
         .unwrap_err();
     assert!(

@@ -28,18 +28,19 @@ use time::OffsetDateTime;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{client_ip, AuthError, Presented, Verified};
-use crate::canonical::{body_identity, event_id, Enrichment, Event, Mapped, UNMAPPED};
-use crate::config::{ServerSettings, Source, SourceEnrichment, Sources};
+use crate::canonical::{body_identity, event_id, Event, Mapped, UNMAPPED};
+use crate::config::{ServerSettings, Source, Sources};
 use crate::dedup::DedupWindow;
-use crate::enrich::{apply_nexio_with, Lookup, LookupError};
 use crate::metrics::{Metrics, OutcomeLabel, SourceLabel, SourceReason};
 use crate::publish::{EventSink, Outgoing, PublishError};
 use crate::ratelimit::{IpLimiter, RetryAfter};
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{Spool, SpoolEntry, SpoolError};
 use crate::vendors::{MapOptions, MappingError, VendorKind};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use serde_json::Value;
+
+mod lookups;
+pub use lookups::{Inline, Pending, PendingLookup};
 
 /// The reloadable part of the configuration, swapped as a whole.
 pub struct Runtime {
@@ -169,8 +170,8 @@ pub enum NotSafe {
 pub struct Stores {
     /// Events the broker did not confirm.
     pub spool: Option<Spool>,
-    /// Thin events whose look-up continues in the background.
-    pub pending: Option<Spool>,
+    /// Pings whose look-up continues in the background.
+    pub pending: Option<Spool<Pending>>,
     /// Recently accepted ids.
     pub dedup: Option<DedupWindow>,
 }
@@ -180,8 +181,8 @@ pub struct Pipeline {
     runtime: ArcSwap<Runtime>,
     sink: Arc<dyn EventSink>,
     spool: Option<Spool>,
-    /// Thin events waiting for a background look-up (next to the spool).
-    pending: Option<Spool>,
+    /// Pings waiting for a background look-up (next to the spool).
+    pending: Option<Spool<Pending>>,
     dedup: Option<DedupWindow>,
     metrics: Arc<Metrics>,
 }
@@ -206,7 +207,7 @@ impl Pipeline {
     }
 
     /// The pending-enrichment store, when there is a spool (the worker drains it).
-    pub fn pending(&self) -> Option<&Spool> {
+    pub fn pending(&self) -> Option<&Spool<Pending>> {
         self.pending.as_ref()
     }
 
@@ -324,107 +325,73 @@ impl Pipeline {
             return Outcome::Duplicate { event_id };
         }
 
-        let deferred = match (&mut mapped, &source.enrichment) {
+        let inline = match (&mut mapped, &source.enrichment) {
             (Ok(m), Some(enrichment)) => self.enrich_inline(source, enrichment, m).await,
-            _ => false,
+            _ => Inline::NotNeeded,
         };
 
-        let event = to_event(
-            source.vendor,
-            &source.id,
-            &source.options,
-            &verified,
-            mapped,
-            received_at,
-        );
-        let (outgoing, masked) = Outgoing::guarded(&event);
-        if masked > 0 {
-            tracing::warn!(source = %source.id, event_id = %event.id, masked, "Full card numbers found in the vendor's data; masked before publishing.");
-            self.count_by(&self.metrics.pan_masked, &source.id, masked as u64);
-        }
-        if event.event_type == UNMAPPED {
-            self.count(&self.metrics.unmapped, &source.id);
-        }
-
-        let safe = match (&self.pending, deferred) {
+        let safe = match (inline, mapped, &self.pending) {
             // Safe once fsynced; the enrichment worker publishes it when the look-up settles.
-            (Some(pending), true) => append(pending, &outgoing)
-                .await
-                .map(|()| Safe::AwaitingLookup),
-            _ => self.deliver(&outgoing).await,
+            (Inline::Deferred(lookup), Ok(mapped), Some(pending)) => {
+                let entry = self.pending_lookup(source, lookup, mapped, received_at);
+                append(pending, &entry, &event_id)
+                    .await
+                    .map(|()| Safe::AwaitingLookup)
+            }
+            (_, mapped, _) => {
+                let event = to_event(
+                    source.vendor,
+                    &source.id,
+                    &source.options,
+                    &verified,
+                    mapped,
+                    received_at,
+                );
+                let (outgoing, masked) = Outgoing::guarded(&event);
+                if masked > 0 {
+                    tracing::warn!(source = %source.id, event_id = %event.id, masked, "Full card numbers found in the vendor's data; masked before publishing.");
+                    self.count_by(&self.metrics.pan_masked, &source.id, masked as u64);
+                }
+                if event.event_type == UNMAPPED {
+                    self.count(&self.metrics.unmapped, &source.id);
+                }
+                self.deliver(&outgoing).await
+            }
         };
         if let (Ok(_), Some(dedup)) = (&safe, &self.dedup) {
             // Claimed only once safe, so a 503 never makes the retry look like a duplicate.
-            if let Err(error) = dedup.claim(&outgoing.id).await {
+            if let Err(error) = dedup.claim(&event_id).await {
                 tracing::warn!(error = %error, "Dedup window not persisted; a retry may be published twice.");
             }
         }
         match safe {
-            Ok(safe) => Outcome::Accepted {
-                event_id: outgoing.id,
-                safe,
-            },
-            Err(error) => Outcome::Unavailable {
-                event_id: outgoing.id,
-                error,
-            },
+            Ok(safe) => Outcome::Accepted { event_id, safe },
+            Err(error) => Outcome::Unavailable { event_id, error },
         }
     }
 
-    /// Tries the vendor look-up within the source's inline deadline and fills
-    /// the facts in. Returns `true` when the look-up should continue in the
-    /// background (not found yet, or slow) and a pending store exists.
-    async fn enrich_inline(
+    /// What the pending store keeps for a look-up that continues in the
+    /// background; card numbers in the vendor's data are masked before it
+    /// reaches the disk, as they would be before the bus.
+    fn pending_lookup(
         &self,
         source: &Source,
-        enrichment: &SourceEnrichment,
-        mapped: &mut Mapped,
-    ) -> bool {
-        let Some(lookup) = Lookup::for_nexio(mapped) else {
-            return false;
-        };
-        let answer = tokio::time::timeout(
-            enrichment.inline_deadline,
-            enrichment.enricher.lookup(&lookup),
-        )
-        .await;
-        let outcome = match answer {
-            Ok(Ok(found)) => {
-                settle(
-                    mapped,
-                    &lookup,
-                    Ok(found),
-                    source.options.include_personal_data(),
-                    1,
-                );
-                "complete"
-            }
-            Ok(Err(LookupError::Permanent(reason))) => {
-                settle(mapped, &lookup, Err(reason), false, 1);
-                "failed"
-            }
-            _ if self.pending.is_some() => "deferred",
-            Ok(Err(error)) => {
-                settle(
-                    mapped,
-                    &lookup,
-                    Err(format!("{error}; no [spool] to retry it in the background")),
-                    false,
-                    1,
-                );
-                "failed"
-            }
-            Err(_) => {
-                let reason = "no answer within the inline deadline; no [spool] to retry it in the background";
-                settle(mapped, &lookup, Err(reason.to_owned()), false, 1);
-                "failed"
-            }
-        };
-        self.metrics
-            .enrichment
-            .get_or_create(&OutcomeLabel { outcome })
-            .inc();
-        outcome == "deferred"
+        lookup: crate::vendors::Lookup,
+        mut mapped: Mapped,
+        received_at: OffsetDateTime,
+    ) -> Pending {
+        let masked = crate::guard::mask_pans(&mut mapped.facts.vendor_data);
+        if masked > 0 {
+            tracing::warn!(source = %source.id, masked, "Full card numbers found in the vendor's data; masked before keeping the ping.");
+            self.count_by(&self.metrics.pan_masked, &source.id, masked as u64);
+        }
+        Pending::Lookup(Box::new(PendingLookup {
+            source_id: source.id.clone(),
+            vendor: source.vendor,
+            received_at,
+            lookup,
+            mapped,
+        }))
     }
 
     /// Publishes with confirms, or (not confirmed) appends to the spool.
@@ -448,7 +415,7 @@ impl Pipeline {
             (Err(error), None) => Err(NotSafe::Publish(error)),
             // Not confirmed: safe once fsynced locally; the drain task publishes it later.
             (Err(_), Some(spool)) => {
-                append(spool, outgoing).await?;
+                append(spool, outgoing, &outgoing.id).await?;
                 self.metrics.spooled.inc();
                 Ok(Safe::Spooled)
             }
@@ -468,33 +435,16 @@ impl Pipeline {
     }
 }
 
-/// Appends to a spool (the main one or the pending-enrichment one).
-async fn append(spool: &Spool, outgoing: &Outgoing) -> Result<(), NotSafe> {
-    match spool.append(outgoing).await {
+/// Appends to a spool (the main one or the pending-look-up one).
+async fn append<E: SpoolEntry>(spool: &Spool<E>, entry: &E, event_id: &str) -> Result<(), NotSafe> {
+    match spool.append(entry).await {
         Ok(_) => Ok(()),
         Err(SpoolError::Full { .. }) => Err(NotSafe::SpoolFull),
         Err(error) => {
-            tracing::error!(error = %error, event_id = %outgoing.id, "Spool write failed; the vendor is asked to retry.");
+            tracing::error!(error = %error, event_id = %event_id, "Spool write failed; the vendor is asked to retry.");
             Err(NotSafe::SpoolFailed(error.to_string()))
         }
     }
-}
-
-/// Records the result of a look-up in the event: the record's facts and
-/// `complete`, or the reason and `failed` (the ping's facts stay).
-pub fn settle(
-    mapped: &mut Mapped,
-    lookup: &Lookup,
-    found: Result<Value, String>,
-    include_personal_data: bool,
-    attempts: u32,
-) {
-    let applied = found
-        .and_then(|record| apply_nexio_with(mapped, lookup.kind, &record, include_personal_data));
-    mapped.facts.enrichment = Some(match applied {
-        Ok(()) => Enrichment::complete(attempts),
-        Err(reason) => Enrichment::failed(reason, attempts),
-    });
 }
 
 /// Maps a verified body and builds the event that will be published; pure,

@@ -17,6 +17,7 @@
 //! bound are described in `docs/design/spool.md`.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -90,18 +91,34 @@ pub enum SpoolError {
     },
 }
 
-/// One stored event as the drain task sees it.
+/// What a spool can hold: an entry that writes itself to bytes and reads
+/// itself back. The spool adds its own header (enqueue time, attempts) and
+/// never looks inside; the main spool holds [`Outgoing`] events, the
+/// pending-look-up store holds what a deferred look-up needs.
+pub trait SpoolEntry: Sized + Send + 'static {
+    /// Appends this entry's bytes to `out`; `Err` says why it cannot be stored.
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), String>;
+    /// Reads an entry back from what [`SpoolEntry::encode`] wrote; the error
+    /// says what is wrong with the bytes.
+    fn decode(bytes: &[u8]) -> Result<Self, String>;
+}
+
+/// One stored entry as the task that empties the spool sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpooledEvent {
+pub struct Spooled<E = Outgoing> {
     /// Sequence number: the handle for [`Spool::remove`] and [`Spool::bump_attempts`].
     pub seq: u64,
-    /// The event exactly as the request path would have published it.
-    pub outgoing: Outgoing,
+    /// The entry exactly as it was appended (for the main spool, the event
+    /// exactly as the request path would have published it).
+    pub entry: E,
     /// When it was spooled (Unix epoch milliseconds), for age metrics.
     pub enqueued_at_ms: u64,
     /// Failed publish attempts so far, for backoff and metrics.
     pub attempts: u32,
 }
+
+/// A spooled event, as the drain task publishes it.
+pub type SpooledEvent = Spooled<Outgoing>;
 
 /// What the spool holds right now; cheap to read, for metrics and readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -112,14 +129,24 @@ pub struct SpoolStats {
     pub bytes: u64,
 }
 
-/// A crash-safe, bounded FIFO of [`Outgoing`] events on local disk.
+/// A crash-safe, bounded FIFO of entries (by default [`Outgoing`] events) on
+/// local disk.
 ///
 /// A cheap handle: clone it for the request path and the drain task. The
 /// writer thread stops, after making every removal durable, when the last
 /// handle is dropped; see [`Spool::close`] to do that off the async runtime.
-#[derive(Clone)]
-pub struct Spool {
+pub struct Spool<E = Outgoing> {
     inner: Arc<Inner>,
+    entries: PhantomData<fn() -> E>,
+}
+
+impl<E> Clone for Spool<E> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            entries: PhantomData,
+        }
+    }
 }
 
 /// Owns the writer thread: dropping it closes the channel and joins the thread.
@@ -168,13 +195,13 @@ impl Request {
     }
 }
 
-impl Spool {
+impl<E: SpoolEntry> Spool<E> {
     /// Opens (creating the directory and `spool.redb` if needed) and counts what
     /// is already there, so the bound and the stats hold across restarts.
     ///
     /// Blocking: call it at start-up or from `spawn_blocking`. After a crash
     /// this includes redb's repair of the file.
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, SpoolError> {
         let io = |what: &str, e: &dyn std::fmt::Display| {
             SpoolError::Io(format!("spool {}: {what}: {e}", dir.display()))
         };
@@ -243,6 +270,7 @@ impl Spool {
                 requests: Some(requests),
                 writer: Some(writer),
             }),
+            entries: PhantomData,
         })
     }
 
@@ -250,8 +278,8 @@ impl Spool {
     /// means the event survives a crash. Concurrent callers share one commit
     /// (group commit). `Err(Full)` when `stats().bytes` plus this entry would
     /// exceed `max_bytes`; nothing is stored then.
-    pub async fn append(&self, outgoing: &Outgoing) -> Result<u64, SpoolError> {
-        let value = encode(outgoing, now_ms(), 0).map_err(|e| self.io(&e))?;
+    pub async fn append(&self, entry: &E) -> Result<u64, SpoolError> {
+        let value = encode(entry, now_ms(), 0).map_err(|e| self.io(&e))?;
         let (reply, rx) = oneshot::channel();
         self.send(Request::Append { value, reply })?;
         rx.await.unwrap_or_else(|_| Err(self.stopped()))
@@ -263,7 +291,7 @@ impl Spool {
     /// Blocking (reads the file); from async code use [`Spool::oldest_async`].
     /// An undecodable entry fails the call with [`SpoolError::Corrupt`] naming
     /// its sequence number rather than being skipped silently.
-    pub fn oldest(&self, limit: usize) -> Result<Vec<SpooledEvent>, SpoolError> {
+    pub fn oldest(&self, limit: usize) -> Result<Vec<Spooled<E>>, SpoolError> {
         let state = &self.inner.state;
         let txn = {
             let db = state.db.read().unwrap_or_else(|p| p.into_inner());
@@ -289,7 +317,7 @@ impl Spool {
 
     /// [`Spool::oldest`] on the blocking pool, so the drain task never reads
     /// the disk on a runtime thread.
-    pub async fn oldest_async(&self, limit: usize) -> Result<Vec<SpooledEvent>, SpoolError> {
+    pub async fn oldest_async(&self, limit: usize) -> Result<Vec<Spooled<E>>, SpoolError> {
         let spool = self.clone();
         tokio::task::spawn_blocking(move || spool.oldest(limit))
             .await
@@ -388,7 +416,7 @@ impl Spool {
     }
 }
 
-impl std::fmt::Debug for Spool {
+impl<E: SpoolEntry> std::fmt::Debug for Spool<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Spool")
             .field("dir", &self.inner.state.dir)
@@ -440,32 +468,19 @@ fn store_next_seq(txn: &WriteTransaction, next_seq: u64) -> Result<(), redb::Err
     Ok(())
 }
 
-/// Encodes one value (see the module doc for the layout).
-fn encode(outgoing: &Outgoing, enqueued_at_ms: u64, attempts: u32) -> Result<Vec<u8>, String> {
-    let fields: [&[u8]; 6] = [
-        outgoing.id.as_bytes(),
-        outgoing.source.as_bytes(),
-        outgoing.event_type.as_bytes(),
-        outgoing.time.as_bytes(),
-        outgoing.routing_key.as_bytes(),
-        &outgoing.body,
-    ];
-    let size = VALUE_HEADER + fields.iter().map(|f| 4 + f.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(size);
+/// Encodes one value: the spool's header (version, enqueue time, attempts),
+/// then the entry's own bytes.
+fn encode<E: SpoolEntry>(entry: &E, enqueued_at_ms: u64, attempts: u32) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(VALUE_HEADER + 256);
     out.push(VALUE_VERSION);
     out.extend_from_slice(&enqueued_at_ms.to_be_bytes());
     out.extend_from_slice(&attempts.to_be_bytes());
-    for field in fields {
-        let len = u32::try_from(field.len())
-            .map_err(|_| format!("a field of {} bytes is too large to spool", field.len()))?;
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(field);
-    }
+    entry.encode(&mut out)?;
     Ok(out)
 }
 
 /// Decodes one value; the error says what is wrong with it.
-fn decode(seq: u64, value: &[u8]) -> Result<SpooledEvent, String> {
+fn decode<E: SpoolEntry>(seq: u64, value: &[u8]) -> Result<Spooled<E>, String> {
     let mut reader = Reader { rest: value };
     let version = reader.take(1)?[0];
     if version != VALUE_VERSION {
@@ -475,28 +490,56 @@ fn decode(seq: u64, value: &[u8]) -> Result<SpooledEvent, String> {
     }
     let enqueued_at_ms = u64::from_be_bytes(reader.take(8)?.try_into().expect("8 bytes"));
     let attempts = u32::from_be_bytes(reader.take(4)?.try_into().expect("4 bytes"));
-    let id = reader.text("id")?;
-    let source = reader.text("source")?;
-    let event_type = reader.text("event_type")?;
-    let time = reader.text("time")?;
-    let routing_key = reader.text("routing_key")?;
-    let body = reader.field()?.to_vec();
-    if !reader.rest.is_empty() {
-        return Err(format!("{} trailing bytes", reader.rest.len()));
-    }
-    Ok(SpooledEvent {
+    Ok(Spooled {
         seq,
-        outgoing: Outgoing {
+        entry: E::decode(reader.rest)?,
+        enqueued_at_ms,
+        attempts,
+    })
+}
+
+/// An event is stored as six length-prefixed fields: id, source, type, time,
+/// routing key, body.
+impl SpoolEntry for Outgoing {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        let fields: [&[u8]; 6] = [
+            self.id.as_bytes(),
+            self.source.as_bytes(),
+            self.event_type.as_bytes(),
+            self.time.as_bytes(),
+            self.routing_key.as_bytes(),
+            &self.body,
+        ];
+        out.reserve(fields.iter().map(|f| 4 + f.len()).sum::<usize>());
+        for field in fields {
+            let len = u32::try_from(field.len())
+                .map_err(|_| format!("a field of {} bytes is too large to spool", field.len()))?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(field);
+        }
+        Ok(())
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let mut reader = Reader { rest: bytes };
+        let id = reader.text("id")?;
+        let source = reader.text("source")?;
+        let event_type = reader.text("event_type")?;
+        let time = reader.text("time")?;
+        let routing_key = reader.text("routing_key")?;
+        let body = reader.field()?.to_vec();
+        if !reader.rest.is_empty() {
+            return Err(format!("{} trailing bytes", reader.rest.len()));
+        }
+        Ok(Outgoing {
             id,
             source,
             event_type,
             time,
             routing_key,
             body,
-        },
-        enqueued_at_ms,
-        attempts,
-    })
+        })
+    }
 }
 
 /// Increments `attempts` in place (it has a fixed offset and width).

@@ -38,30 +38,34 @@ fn spool_is_send_sync_clone() {
 fn encoding_round_trips_and_rejects_damage() {
     let o = outgoing(7);
     let mut value = encode(&o, 1_714_564_800_123, 3).unwrap();
-    let event = decode(42, &value).unwrap();
+    let event = decode::<Outgoing>(42, &value).unwrap();
     assert_eq!(
         event,
         SpooledEvent {
             seq: 42,
-            outgoing: o.clone(),
+            entry: o.clone(),
             enqueued_at_ms: 1_714_564_800_123,
             attempts: 3,
         }
     );
     bump(&mut value).unwrap();
-    assert_eq!(decode(42, &value).unwrap().attempts, 4);
+    assert_eq!(decode::<Outgoing>(42, &value).unwrap().attempts, 4);
 
-    assert!(decode(1, &value[..value.len() - 1])
+    assert!(decode::<Outgoing>(1, &value[..value.len() - 1])
         .unwrap_err()
         .contains("truncated"));
     let mut trailing = value.clone();
     trailing.push(0);
-    assert!(decode(1, &trailing).unwrap_err().contains("trailing"));
+    assert!(decode::<Outgoing>(1, &trailing)
+        .unwrap_err()
+        .contains("trailing"));
     let mut future = value.clone();
     future[0] = 2;
-    assert!(decode(1, &future).unwrap_err().contains("version 2"));
+    assert!(decode::<Outgoing>(1, &future)
+        .unwrap_err()
+        .contains("version 2"));
     assert!(bump(&mut future).is_err());
-    assert!(decode(1, &[]).is_err());
+    assert!(decode::<Outgoing>(1, &[]).is_err());
 }
 
 #[tokio::test]
@@ -70,7 +74,7 @@ async fn append_survives_reopen_in_order_and_stats_are_recounted() {
     let events: Vec<Outgoing> = (0..20).map(outgoing).collect();
     let expected_bytes: u64 = events.iter().map(entry_size).sum();
     let seqs = {
-        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let spool: Spool = Spool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(spool.stats(), SpoolStats::default());
         let mut seqs = Vec::new();
         for event in &events {
@@ -88,7 +92,7 @@ async fn append_survives_reopen_in_order_and_stats_are_recounted() {
         seqs
     };
 
-    let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let spool: Spool = Spool::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(
         spool.stats(),
         SpoolStats {
@@ -99,10 +103,7 @@ async fn append_survives_reopen_in_order_and_stats_are_recounted() {
     let stored = spool.oldest_async(100).await.unwrap();
     assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), seqs);
     assert_eq!(
-        stored
-            .iter()
-            .map(|e| e.outgoing.clone())
-            .collect::<Vec<_>>(),
+        stored.iter().map(|e| e.entry.clone()).collect::<Vec<_>>(),
         events
     );
     assert!(stored
@@ -115,7 +116,7 @@ async fn append_survives_reopen_in_order_and_stats_are_recounted() {
     }
     assert_eq!(spool.stats(), SpoolStats::default());
     drop(spool); // the plain drop path also joins the writer
-    let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let spool: Spool = Spool::open(dir.path(), 1 << 20).unwrap();
     assert!(spool.oldest(10).unwrap().is_empty());
     let next = spool.append(&outgoing(99)).await.unwrap();
     assert!(next > *seqs.last().unwrap());
@@ -124,7 +125,7 @@ async fn append_survives_reopen_in_order_and_stats_are_recounted() {
 #[tokio::test]
 async fn fifo_and_idempotent_remove() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path(), 1 << 24).unwrap();
+    let spool: Spool = Spool::open(dir.path(), 1 << 24).unwrap();
     let mut seqs = Vec::new();
     for n in 0..300 {
         seqs.push(spool.append(&outgoing(n)).await.unwrap());
@@ -133,7 +134,7 @@ async fn fifo_and_idempotent_remove() {
     assert_eq!(first.len(), 10);
     for (n, event) in first.iter().enumerate() {
         assert_eq!(event.seq, seqs[n]);
-        assert_eq!(event.outgoing, outgoing(n));
+        assert_eq!(event.entry, outgoing(n));
     }
     assert_eq!(spool.oldest(1000).unwrap().len(), 300);
 
@@ -155,7 +156,7 @@ async fn fifo_and_idempotent_remove() {
     spool.bump_attempts(seqs[0]).await.unwrap(); // gone: a no-op
     let head = &spool.oldest(1).unwrap()[0];
     assert_eq!((head.seq, head.attempts), (seqs[1], 2));
-    assert_eq!(head.outgoing, outgoing(1));
+    assert_eq!(head.entry, outgoing(1));
     assert_eq!(
         spool.stats().bytes,
         before.bytes - 2 * entry_size(&outgoing(0))
@@ -163,7 +164,7 @@ async fn fifo_and_idempotent_remove() {
 
     // Removals and attempts are made durable when the writer stops.
     spool.close().await;
-    let spool = Spool::open(dir.path(), 1 << 24).unwrap();
+    let spool: Spool = Spool::open(dir.path(), 1 << 24).unwrap();
     let head = &spool.oldest(1).unwrap()[0];
     assert_eq!((head.seq, head.attempts), (seqs[1], 2));
     assert_eq!(spool.stats().events, 298);
@@ -173,7 +174,7 @@ async fn fifo_and_idempotent_remove() {
 async fn full_refuses_and_keeps_earlier_entries() {
     let dir = tempfile::tempdir().unwrap();
     let size = entry_size(&outgoing(0));
-    let spool = Spool::open(dir.path(), 3 * size + size / 2).unwrap();
+    let spool: Spool = Spool::open(dir.path(), 3 * size + size / 2).unwrap();
     let mut seqs = Vec::new();
     for n in 0..3 {
         seqs.push(spool.append(&outgoing(n)).await.unwrap());
@@ -193,10 +194,7 @@ async fn full_refuses_and_keeps_earlier_entries() {
     );
     let stored = spool.oldest(10).unwrap();
     assert_eq!(
-        stored
-            .iter()
-            .map(|e| e.outgoing.clone())
-            .collect::<Vec<_>>(),
+        stored.iter().map(|e| e.entry.clone()).collect::<Vec<_>>(),
         (0..3).map(outgoing).collect::<Vec<_>>()
     );
 
@@ -222,7 +220,7 @@ async fn full_refuses_and_keeps_earlier_entries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_share_commits() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path(), 1 << 26).unwrap();
+    let spool: Spool = Spool::open(dir.path(), 1 << 26).unwrap();
     let before = spool.commit_count();
     let tasks: Vec<_> = (0..200)
         .map(|n| {
@@ -250,7 +248,7 @@ async fn concurrent_appends_share_commits() {
 #[tokio::test]
 async fn notified_wakes_on_append_even_if_it_came_first() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let spool: Spool = Spool::open(dir.path(), 1 << 20).unwrap();
     let waiter = {
         let spool = spool.clone();
         tokio::spawn(async move { spool.notified().await })
@@ -273,7 +271,7 @@ async fn notified_wakes_on_append_even_if_it_came_first() {
 async fn corrupt_entry_is_reported_with_dir_and_seq() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let spool: Spool = Spool::open(dir.path(), 1 << 20).unwrap();
         spool.append(&outgoing(1)).await.unwrap();
         spool.close().await;
     }
@@ -286,7 +284,7 @@ async fn corrupt_entry_is_reported_with_dir_and_seq() {
             .unwrap();
         txn.commit().unwrap();
     }
-    let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let spool: Spool = Spool::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(spool.stats().events, 2);
     assert_eq!(spool.oldest(1).unwrap().len(), 1);
     let err = spool.oldest(2).unwrap_err();
@@ -308,9 +306,9 @@ async fn corrupt_entry_is_reported_with_dir_and_seq() {
 #[tokio::test]
 async fn open_errors_name_the_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    let spool: Spool = Spool::open(dir.path(), 1 << 20).unwrap();
     // A second open of the same file is refused while the first is alive.
-    let err = Spool::open(dir.path(), 1 << 20).unwrap_err();
+    let err = Spool::<Outgoing>::open(dir.path(), 1 << 20).unwrap_err();
     assert!(matches!(err, SpoolError::Io(_)));
     assert!(
         err.to_string().contains(&dir.path().display().to_string()),
@@ -320,7 +318,7 @@ async fn open_errors_name_the_directory() {
 
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
-    let err = Spool::open(&file, 1 << 20).unwrap_err();
+    let err = Spool::<Outgoing>::open(&file, 1 << 20).unwrap_err();
     assert!(err.to_string().contains("not-a-dir"), "{err}");
 }
 
@@ -337,7 +335,7 @@ fn crash_child_appends_then_aborts() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let spool = Spool::open(Path::new(&dir), 1 << 24).unwrap();
+        let spool: Spool = Spool::open(Path::new(&dir), 1 << 24).unwrap();
         let mut seqs = Vec::new();
         for n in 0..CRASH_APPENDS / 2 {
             seqs.push(spool.append(&outgoing(n)).await.unwrap());
@@ -393,16 +391,16 @@ fn run_crash_child(wait_for_flush: bool) -> tempfile::TempDir {
 #[test]
 fn crash_after_flush_interval_keeps_removals() {
     let dir = run_crash_child(true);
-    let spool = Spool::open(dir.path(), 1 << 24).unwrap();
+    let spool: Spool = Spool::open(dir.path(), 1 << 24).unwrap();
     let stored = spool.oldest(1000).unwrap();
     assert_eq!(stored.len(), CRASH_APPENDS - CRASH_REMOVES as usize);
-    assert_eq!(stored[0].outgoing, outgoing(CRASH_REMOVES as usize));
+    assert_eq!(stored[0].entry, outgoing(CRASH_REMOVES as usize));
 }
 
 #[test]
 fn crash_keeps_every_acknowledged_append() {
     let dir = run_crash_child(false);
-    let spool = Spool::open(dir.path(), 1 << 24).unwrap();
+    let spool: Spool = Spool::open(dir.path(), 1 << 24).unwrap();
     let stored = spool.oldest(1000).unwrap();
     // Every acknowledged append is there; removals may have been undone.
     assert!(stored.len() >= CRASH_APPENDS - CRASH_REMOVES as usize);
@@ -412,14 +410,14 @@ fn crash_keeps_every_acknowledged_append() {
         "after abort: {} entries, {removed_back} of {CRASH_REMOVES} removals undone",
         stored.len()
     );
-    let mut ids: Vec<String> = stored.iter().map(|e| e.outgoing.id.clone()).collect();
+    let mut ids: Vec<String> = stored.iter().map(|e| e.entry.id.clone()).collect();
     ids.sort();
     for n in CRASH_REMOVES as usize..CRASH_APPENDS {
         assert!(ids.binary_search(&outgoing(n).id).is_ok(), "lost {n}");
     }
     for event in &stored {
-        let n: usize = event.outgoing.id["evt_".len()..].parse().unwrap();
-        assert_eq!(event.outgoing, outgoing(n), "entry {} differs", event.seq);
+        let n: usize = event.entry.id["evt_".len()..].parse().unwrap();
+        assert_eq!(event.entry, outgoing(n), "entry {} differs", event.seq);
     }
     assert_eq!(spool.stats().events, stored.len() as u64);
 }
@@ -455,7 +453,7 @@ async fn a_full_disk_fails_appends_and_the_spool_recovers_once_space_is_back() {
         return;
     };
     let dir = disk.0.path().join("spool");
-    let spool = Spool::open(&dir, 1 << 30).unwrap();
+    let spool: Spool = Spool::open(&dir, 1 << 30).unwrap();
     assert_eq!(spool.append(&outgoing(1)).await.unwrap(), 1);
     // Fill the disk to the last byte.
     let filler = disk.0.path().join("filler");
@@ -486,7 +484,7 @@ async fn a_full_disk_fails_appends_and_the_spool_recovers_once_space_is_back() {
         .oldest(10)
         .unwrap()
         .into_iter()
-        .map(|e| e.outgoing.id)
+        .map(|e| e.entry.id)
         .collect();
     assert_eq!(
         held,

@@ -22,6 +22,8 @@ mod usaepay;
 use std::borrow::Cow;
 
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::auth::{SignatureScheme, Verified};
@@ -50,6 +52,54 @@ pub trait Vendor: Send + Sync + 'static {
     ) -> Option<Cow<'a, [u8]>> {
         Some(Cow::Borrowed(body))
     }
+
+    /// The kinds of object this vendor's API is asked for, each with its
+    /// default path; empty for vendors whose webhooks carry the whole record
+    /// (the config then refuses `[source.enrich]` for them).
+    fn lookup_paths(&self) -> &'static [LookupPath] {
+        &[]
+    }
+
+    /// The look-up a mapped event still needs (a thin ping's object), or
+    /// `None` when the body said everything.
+    fn lookup(&self, _mapped: &Mapped) -> Option<Lookup> {
+        None
+    }
+
+    /// Merges the record the vendor's API answered for `lookup` into the
+    /// event. On `Err` (the record cannot be used, and why) the event is left
+    /// exactly as it was, so it can still be published with the reason.
+    fn apply_lookup(
+        &self,
+        _mapped: &mut Mapped,
+        lookup: &Lookup,
+        _found: &Value,
+        _options: &MapOptions,
+    ) -> Result<(), String> {
+        Err(format!("this vendor has no `{}` look-up", lookup.kind))
+    }
+}
+
+/// One object a thin ping needs fetched from the vendor's API. Serializable,
+/// because a look-up that does not settle within the request is kept on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Lookup {
+    /// Which kind of object: a [`LookupPath::kind`] of the vendor.
+    pub kind: String,
+    /// The vendor's object id, as text.
+    pub id: String,
+}
+
+/// One kind of object a vendor's API is asked for, and where by default; a
+/// source may override the path under `[source.enrich.paths]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LookupPath {
+    /// The kind's name: [`Lookup::kind`] and the key under `paths`.
+    pub kind: &'static str,
+    /// Path template; `{id}` is the object id.
+    pub default_path: &'static str,
+    /// What it looks up, for the configuration reference.
+    pub what: &'static str,
 }
 
 impl VendorKind {

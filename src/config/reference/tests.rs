@@ -34,7 +34,7 @@ fn every_documented_key_is_one_the_loader_reads() {
         .filter(|k| !k.key.starts_with("source."))
         .map(|k| {
             (
-                k.key,
+                k.key.as_str(),
                 k.value()
                     .unwrap_or_else(|| panic!("{} has no value", k.key)),
             )
@@ -102,7 +102,7 @@ fn setting_every_key_to_its_documented_default_changes_nothing() {
         defaults
             .iter()
             .filter(|k| !k.key.starts_with("source."))
-            .map(|k| (k.key, k.value().unwrap())),
+            .map(|k| (k.key.as_str(), k.value().unwrap())),
     );
     let vendors = [
         VendorKind::Strictly,
@@ -214,7 +214,7 @@ fn the_example_config_uses_only_documented_keys_and_defaults() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/config.example.toml");
     let text = std::fs::read_to_string(path).unwrap();
     let all = keys();
-    let documented: Vec<&str> = all.iter().map(|k| k.key).collect();
+    let documented: Vec<&str> = all.iter().map(|k| k.key.as_str()).collect();
     let parsed: toml::Value = toml::from_str(&text).unwrap();
     let mut found = Vec::new();
     leaves(&parsed, String::new(), &documented, &mut found);

@@ -82,7 +82,10 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{optional, parse_json, parse_rfc3339, MapOptions, Mapped, MappingError, Vendor};
+use super::{
+    optional, parse_json, parse_rfc3339, Lookup, LookupPath, MapOptions, Mapped, MappingError,
+    Vendor,
+};
 use crate::auth::{SignatureScheme, Verified};
 use crate::canonical::{
     Amount, Facts, Failure, Merchant, ObjectRef, PaymentMethod, Status, UNKNOWN,
@@ -174,6 +177,25 @@ impl Vendor for Nexio {
         Some(SignatureScheme::TimestampedHex {
             header: "nexio-signature",
         })
+    }
+
+    /// Thin pings are filled in from Nexio's lookup API (`lookup.rs`).
+    fn lookup_paths(&self) -> &'static [LookupPath] {
+        lookup::LOOKUP_PATHS
+    }
+
+    fn lookup(&self, mapped: &Mapped) -> Option<Lookup> {
+        lookup::lookup_for(mapped)
+    }
+
+    fn apply_lookup(
+        &self,
+        mapped: &mut Mapped,
+        found_for: &Lookup,
+        found: &Value,
+        options: &MapOptions,
+    ) -> Result<(), String> {
+        lookup::apply(mapped, found_for, found, options.include_personal_data())
     }
 
     fn map(&self, body: &Verified, options: &MapOptions) -> Result<Mapped, MappingError> {
@@ -576,6 +598,7 @@ fn sorted(value: &Value) -> Value {
 
 mod cards;
 mod declines;
+pub mod lookup;
 #[cfg(test)]
 use cards::card_brand;
 pub(crate) use cards::card_of;

@@ -39,24 +39,108 @@
 //! `firstName`, `lastName`) is removed too unless the caller opts in with
 //! [`apply_nexio_with`]. What is left goes to `vendor_data.lookup`.
 //!
-//! Amounts are read from the literal text [`super::json::parse_exact`]
-//! preserved; a record whose amount was parsed as a float is refused.
+//! Amounts are read from the literal text the look-up service's exact JSON
+//! parser preserved; a record whose amount was parsed as a float is refused.
+//!
+//! **Where.** The API's base URLs are [`SANDBOX_BASE_URL`] and
+//! [`PRODUCTION_BASE_URL`]; the path of each kind is [`LOOKUP_PATHS`], which
+//! a source may override under `[source.enrich.paths]`.
 
 use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{Lookup, LookupKind};
 use crate::canonical::{Amount, Mapped, Merchant, Status, UNKNOWN};
+use crate::vendors::{Lookup, LookupPath};
 
 /// The key under `vendor_data` that holds the (redacted) looked-up record.
 pub const LOOKUP_KEY: &str = "lookup";
 
+/// Nexio's sandbox API (docs/vendors.md §3.5, [NEX-BASE]).
+pub const SANDBOX_BASE_URL: &str = "https://api.nexiopaysandbox.com";
+
+/// Nexio's production API (docs/vendors.md §3.5, [NEX-BASE]); onboarding
+/// look-ups work only here.
+pub const PRODUCTION_BASE_URL: &str = "https://api.nexiopay.com";
+
+/// The by-id look-ups, one per kind, with their default path templates.
+///
+/// Defaults are docs/vendors.md §3.5. Only the list endpoints are confirmed
+/// there; the by-id transaction, payout, spendback and recovery paths are
+/// ASSUMED from them, and the onboarding path is UNKNOWN (Nexio documents the
+/// endpoint, "View application by onboarding ID", but not its path), so its
+/// default is a guess that operators must check against Nexio.
+pub(crate) const LOOKUP_PATHS: &[LookupPath] = &[
+    LookupPath {
+        kind: "transaction",
+        default_path: "/transaction/v3/{id}",
+        what: "a transaction look-up (`TRANSACTION` pings' `transactionId`)",
+    },
+    LookupPath {
+        kind: "payout",
+        default_path: "/payout/v3/{id}",
+        what: "a payout look-up (`PAYOUT` pings' `payoutId`)",
+    },
+    LookupPath {
+        kind: "spendback",
+        default_path: "/payout/v3/spendback/{id}",
+        what: "a spendback look-up (`SPENDBACK` pings' `spendbackId`)",
+    },
+    LookupPath {
+        kind: "recovery",
+        default_path: "/recovery/v3/{id}",
+        what: "a decline-recovery look-up (`DECLINE_RECOVERY` pings' `retryId`)",
+    },
+    LookupPath {
+        kind: "onboarding",
+        default_path: "/partner/v3/onboarding/{id}",
+        what: "an onboarding-application look-up (`PROCESSOR_ONBOARDING` pings; production API only; path UNKNOWN, check it)",
+    },
+];
+
+/// What a look-up is about; each kind has its own API path and fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LookupKind {
+    /// A `TRANSACTION` ping's `transactionId`.
+    Transaction,
+    /// A `PAYOUT` ping's `payoutId`.
+    Payout,
+    /// A `SPENDBACK` ping's `spendbackId`.
+    Spendback,
+    /// A `DECLINE_RECOVERY` ping's `retryId`.
+    DeclineRecovery,
+    /// A `PROCESSOR_ONBOARDING` ping's `onboardingId` (production API only).
+    Onboarding,
+}
+
+impl LookupKind {
+    /// The kind's name in [`LOOKUP_PATHS`], in [`Lookup::kind`] and in the config.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Transaction => "transaction",
+            Self::Payout => "payout",
+            Self::Spendback => "spendback",
+            Self::DeclineRecovery => "recovery",
+            Self::Onboarding => "onboarding",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [
+            Self::Transaction,
+            Self::Payout,
+            Self::Spendback,
+            Self::DeclineRecovery,
+            Self::Onboarding,
+        ]
+        .into_iter()
+        .find(|kind| kind.name() == name)
+    }
+}
+
 // The transaction, payout and spendback code tables are the mapping's own,
 // so a ping and a looked-up record can never disagree on a code's name.
-use crate::vendors::nexio::{
-    card_of, integer_of, PAYOUT_STATUSES, SPENDBACK_STATUSES, TRANSACTION_STATUSES,
-};
+use super::{card_of, integer_of, PAYOUT_STATUSES, SPENDBACK_STATUSES, TRANSACTION_STATUSES};
 
 /// `recoveryStatus`: only 30 ("retry attempt scheduled") has a documented
 /// meaning; Nexio's own name for it was not captured, so this is ours.
@@ -86,56 +170,51 @@ const PERSONAL_KEYS: &[&str] = &[
     "lastName",
 ];
 
-impl Lookup {
-    /// The look-up a mapped Nexio event needs, or `None` when it needs none:
-    /// legacy bodies (they carry the record), unmapped bodies, unknown event
-    /// types, and pings without an object id.
-    pub fn for_nexio(mapped: &Mapped) -> Option<Lookup> {
-        if mapped.facts.unmapped.is_some() {
-            return None;
-        }
-        if mapped
-            .facts
-            .vendor_data
-            .get("data")
-            .is_some_and(Value::is_object)
-        {
-            return None;
-        }
-        let kind = match mapped.vendor_event_type.as_str() {
-            "TRANSACTION" => LookupKind::Transaction,
-            "PAYOUT" => LookupKind::Payout,
-            "SPENDBACK" => LookupKind::Spendback,
-            "DECLINE_RECOVERY" => LookupKind::DeclineRecovery,
-            "PROCESSOR_ONBOARDING" => LookupKind::Onboarding,
-            _ => return None,
-        };
-        let id = mapped.facts.object.as_ref()?.id.trim();
-        (!id.is_empty()).then(|| Lookup {
-            kind,
-            id: id.to_owned(),
-        })
+/// The look-up a mapped Nexio event needs, or `None` when it needs none:
+/// legacy bodies (they carry the record), unmapped bodies, unknown event
+/// types, and pings without an object id.
+pub(crate) fn lookup_for(mapped: &Mapped) -> Option<Lookup> {
+    if mapped.facts.unmapped.is_some() {
+        return None;
     }
+    if mapped
+        .facts
+        .vendor_data
+        .get("data")
+        .is_some_and(Value::is_object)
+    {
+        return None;
+    }
+    let kind = match mapped.vendor_event_type.as_str() {
+        "TRANSACTION" => LookupKind::Transaction,
+        "PAYOUT" => LookupKind::Payout,
+        "SPENDBACK" => LookupKind::Spendback,
+        "DECLINE_RECOVERY" => LookupKind::DeclineRecovery,
+        "PROCESSOR_ONBOARDING" => LookupKind::Onboarding,
+        _ => return None,
+    };
+    let id = mapped.facts.object.as_ref()?.id.trim();
+    (!id.is_empty()).then(|| Lookup {
+        kind: kind.name().to_owned(),
+        id: id.to_owned(),
+    })
 }
 
-/// Merges a looked-up Nexio record into the event's facts, without personal
-/// data; see the module doc for what is read and what is removed.
+/// Merges a looked-up Nexio record into the event's facts; see the module
+/// doc for what is read and what is removed. The payer's details stay in
+/// `vendor_data.lookup` only with `include_personal_data`; credentials are
+/// removed either way.
 ///
 /// On `Err` the event is left exactly as it was, so the caller can still
 /// publish it with the reason as an enrichment failure.
-pub fn apply_nexio(mapped: &mut Mapped, kind: LookupKind, found: &Value) -> Result<(), String> {
-    apply_nexio_with(mapped, kind, found, false)
-}
-
-/// [`apply_nexio`] for sources that opted in to personal data
-/// (`include_personal_data`): the payer's details stay in `vendor_data.lookup`.
-/// Credentials are removed either way.
-pub fn apply_nexio_with(
+pub(crate) fn apply(
     mapped: &mut Mapped,
-    kind: LookupKind,
+    lookup: &Lookup,
     found: &Value,
     include_personal_data: bool,
 ) -> Result<(), String> {
+    let kind = LookupKind::from_name(&lookup.kind)
+        .ok_or_else(|| format!("Nexio has no `{}` look-up", lookup.kind))?;
     let mut record = found.clone();
     redact(&mut record, include_personal_data);
     let fields = record
@@ -279,8 +358,8 @@ fn amount_of(kind: LookupKind, fields: &Map<String, Value>) -> Result<Option<Amo
         .map_err(|e| format!("{name}: {e}"))
 }
 
-/// The exact text of an amount: a string (as [`super::json::parse_exact`]
-/// keeps decimals), or an integer. A float-backed number is refused: its
+/// The exact text of an amount: a string (as the look-up service's exact
+/// parser keeps decimals), or an integer. A float-backed number is refused: its
 /// literal is already lost.
 fn exact_text(name: &str, value: &Value) -> Result<Option<String>, String> {
     match value {
@@ -369,6 +448,17 @@ mod tests {
     use crate::canonical::{Facts, ObjectRef};
     use serde_json::json;
 
+    fn at(kind: &str, id: &str) -> Lookup {
+        Lookup {
+            kind: kind.to_owned(),
+            id: id.to_owned(),
+        }
+    }
+
+    fn apply_nexio(m: &mut Mapped, kind: &str, found: &Value) -> Result<(), String> {
+        apply(m, &at(kind, "1"), found, false)
+    }
+
     fn ping(event_type: &str, kind: &str, id: &str) -> Mapped {
         Mapped {
             event_type: "payment.updated".into(),
@@ -388,26 +478,37 @@ mod tests {
 
     #[test]
     fn only_thin_pings_with_an_id_need_a_lookup() {
-        let l = Lookup::for_nexio(&ping("TRANSACTION", "transaction", "211302211")).unwrap();
+        let l = lookup_for(&ping("TRANSACTION", "transaction", "211302211")).unwrap();
         assert_eq!(
-            (l.kind, l.id.as_str()),
-            (LookupKind::Transaction, "211302211")
+            (l.kind.as_str(), l.id.as_str()),
+            ("transaction", "211302211")
         );
         for (t, k) in [
-            ("PAYOUT", LookupKind::Payout),
-            ("SPENDBACK", LookupKind::Spendback),
-            ("DECLINE_RECOVERY", LookupKind::DeclineRecovery),
-            ("PROCESSOR_ONBOARDING", LookupKind::Onboarding),
+            ("PAYOUT", "payout"),
+            ("SPENDBACK", "spendback"),
+            ("DECLINE_RECOVERY", "recovery"),
+            ("PROCESSOR_ONBOARDING", "onboarding"),
         ] {
-            assert_eq!(Lookup::for_nexio(&ping(t, "x", "1")).unwrap().kind, k);
+            assert_eq!(lookup_for(&ping(t, "x", "1")).unwrap().kind, k);
         }
-        assert!(Lookup::for_nexio(&ping("CHARGEBACK", "x", "1")).is_none());
+        assert!(lookup_for(&ping("CHARGEBACK", "x", "1")).is_none());
         let mut legacy = ping("PAYOUT", "payout", "7");
         legacy.facts.vendor_data = json!({"eventType": "PAYOUT", "data": {"id": 7}});
-        assert!(Lookup::for_nexio(&legacy).is_none());
+        assert!(lookup_for(&legacy).is_none());
         let mut no_id = ping("TRANSACTION", "transaction", "1");
         no_id.facts.object = None;
-        assert!(Lookup::for_nexio(&no_id).is_none());
+        assert!(lookup_for(&no_id).is_none());
+    }
+
+    #[test]
+    fn every_kind_has_a_path_and_unknown_kinds_are_refused() {
+        for path in LOOKUP_PATHS {
+            assert!(LookupKind::from_name(path.kind).is_some(), "{}", path.kind);
+            assert!(path.default_path.starts_with('/') && path.default_path.contains("{id}"));
+        }
+        let mut m = ping("TRANSACTION", "transaction", "1");
+        let err = apply(&mut m, &at("chargeback", "1"), &json!({}), false).unwrap_err();
+        assert!(err.contains("`chargeback`"), "{err}");
     }
 
     #[test]
@@ -420,7 +521,7 @@ mod tests {
             name: "settled".into(),
         });
         let record = json!({"id": 1, "transactionStatus": 10, "amount": "2.00", "currency": "USD"});
-        apply_nexio(&mut m, LookupKind::Transaction, &record).unwrap();
+        apply_nexio(&mut m, "transaction", &record).unwrap();
         assert_eq!(m.facts.status.unwrap().code, Some(20));
         assert_eq!(m.event_type, "payment.settled");
         assert_eq!(m.facts.amount.unwrap().minor, 200);
@@ -429,7 +530,7 @@ mod tests {
         let mut m = ping("PAYOUT", "payout", "2437652");
         m.event_type = "payout.updated".into();
         let record = json!({"id": 2437652, "payoutStatus": 20, "amount": 12, "currency": "usd"});
-        apply_nexio(&mut m, LookupKind::Payout, &record).unwrap();
+        apply_nexio(&mut m, "payout", &record).unwrap();
         assert_eq!(m.event_type, "payout.completed");
         let amount = m.facts.amount.unwrap();
         assert_eq!(
@@ -444,22 +545,22 @@ mod tests {
         let before = format!("{m:?}");
         let err = apply_nexio(
             &mut m,
-            LookupKind::Transaction,
+            "transaction",
             &json!({"amount": 1.15, "currency": "USD", "merchantId": "1"}),
         )
         .unwrap_err();
         assert!(err.contains("parse_exact"), "{err}");
         let err = apply_nexio(
             &mut m,
-            LookupKind::Transaction,
+            "transaction",
             &json!({"amount": "1.155", "currency": "USD", "merchantId": "1"}),
         )
         .unwrap_err();
         assert!(err.starts_with("amount:"), "{err}");
-        assert!(apply_nexio(&mut m, LookupKind::Transaction, &json!([1])).is_err());
+        assert!(apply_nexio(&mut m, "transaction", &json!([1])).is_err());
         assert_eq!(format!("{m:?}"), before);
         // No currency: no amount, no error.
-        apply_nexio(&mut m, LookupKind::Transaction, &json!({"amount": "1.15"})).unwrap();
+        apply_nexio(&mut m, "transaction", &json!({"amount": "1.15"})).unwrap();
         assert!(m.facts.amount.is_none());
     }
 
@@ -473,7 +574,7 @@ mod tests {
                                        "tokenex": {"token": "tok-2"}}
         });
         let mut m = ping("DECLINE_RECOVERY", "decline_recovery", "43118");
-        apply_nexio(&mut m, LookupKind::DeclineRecovery, &record).unwrap();
+        apply_nexio(&mut m, "recovery", &record).unwrap();
         let text = m.facts.vendor_data.to_string();
         for leaked in ["tok-secret", "tok-2", "enc\"", "p@example.com", "Pat Payer"] {
             assert!(!text.contains(leaked), "{leaked} in {text}");
@@ -486,7 +587,7 @@ mod tests {
         );
 
         let mut m = ping("DECLINE_RECOVERY", "decline_recovery", "43118");
-        apply_nexio_with(&mut m, LookupKind::DeclineRecovery, &record, true).unwrap();
+        apply(&mut m, &at("recovery", "43118"), &record, true).unwrap();
         let text = m.facts.vendor_data.to_string();
         assert!(
             text.contains("Pat Payer") && !text.contains("tok-secret"),

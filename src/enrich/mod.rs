@@ -26,35 +26,31 @@
 //! answer still lands in the cache for the background retry.
 //!
 //! **Cache.** Successful answers are kept for a short TTL in a size-bounded
-//! LRU (`cache.rs`), so resends and repeated pings do not call the API again.
-//! Failures (including 404) are never cached: the object may appear any
-//! second. A cached record may be older than the ping, so vendors keep the
-//! ping's status when they apply one.
+//! cache (moka's, which also coalesces the calls), so resends and repeated
+//! pings do not call the API again. Failures (including 404) are never
+//! cached: the object may appear any second. A cached record may be older
+//! than the ping, so vendors keep the ping's status when they apply one.
 //!
 //! **Bounds.** Per source: at most `max_concurrency` calls in flight (a
 //! semaphore), each call bounded by one `timeout` covering connect, TLS
 //! handshake, request and body, bodies capped at 1 MiB ([`client`]).
 //!
-//! Layout: [`client`] (settings, HTTP/TLS), `cache.rs`, [`json`] (exact
-//! decimals).
+//! Layout: [`client`] (settings, HTTP/TLS), [`json`] (exact decimals).
 
-mod cache;
 pub mod client;
 pub mod json;
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use moka::future::Cache;
 use serde_json::Value;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::Semaphore;
 
 pub use client::{LookupApi, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, MAX_BODY_BYTES};
 pub use json::parse_exact;
 
 use crate::vendors::Lookup;
-use cache::TtlCache;
 use client::HttpClient;
 
 /// How long background enrichment keeps trying: vendors' lag is about a
@@ -105,12 +101,12 @@ pub fn next_delay(attempt: u32) -> Duration {
     Duration::from_secs(1u64.checked_shl(attempt).unwrap_or(u64::MAX)).min(CAP)
 }
 
-type Key = Lookup;
 type Answer = Result<Value, LookupError>;
 
-/// The lookup service of one source: settings, HTTP client, cache, in-flight
-/// table and concurrency bound. Cheap to clone (one `Arc`); keep one per
-/// source, because credentials, cache and limits are per source.
+/// The lookup service of one source: settings, HTTP client, cache (which
+/// also coalesces concurrent look-ups of one object) and concurrency bound.
+/// Cheap to clone (one `Arc`); keep one per source, because credentials,
+/// cache and limits are per source.
 #[derive(Clone)]
 pub struct Enricher {
     inner: Arc<Inner>,
@@ -122,9 +118,10 @@ struct Inner {
     settings: (LookupApi, Duration, usize),
     client: HttpClient,
     permits: Semaphore,
-    cache: Mutex<TtlCache<Key, Value>>,
-    /// Callers waiting for the one call in flight per key.
-    inflight: Mutex<HashMap<Key, Vec<oneshot::Sender<Answer>>>>,
+    /// Records by object, bounded by age and count. Its `try_get_with` runs
+    /// one call per object however many callers ask at once, and caches only
+    /// successes.
+    cache: Cache<Lookup, Value>,
 }
 
 /// Shows what the service was built from (the API key stays redacted), not
@@ -160,8 +157,10 @@ impl Enricher {
                 settings: (api.clone(), cache_ttl, cache_capacity),
                 client,
                 permits: Semaphore::new(api.max_concurrency.max(1)),
-                cache: Mutex::new(TtlCache::new(cache_ttl, cache_capacity)),
-                inflight: Mutex::new(HashMap::new()),
+                cache: Cache::builder()
+                    .max_capacity(cache_capacity as u64)
+                    .time_to_live(cache_ttl)
+                    .build(),
             }),
         }
     }
@@ -180,49 +179,29 @@ impl Enricher {
     }
 
     /// One look-up: the cache first, then the API (bounded concurrency,
-    /// per-call timeout). Concurrent look-ups of the same object share
-    /// one HTTP call, which runs to completion even if every caller stops
-    /// waiting (so wrap this in `tokio::time::timeout` freely). Returned
-    /// records come from [`parse_exact`]: decimals are strings.
+    /// per-call timeout). Concurrent look-ups of the same object share one
+    /// HTTP call, which runs to completion even if every caller stops
+    /// waiting (so wrap this in `tokio::time::timeout` freely): the answer
+    /// still reaches the cache. Returned records come from [`parse_exact`]:
+    /// decimals are strings.
     ///
     /// Must be called within a Tokio runtime.
     pub async fn lookup(&self, lookup: &Lookup) -> Result<Value, LookupError> {
-        let key = lookup.clone();
-        if let Some(hit) = self.cached(&key) {
+        if let Some(hit) = self.inner.cache.get(lookup).await {
             return Ok(hit);
         }
-        let (tx, rx) = oneshot::channel();
-        let lead = {
-            let mut inflight = lock(&self.inner.inflight);
-            // Checked again under the in-flight lock: a call that completes
-            // fills the cache and clears its entry under this same lock.
-            if let Some(hit) = self.cached(&key) {
-                return Ok(hit);
-            }
-            match inflight.entry(key.clone()) {
-                Entry::Occupied(mut waiting) => {
-                    waiting.get_mut().push(tx);
-                    false
-                }
-                Entry::Vacant(slot) => {
-                    slot.insert(vec![tx]);
-                    true
-                }
-            }
-        };
-        if lead {
-            let inner = self.inner.clone();
-            tokio::spawn(async move {
-                let guard = Completion {
-                    inner: &inner,
-                    key,
-                    done: false,
-                };
-                let answer = inner.fetch(guard.key()).await;
-                guard.complete(answer);
-            });
-        }
-        rx.await.unwrap_or_else(|_| {
+        let inner = self.inner.clone();
+        let key = lookup.clone();
+        // Detached, so the inline deadline cancels the wait, not the call.
+        let call = tokio::spawn(async move {
+            let fetch = inner.fetch(&key);
+            inner
+                .cache
+                .try_get_with_by_ref(&key, fetch)
+                .await
+                .map_err(|shared| LookupError::clone(&shared))
+        });
+        call.await.unwrap_or_else(|_| {
             Err(LookupError::Transient(
                 "the look-up task ended without an answer".to_owned(),
             ))
@@ -262,15 +241,11 @@ impl Enricher {
             }
         }
     }
-
-    fn cached(&self, key: &Key) -> Option<Value> {
-        lock(&self.inner.cache).get(key, Instant::now())
-    }
 }
 
 impl Inner {
     /// The HTTP call, under a concurrency permit.
-    async fn fetch(&self, key: &Key) -> Answer {
+    async fn fetch(&self, key: &Lookup) -> Answer {
         let _permit = self
             .permits
             .acquire()
@@ -278,55 +253,6 @@ impl Inner {
             .map_err(|_| LookupError::Transient("look-ups are shut down".to_owned()))?;
         self.client.get(key).await
     }
-}
-
-/// Finishes an in-flight call: caches a success, then hands the answer to
-/// every waiter. If the task dies first (panic, runtime shutdown), dropping
-/// this removes the entry, so the waiters see an error instead of hanging and
-/// the next look-up starts afresh.
-struct Completion<'a> {
-    inner: &'a Inner,
-    key: Key,
-    /// Set by `complete`, so dropping afterwards leaves the table alone.
-    done: bool,
-}
-
-impl Completion<'_> {
-    fn key(&self) -> &Key {
-        &self.key
-    }
-
-    fn complete(mut self, answer: Answer) {
-        self.done = true;
-        let key = &self.key;
-        let waiters = {
-            let mut inflight = lock(&self.inner.inflight);
-            if let Ok(record) = &answer {
-                lock(&self.inner.cache).insert(key.clone(), record.clone(), Instant::now());
-            }
-            inflight.remove(key).unwrap_or_default()
-        };
-        for waiter in waiters {
-            // A waiter that stopped waiting is fine to skip.
-            let _ = waiter.send(answer.clone());
-        }
-    }
-}
-
-impl Drop for Completion<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            lock(&self.inner.inflight).remove(&self.key);
-        }
-    }
-}
-
-/// Locks a mutex, ignoring poisoning: the guarded maps stay consistent
-/// because no code panics while holding them.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -690,3 +690,28 @@ async fn https_works_with_the_configured_roots_and_fails_with_the_public_ones() 
         "{error:?}"
     );
 }
+
+#[tokio::test]
+async fn records_are_reused_for_the_ttl_only_and_failures_never() {
+    let api = FakeApi::start(|path, n| match path {
+        "/payout/v3/1" if n == 2 => Reply::status(404, ""),
+        _ => Reply::ok(TRANSACTION),
+    })
+    .await;
+    let enricher = Enricher::new(api.api(), Duration::from_millis(300), 100);
+    let wanted = lookup("transaction", "211302211");
+    enricher.lookup(&wanted).await.unwrap();
+    enricher.lookup(&wanted).await.unwrap();
+    assert_eq!(api.hits(), 1, "reused within the TTL");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    enricher.lookup(&wanted).await.unwrap();
+    assert_eq!(api.hits(), 2, "asked again once the TTL ran out");
+
+    let missing = lookup("payout", "1");
+    assert_eq!(enricher.lookup(&missing).await, Err(LookupError::NotFound));
+    assert!(
+        enricher.lookup(&missing).await.is_ok(),
+        "a 404 is not cached"
+    );
+    assert_eq!(api.hits(), 4);
+}

@@ -1,10 +1,10 @@
 //! The HTTP(S) client for a vendor's lookup API, and its per-source settings.
 //!
-//! One `GET` per look-up, over a fresh hyper 1 HTTP/1.1 connection (TLS by
-//! tokio-rustls with the ring provider and the Mozilla roots from
-//! `webpki-roots`; ALPN offers only `http/1.1`). There is no connection pool:
-//! look-ups are one per thin ping and mostly answered from the cache, so a
-//! pool would add state for little gain.
+//! One `GET` per look-up, through hyper-util's pooled client: HTTP/1.1
+//! connections (TLS by hyper-rustls with the ring provider and the Mozilla
+//! roots from `webpki-roots`; ALPN offers only `http/1.1`) are kept for
+//! [`POOL_IDLE`] and reused, so a burst of pings costs one TCP and TLS
+//! handshake per concurrent call, not one per look-up.
 //!
 //! `http://` base URLs are accepted too, for the tests' fake API and for an
 //! internal egress proxy that terminates TLS towards the vendor. Anything sent
@@ -22,13 +22,13 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
-use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, HOST, USER_AGENT};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, USER_AGENT};
 use hyper::{Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use rustls::{ClientConfig, RootCertStore};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 use std::collections::BTreeMap;
 
@@ -47,6 +47,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default number of calls in flight per source, so a burst of pings cannot
 /// turn into a burst against the vendor's API.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+
+/// How long an idle pooled connection is kept: vendors' APIs close idle
+/// connections after about a minute; reusing one within 30 s saves a
+/// handshake without holding sockets for long.
+pub const POOL_IDLE: Duration = Duration::from_secs(30);
 
 /// The longest object id put in a path; vendors' ids are numbers or short
 /// hex strings, so anything longer is not an id.
@@ -158,10 +163,7 @@ pub struct SettingError {
 #[derive(Debug, Clone)]
 struct Target {
     https: bool,
-    /// Host for DNS and SNI, without IPv6 brackets.
-    host: String,
-    port: u16,
-    /// The `Host` header: the authority as configured.
+    /// `host[:port]` as configured: the request URI's authority.
     authority: String,
     /// Path prefix without a trailing slash (usually empty).
     prefix: String,
@@ -190,32 +192,27 @@ impl Target {
         if uri.query().is_some() {
             return Err(format!("`{base_url}` must not have a query"));
         }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        if host.is_empty() {
+        if authority.host().trim_matches(['[', ']']).is_empty() {
             return Err(format!("`{base_url}` has no host"));
         }
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         Ok(Self {
             https,
-            host,
-            port,
             authority: authority.as_str().to_owned(),
             prefix: uri.path().trim_end_matches('/').to_owned(),
         })
     }
 }
 
-/// A configured client: target, credentials and TLS, built once per source.
+/// The pooled HTTP(S) client type.
+type Pooled = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// A configured client: target, credentials and connection pool, built once per source.
 pub(crate) struct HttpClient {
     /// `Err` holds the configuration problem, reported by every call.
     target: Result<Target, String>,
     paths: BTreeMap<String, String>,
     authorization: HeaderValue,
-    tls: tokio_rustls::TlsConnector,
+    client: Pooled,
     timeout: Duration,
 }
 
@@ -239,11 +236,24 @@ impl HttpClient {
         let mut authorization = HeaderValue::from_str(&format!("Basic {encoded}"))
             .expect("base64 is a valid header value");
         authorization.set_sensitive(true);
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(api.timeout));
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(roots))
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(api.max_concurrency.max(1))
+            .build(connector);
         Self {
             target,
             paths: api.paths.clone(),
             authorization,
-            tls: tokio_rustls::TlsConnector::from(tls_config(roots)),
+            client,
             timeout: api.timeout,
         }
     }
@@ -284,89 +294,70 @@ impl HttpClient {
         classify(&path, status, &body)
     }
 
+    /// One request on a pooled connection, reading at most
+    /// [`MAX_BODY_BYTES`] of body.
     async fn exchange(
         &self,
         target: &Target,
         path: &str,
     ) -> Result<(StatusCode, Bytes), LookupError> {
-        let tcp = TcpStream::connect((target.host.as_str(), target.port))
-            .await
-            .map_err(|e| {
-                LookupError::Transient(format!("cannot connect to {}: {e}", target.authority))
-            })?;
-        let _ = tcp.set_nodelay(true);
-        let request = Request::get(path)
-            .header(HOST, target.authority.as_str())
+        let scheme = if target.https { "https" } else { "http" };
+        let request = Request::get(format!("{scheme}://{}{path}", target.authority))
             .header(AUTHORIZATION, self.authorization.clone())
             .header(ACCEPT, "application/json")
             .header(USER_AGENT, concat!("hookgate/", env!("CARGO_PKG_VERSION")))
             .body(Empty::<Bytes>::new())
             .map_err(|e| LookupError::Permanent(format!("GET {path}: bad request: {e}")))?;
-        if target.https {
-            let name = ServerName::try_from(target.host.clone()).map_err(|e| {
-                LookupError::Permanent(format!("`{}` is not a TLS server name: {e}", target.host))
-            })?;
-            let tls = self.tls.connect(name, tcp).await.map_err(|e| {
+        let response = self.client.request(request).await.map_err(|e| {
+            let cause = causes(&e);
+            if e.is_connect() {
                 LookupError::Transient(format!(
-                    "TLS handshake with {} failed: {e}",
+                    "cannot connect to {} (TCP or TLS): {cause}",
                     target.authority
                 ))
-            })?;
-            send(tls, request).await
-        } else {
-            send(tcp, request).await
-        }
+            } else {
+                LookupError::Transient(format!("GET {path}: HTTP exchange failed: {cause}"))
+            }
+        })?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    LookupError::Permanent(format!(
+                        "response body larger than {MAX_BODY_BYTES} bytes"
+                    ))
+                } else {
+                    LookupError::Transient(format!("reading the response body failed: {e}"))
+                }
+            })?
+            .to_bytes();
+        Ok((status, body))
     }
+}
+
+/// An error and its causes on one line (`a: b: c`): the client's own text
+/// says only "client error (Connect)".
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The TLS client settings: TLS 1.2+, ring, `http/1.1` only.
-fn tls_config(roots: RootCertStore) -> Arc<ClientConfig> {
+fn tls_config(roots: RootCertStore) -> ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
+    ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("ring supports TLS 1.2 and 1.3")
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
-}
-
-/// Aborts the connection task when the call ends (answered, failed or timed out).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// One HTTP/1.1 exchange on an open connection, reading at most
-/// [`MAX_BODY_BYTES`] of body.
-async fn send<I>(io: I, request: Request<Empty<Bytes>>) -> Result<(StatusCode, Bytes), LookupError>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let transient = |e: hyper::Error| LookupError::Transient(format!("HTTP exchange failed: {e}"));
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(transient)?;
-    let _driver = AbortOnDrop(tokio::spawn(async move {
-        let _ = connection.await;
-    }));
-    let response = sender.send_request(request).await.map_err(transient)?;
-    let status = response.status();
-    let body = Limited::new(response.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                LookupError::Permanent(format!("response body larger than {MAX_BODY_BYTES} bytes"))
-            } else {
-                LookupError::Transient(format!("reading the response body failed: {e}"))
-            }
-        })?
-        .to_bytes();
-    Ok((status, body))
+        .with_no_client_auth()
 }
 
 /// Status → outcome: 404 is "not visible yet" (a vendor's API may lag its
@@ -459,11 +450,14 @@ mod tests {
         }
         let t = Target::parse("http://[::1]:9/vendor/").unwrap();
         assert_eq!(
-            (t.host.as_str(), t.port, t.prefix.as_str(), t.https),
-            ("::1", 9, "/vendor", false)
+            (t.authority.as_str(), t.prefix.as_str(), t.https),
+            ("[::1]:9", "/vendor", false)
         );
         let t = Target::parse(BASE).unwrap();
-        assert_eq!((t.port, t.prefix.as_str(), t.https), (443, "", true));
+        assert_eq!(
+            (t.authority.as_str(), t.prefix.as_str(), t.https),
+            ("api.example.com", "", true)
+        );
     }
 
     #[test]

@@ -715,3 +715,37 @@ async fn records_are_reused_for_the_ttl_only_and_failures_never() {
     );
     assert_eq!(api.hits(), 4);
 }
+
+#[tokio::test]
+async fn sequential_lookups_reuse_one_pooled_connection() {
+    let connections = Arc::new(AtomicUsize::new(0));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let enricher = Enricher::new(
+        LookupApi::new(base, USER, Secret::new(KEY), NEXIO),
+        Duration::ZERO,
+        0,
+    );
+    for id in ["1", "2", "3"] {
+        enricher.lookup(&lookup("payout", id)).await.unwrap();
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "three look-ups, one connection"
+    );
+}

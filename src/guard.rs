@@ -93,7 +93,22 @@ pub fn masked_json(mut value: Value) -> (Vec<u8>, usize) {
         masked += mask_raw_body(unmapped);
     }
     masked += mask_pans(&mut value);
-    masked += mask_typed_facts(&mut typed, true);
+    let mut removed = Vec::new();
+    masked += mask_typed_facts(&mut typed, "", &mut removed);
+    if !removed.is_empty() {
+        // Said where a consumer looks for fields left out, never quoting the value.
+        let notes = typed
+            .entry("skipped")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(notes) = notes {
+            notes.extend(removed.into_iter().map(|field| {
+                serde_json::json!({
+                    "field": field,
+                    "reason": "looked like a full card number; removed before publishing",
+                })
+            }));
+        }
+    }
     if let (Some(id), Some(envelope)) = (own_id, value.as_object_mut()) {
         envelope.insert("id".to_owned(), id);
     }
@@ -124,8 +139,18 @@ pub fn is_uuid_shaped(value: &Value) -> bool {
 /// Masks the strings of typed facts. A parsed number there cannot become
 /// a masked string (the schema types it), so a number that holds a card
 /// number is removed with its field, and an amount whose `minor` holds one
-/// goes whole; `data.amount` itself is left as it is (see above).
-fn mask_typed_facts(map: &mut Map<String, Value>, top: bool) -> usize {
+/// goes whole; `data.amount` itself is left as it is (see above). Each
+/// removed field's path under `data` (`settlement.sales_total`) is pushed to
+/// `removed`, for `data.skipped`.
+fn mask_typed_facts(map: &mut Map<String, Value>, at: &str, removed: &mut Vec<String>) -> usize {
+    let top = at.is_empty();
+    let path = |key: &str| {
+        if top {
+            key.to_owned()
+        } else {
+            format!("{at}.{key}")
+        }
+    };
     let holds_card = |n: &Value| {
         let mut copy = n.clone();
         mask_pans(&mut copy) > 0
@@ -139,7 +164,10 @@ fn mask_typed_facts(map: &mut Map<String, Value>, top: bool) -> usize {
             _ if is_amount(v) => v.get("minor").is_some_and(holds_card),
             _ => false,
         };
-        masked += usize::from(drop);
+        if drop {
+            masked += 1;
+            removed.push(path(key));
+        }
         !drop
     });
     for (key, v) in map.iter_mut() {
@@ -147,11 +175,14 @@ fn mask_typed_facts(map: &mut Map<String, Value>, top: bool) -> usize {
             continue;
         }
         masked += match v {
-            Value::Object(inner) => mask_typed_facts(inner, false),
+            Value::Object(inner) => mask_typed_facts(inner, &path(key), removed),
             Value::Array(items) => items
                 .iter_mut()
-                .map(|item| match item {
-                    Value::Object(inner) => mask_typed_facts(inner, false),
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::Object(inner) => {
+                        mask_typed_facts(inner, &format!("{}[{i}]", path(key)), removed)
+                    }
                     Value::Number(_) => 0,
                     other => mask_pans(other),
                 })
@@ -554,6 +585,24 @@ mod tests {
         assert_eq!(out["data"]["vendor_data"]["note"], "************1111");
         assert!(!out.to_string().contains("6108084805156127280"));
         assert_eq!(n, 7, "{out}");
+        // Each removed field is named in `data.skipped`, its value never quoted.
+        let skipped: Vec<&str> = out["data"]["skipped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                "refunded_total",
+                "settlement.sales_count",
+                "settlement.sales_total",
+                "status.code"
+            ],
+            "{out}"
+        );
+        assert!(!out["data"]["skipped"].to_string().contains("4111"));
     }
 
     #[test]

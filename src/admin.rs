@@ -25,7 +25,8 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::control::Control;
 use crate::secret::Secret;
@@ -37,12 +38,12 @@ pub const MAX_CONNECTIONS: usize = 32;
 /// Connections kept for `/healthz` and `/readyz` when the others are taken.
 pub const PROBE_CONNECTIONS: usize = 4;
 
-/// Serves admin requests until `stop` flips.
+/// Serves admin requests until `stop` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     control: Arc<Control>,
     token: Option<Secret>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let token = Arc::new(token);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -53,7 +54,7 @@ pub async fn serve(
             biased;
             permit = slots.clone().acquire_owned() => (permit, false),
             permit = probe_slots.clone().acquire_owned() => (permit, true),
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
         };
         let Ok(permit) = permit else { return };
         let stream = tokio::select! {
@@ -65,7 +66,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
         };
         let control = control.clone();
         let token = token.clone();

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
@@ -24,23 +24,23 @@ use crate::spool::{Spool, SpoolError, SpooledEvent};
 /// How many entries are read from disk at a time.
 const BATCH: usize = 64;
 
-/// Drains until `stop` flips.
+/// Drains until `stop` is cancelled.
 pub async fn run(
     spool: Spool,
     publisher: Publisher,
     metrics: std::sync::Arc<Metrics>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        if *stop.borrow() {
+        if stop.is_cancelled() {
             return;
         }
         if !matches!(publisher.state(), LinkState::Up) {
             // Down or blocked by an alarm: wait for a link that takes publishes.
             tokio::select! {
                 _ = publisher.wait_usable(Duration::from_secs(1)) => {}
-                _ = stop.changed() => return,
+                () = stop.cancelled() => return,
             }
             continue;
         }
@@ -54,7 +54,7 @@ pub async fn run(
             }
             Err(error) => {
                 tracing::error!(error = %error, "Cannot read the spool; retrying.");
-                sleep_or_stop(&mut stop, Duration::from_secs(1)).await;
+                sleep_or_stop(&stop, Duration::from_secs(1)).await;
                 continue;
             }
         };
@@ -63,7 +63,7 @@ pub async fn run(
                 _ = spool.notified() => {}
                 // A periodic look also covers appends made while we were busy.
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.changed() => return,
+                () = stop.cancelled() => return,
             }
             continue;
         }
@@ -73,7 +73,7 @@ pub async fn run(
             None => backoff = Duration::from_millis(100),
             Some((event_id, error)) => {
                 tracing::warn!(error = %error, event_id = %event_id, retry_in_ms = backoff.as_millis() as u64, "Spooled event not confirmed; will retry.");
-                sleep_or_stop(&mut stop, backoff).await;
+                sleep_or_stop(&stop, backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
@@ -110,14 +110,14 @@ pub async fn publish_batch(
     (published, failed)
 }
 
-async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, wait: Duration) {
+async fn sleep_or_stop(stop: &CancellationToken, wait: Duration) {
     tokio::select! {
         _ = tokio::time::sleep(wait) => {}
-        _ = stop.changed() => {}
+        () = stop.cancelled() => {}
     }
 }
 
-/// Finishes deferred look-ups until `stop` flips.
+/// Finishes deferred look-ups until `stop` is cancelled.
 ///
 /// Each pending entry is a mapped ping and what to look up
 /// ([`crate::pipeline::PendingLookup`]). On its schedule
@@ -127,19 +127,19 @@ async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, wait: Duration) {
 /// look-up is refused for good or the source's retry period runs out. It
 /// leaves the pending store only after the broker confirmed it or the spool
 /// took it, so a restart resumes where this left off.
-pub async fn enrichment(pipeline: std::sync::Arc<Pipeline>, mut stop: watch::Receiver<bool>) {
+pub async fn enrichment(pipeline: std::sync::Arc<Pipeline>, stop: CancellationToken) {
     let Some(pending) = pipeline.pending().cloned() else {
         return;
     };
     loop {
-        if *stop.borrow() {
+        if stop.is_cancelled() {
             return;
         }
         let batch = match pending.oldest_async(BATCH).await {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::error!(error = %error, "Cannot read the pending look-ups; retrying.");
-                sleep_or_stop(&mut stop, Duration::from_secs(1)).await;
+                sleep_or_stop(&stop, Duration::from_secs(1)).await;
                 continue;
             }
         };
@@ -169,7 +169,7 @@ pub async fn enrichment(pipeline: std::sync::Arc<Pipeline>, mut stop: watch::Rec
         tokio::select! {
             _ = pending.notified() => {}
             _ = tokio::time::sleep(next_due.max(Duration::from_millis(50))) => {}
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
         }
     }
 }

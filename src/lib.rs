@@ -76,14 +76,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use config::Settings;
 use control::Fixed;
 pub use control::{Control, Readiness, ReloadError};
 use metrics::Metrics;
 use pipeline::{Pipeline, Runtime};
-use publish::{Publisher, PublisherTask};
+use publish::Publisher;
 use watchdog::{TaskFault, Watchdog};
 
 /// Why the gateway could not start.
@@ -144,17 +144,15 @@ const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(30);
 pub struct Gateway {
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
-    stop: watch::Sender<bool>,
-    /// The long-lived tasks except the broker's, which closes last.
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    watchdog: Watchdog,
+    /// The long-lived tasks, the broker connection's among them (it closes
+    /// last); locked by [`Self::fault`] while it waits.
+    watchdog: tokio::sync::Mutex<Watchdog>,
     spool: Option<spool::Spool>,
     pending: Option<spool::Spool<pipeline::Pending>>,
     dedup: Option<dedup::DedupWindow>,
     control: Arc<Control>,
     /// The broker link the pipeline publishes through.
     publisher: Publisher,
-    publisher_task: PublisherTask,
 }
 
 impl Gateway {
@@ -203,9 +201,8 @@ impl Gateway {
         let stores = open_stores(&settings).await?;
         let metrics = Arc::new(Metrics::new());
         metrics.export_sources(settings.sources.iter().map(|s| s.id.as_str()));
-        let watchdog = Watchdog::new();
-        let (publisher, publisher_task) =
-            Publisher::start(settings.broker.clone(), &metrics, &watchdog);
+        let mut watchdog = Watchdog::new();
+        let publisher = Publisher::start(settings.broker.clone(), &metrics, &mut watchdog);
         let fixed = Fixed {
             server: settings.server.clone(),
             broker: settings.broker.clone(),
@@ -229,42 +226,39 @@ impl Gateway {
             reloading: tokio::sync::Mutex::new(()),
         });
 
-        let (stop, stop_rx) = watch::channel(false);
+        let stop = watchdog.stop_signal();
         let listener = server::Listener {
             tcp,
             settings: fixed.server.clone(),
             pipeline: pipeline.clone(),
         };
-        let mut tasks = vec![watchdog.spawn(
+        watchdog.spawn(
             "public listener",
-            listener.run(stop_rx.clone(), fixed.server.drain_timeout),
-        )];
+            listener.run(stop.clone(), fixed.server.drain_timeout),
+        );
         if let (Some(tcp), Some(admin)) = (admin_tcp, &fixed.admin) {
-            tasks.push(watchdog.spawn(
+            watchdog.spawn(
                 "admin listener",
-                admin::serve(tcp, control.clone(), admin.token.clone(), stop_rx.clone()),
-            ));
+                admin::serve(tcp, control.clone(), admin.token.clone(), stop.clone()),
+            );
         }
-        tasks.push(watchdog.spawn(
-            "housekeeping",
-            housekeeping(pipeline.clone(), stop_rx.clone()),
-        ));
+        watchdog.spawn("housekeeping", housekeeping(pipeline.clone(), stop.clone()));
         if let Some(spool) = &spool {
-            tasks.push(watchdog.spawn(
+            watchdog.spawn(
                 "spool drain",
                 drain::run(
                     spool.clone(),
                     publisher.clone(),
                     metrics.clone(),
-                    stop_rx.clone(),
+                    stop.clone(),
                 ),
-            ));
+            );
         }
         if pending.is_some() {
-            tasks.push(watchdog.spawn(
+            watchdog.spawn(
                 "deferred look-ups",
-                drain::enrichment(pipeline.clone(), stop_rx.clone()),
-            ));
+                drain::enrichment(pipeline.clone(), stop.clone()),
+            );
         }
         tracing::info!(
             listen = %local_addr,
@@ -276,15 +270,12 @@ impl Gateway {
         Ok(Self {
             local_addr,
             admin_addr,
-            stop,
-            tasks,
-            watchdog,
+            watchdog: tokio::sync::Mutex::new(watchdog),
             spool,
             pending,
             dedup,
             control,
             publisher,
-            publisher_task,
         })
     }
 
@@ -313,18 +304,15 @@ impl Gateway {
     /// [`Self::shutdown`]: the process is no longer whole and should be shut
     /// down and restarted. Pending while all is well.
     pub async fn fault(&self) -> TaskFault {
-        self.watchdog.fault().await
+        self.watchdog.lock().await.fault().await
     }
 
     /// Stops accepting, lets in-flight requests finish (up to
     /// `server.drain_timeout_ms`), then closes the broker connection cleanly.
     pub async fn shutdown(self) {
-        self.watchdog.stand_down();
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
-        self.publisher_task.shutdown().await;
+        // The listeners drain, the background tasks stop, then the broker
+        // connection waits for in-flight confirms and closes.
+        self.watchdog.into_inner().shut_down().await;
         // The pipeline (inside control) holds a spool handle too; this closes
         // the file once the last handle is gone.
         drop(self.control);
@@ -347,13 +335,13 @@ impl Gateway {
 /// when the spool's or the dedup window's writes have failed for longer than
 /// [`spool::MAX_WRITE_FAILURE`]: a gateway that can keep no event helps no
 /// one by staying up.
-async fn housekeeping(pipeline: Arc<Pipeline>, mut stop: watch::Receiver<bool>) {
+async fn housekeeping(pipeline: Arc<Pipeline>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(HOUSEKEEPING_PERIOD);
     tick.tick().await;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
         }
         let failing = [
             (

@@ -42,6 +42,7 @@ use crate::canonical::{Event, CONTENT_TYPE};
 use crate::config::BrokerSettings;
 use crate::metrics::{BrokerMetrics, Metrics};
 use crate::watchdog::Watchdog;
+use tokio_util::sync::CancellationToken;
 
 /// Why an event is not (yet) safe at the broker.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -184,30 +185,14 @@ pub struct Publisher {
     inner: Arc<Inner>,
 }
 
-/// Stops the supervisor and closes the AMQP connection cleanly.
-pub struct PublisherTask {
-    stop: watch::Sender<bool>,
-    handle: tokio::task::JoinHandle<()>,
-}
-
-impl PublisherTask {
-    /// Closes the connection (after in-flight publishes, which hold their own
-    /// channel handles) and waits for the supervisor to finish.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.handle.await;
-    }
-}
-
 impl Publisher {
     /// Starts the connection supervisor under `watchdog`, counting into
     /// `metrics`; the publisher is usable at once and reports
-    /// [`PublishError::Unavailable`] until the first connection is up.
-    pub fn start(
-        settings: BrokerSettings,
-        metrics: &Metrics,
-        watchdog: &Watchdog,
-    ) -> (Self, PublisherTask) {
+    /// [`PublishError::Unavailable`] until the first connection is up. The
+    /// supervisor closes last: when the watchdog shuts down, it waits for
+    /// in-flight confirms (publishes hold their own channel handles) and
+    /// closes the connection after every other task has ended.
+    pub fn start(settings: BrokerSettings, metrics: &Metrics, watchdog: &mut Watchdog) -> Self {
         let (state, _) = watch::channel(LinkState::Down(None));
         let metrics = metrics.broker();
         for endpoint in &settings.endpoints {
@@ -221,9 +206,9 @@ impl Publisher {
             state,
             metrics,
         });
-        let (stop, stop_rx) = watch::channel(false);
-        let handle = watchdog.spawn("broker connection", supervise(inner.clone(), stop_rx));
-        (Self { inner }, PublisherTask { stop, handle })
+        let supervised = inner.clone();
+        watchdog.spawn_last("broker connection", move |stop| supervise(supervised, stop));
+        Self { inner }
     }
 
     /// Whether a connection is up right now, blocked or not (for readiness).
@@ -437,7 +422,7 @@ pub fn properties(event: &Outgoing) -> BasicProperties {
         .with_headers(headers)
 }
 
-async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+async fn supervise(inner: Arc<Inner>, stop: CancellationToken) {
     let endpoints = &inner.settings.endpoints;
     // A random first endpoint spreads replicas over a cluster's nodes.
     let mut at = fastrand::usize(..endpoints.len());
@@ -449,7 +434,7 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     };
     let mut backoff = Duration::from_millis(100);
     loop {
-        if *stop.borrow() {
+        if stop.is_cancelled() {
             break;
         }
         let endpoint = &endpoints[at];
@@ -463,7 +448,7 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                 Ok(Err(error)) => Err(error.to_string()),
                 Err(_) => Err(format!("no answer within {:?}", inner.settings.connect_timeout)),
             },
-            _ = stop.changed() => break,
+            () = stop.cancelled() => break,
         };
         let link = match failure {
             Ok(link) => link,
@@ -473,7 +458,7 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
                     "{}: {reason}",
                     endpoint.name
                 ))));
-                if !back_off(&mut backoff, &mut stop).await {
+                if !back_off(&mut backoff, &stop).await {
                     break;
                 }
                 move_on(&mut at);
@@ -497,7 +482,7 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             tokio::select! {
                 _ = inner.broken.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = stop.changed() => {}
+                () = stop.cancelled() => {}
                 event = next_event(&mut events) => match event {
                     lapin::Event::ConnectionBlocked(reason) => block(&inner, reason),
                     lapin::Event::ConnectionUnblocked => {
@@ -515,14 +500,14 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             let healthy = still_current
                 && link.connection.status().connected()
                 && link.channels.iter().all(|c| c.status().connected());
-            if *stop.borrow() || !healthy {
+            if stop.is_cancelled() || !healthy {
                 break;
             }
         }
         gauge.set(0);
         clear_if_current(&inner.link, &link);
         inner.state.send_replace(LinkState::Down(None));
-        if *stop.borrow() {
+        if stop.is_cancelled() {
             // Wait for in-flight confirms, then close politely.
             for channel in &link.channels {
                 let _ = tokio::time::timeout(
@@ -550,7 +535,7 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
         // a node that accepts and then drops us) is retried with the backoff,
         // so a persistent fault does not become a reconnect storm.
         if connected_at.elapsed() < Duration::from_secs(1) {
-            if !back_off(&mut backoff, &mut stop).await {
+            if !back_off(&mut backoff, &stop).await {
                 break;
             }
         } else {
@@ -561,10 +546,10 @@ async fn supervise(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
 
 /// Waits out `backoff` and doubles it (to 5 s at most); false when asked to
 /// stop meanwhile.
-async fn back_off(backoff: &mut Duration, stop: &mut watch::Receiver<bool>) -> bool {
+async fn back_off(backoff: &mut Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(*backoff) => {}
-        _ = stop.changed() => return false,
+        () = stop.cancelled() => return false,
     }
     *backoff = (*backoff * 2).min(Duration::from_secs(5));
     true

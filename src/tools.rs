@@ -233,25 +233,22 @@ pub async fn spool_replay(settings: &Settings) -> Result<u64, ToolError> {
 /// A publisher for one command: connected, and closed without alarm.
 struct OneShotPublisher {
     publisher: Publisher,
-    task: crate::publish::PublisherTask,
-    /// Nobody restarts a one-shot command, but the publisher runs under a
-    /// watchdog like the gateway's; it is stood down before the close so
-    /// that the connection task's end is not reported as a fault.
+    /// The publisher's connection task runs under a watchdog like the
+    /// gateway's; shutting it down closes the connection.
     watchdog: Watchdog,
 }
 
 impl OneShotPublisher {
     /// A publisher whose connection is up, or an error after 10 s.
     async fn connect(settings: &Settings) -> Result<Self, ToolError> {
-        let watchdog = Watchdog::new();
-        let (publisher, task) = Publisher::start(
+        let mut watchdog = Watchdog::new();
+        let publisher = Publisher::start(
             settings.broker.clone(),
             &crate::metrics::Metrics::new(),
-            &watchdog,
+            &mut watchdog,
         );
         let one_shot = OneShotPublisher {
             publisher,
-            task,
             watchdog,
         };
         if one_shot
@@ -268,8 +265,7 @@ impl OneShotPublisher {
 
     /// Waits for outstanding confirms and closes the connection.
     async fn close(self) {
-        self.watchdog.stand_down();
-        self.task.shutdown().await;
+        self.watchdog.shut_down().await;
     }
 }
 

@@ -7,24 +7,28 @@
 //! process that still answers `/healthz` and holds its broker connection but
 //! accepts no webhook: the worst kind of outage, one nothing restarts.
 //!
-//! The watchdog spawns each such task with a small companion that waits for
-//! it. An end before [`Watchdog::stand_down`] (a panic, or a loop that
-//! returned) is logged with the task's name and published as a
-//! [`TaskFault`]; `hookgate serve` waits for one next to its signals, shuts
-//! the rest down cleanly and exits 1, so that the service manager (systemd's
-//! `Restart=on-failure`, a container runtime) starts a whole gateway again.
+//! The watchdog holds every such task in one `JoinSet`, with the
+//! `CancellationToken` they stop on. An end before [`Watchdog::shut_down`]
+//! (a panic, or a loop that returned) is logged with the task's name and
+//! returned as a [`TaskFault`] by [`Watchdog::fault`]; `hookgate serve`
+//! waits for one next to its signals, shuts the rest down cleanly and exits
+//! 1, so that the service manager (systemd's `Restart=on-failure`, a
+//! container runtime) starts a whole gateway again. (An end is seen by
+//! whoever awaits [`Watchdog::fault`]; `serve` always does.) Shutdown is
+//! ordered: the stop signal first, then, once those tasks have ended, the
+//! tasks that must close last ([`Watchdog::spawn_last`]: the broker
+//! connection, through which in-flight requests still publish).
 //! Restarting the one task in place was not chosen: the task owned state (a
 //! bound socket, a half-done drain) that died with it, and a fresh process is
 //! the one state known to be sound. Nothing accepted is lost by exiting:
 //! every 200 was already confirmed or spooled.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{Id, JoinError, JoinSet};
+use tokio_util::sync::CancellationToken;
 
 /// A long-lived task that ended while the gateway still needed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,102 +50,139 @@ impl fmt::Display for TaskFault {
     }
 }
 
-/// Spawns the gateway's long-lived tasks and reports the first that dies.
-#[derive(Default)]
+/// The gateway's long-lived tasks, in one `JoinSet`, with the stop signal
+/// they share: reports the first that ends on its own, and stops them all
+/// in order.
 pub struct Watchdog {
-    shared: Arc<Shared>,
+    tasks: JoinSet<()>,
+    names: HashMap<Id, &'static str>,
+    /// Cancelled by [`Self::shut_down`]: every task spawned with
+    /// [`Self::spawn`] stops when it is.
+    stop: CancellationToken,
+    /// The stop signals of tasks that must outlive all the others (the
+    /// broker connection, which in-flight requests still publish through).
+    last: HashMap<Id, CancellationToken>,
+    first_fault: Option<TaskFault>,
 }
 
-#[derive(Default)]
-struct Shared {
-    standing_down: AtomicBool,
-    first_fault: watch::Sender<Option<TaskFault>>,
+impl Default for Watchdog {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Watchdog {
     /// A watchdog with no tasks and no fault yet.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            tasks: JoinSet::new(),
+            names: HashMap::new(),
+            stop: CancellationToken::new(),
+            last: HashMap::new(),
+            first_fault: None,
+        }
     }
 
-    /// Spawns `work` as the long-lived task `task`. The handle returned
-    /// completes when the task has ended, whether it returned or panicked, so
-    /// shutdown can wait on it without unwrapping a panic.
-    pub fn spawn<F>(&self, task: &'static str, work: F) -> JoinHandle<()>
+    /// The signal every task spawned with [`Self::spawn`] must stop on.
+    pub fn stop_signal(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Runs `work` as the long-lived task `task`; it must end soon after
+    /// [`Self::stop_signal`] is cancelled.
+    pub fn spawn<F>(&mut self, task: &'static str, work: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let work = tokio::spawn(work);
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            let outcome = work.await;
-            if shared.standing_down.load(Ordering::Acquire) {
-                return;
+        let handle = self.tasks.spawn(work);
+        self.names.insert(handle.id(), task);
+    }
+
+    /// Runs the task `task` made by `work` from its own stop signal, which
+    /// is cancelled only once every task spawned with [`Self::spawn`] has
+    /// ended.
+    pub fn spawn_last<F>(&mut self, task: &'static str, work: impl FnOnce(CancellationToken) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = CancellationToken::new();
+        let handle = self.tasks.spawn(work(stop.clone()));
+        self.names.insert(handle.id(), task);
+        self.last.insert(handle.id(), stop);
+    }
+
+    /// Resolves with the first task that ended on its own (logged with its
+    /// name); pending for as long as every task runs. Cancel-safe, and a
+    /// fault already seen is returned again at once.
+    pub async fn fault(&mut self) -> TaskFault {
+        if let Some(fault) = self.first_fault {
+            return fault;
+        }
+        let Some(ended) = self.tasks.join_next_with_id().await else {
+            // No task at all: nothing can fault.
+            return std::future::pending().await;
+        };
+        let (task, outcome) = self.forget(ended);
+        let panicked = match outcome {
+            Some(error) => {
+                // JoinError's text carries the panic message.
+                tracing::error!(task, error = %error, "A core task panicked; the gateway is shutting down to be restarted.");
+                true
             }
-            let panicked = match outcome {
-                Err(error) if error.is_panic() => {
-                    // JoinError's text carries the panic message.
-                    tracing::error!(
-                        task,
-                        error = %error,
-                        "A core task panicked; the gateway is shutting down to be restarted."
-                    );
-                    true
-                }
-                _ => {
-                    tracing::error!(
-                        task,
-                        "A core task stopped unexpectedly; the gateway is shutting down to be restarted."
-                    );
-                    false
-                }
-            };
-            shared.first_fault.send_if_modified(|slot| {
-                let first = slot.is_none();
-                if first {
-                    *slot = Some(TaskFault { task, panicked });
-                }
-                first
-            });
-        })
+            None => {
+                tracing::error!(
+                    task,
+                    "A core task stopped unexpectedly; the gateway is shutting down to be restarted."
+                );
+                false
+            }
+        };
+        let fault = TaskFault { task, panicked };
+        self.first_fault = Some(fault);
+        fault
     }
 
-    /// From now on tasks are expected to end: shutdown has begun.
-    pub fn stand_down(&self) {
-        self.shared.standing_down.store(true, Ordering::Release);
-    }
-
-    /// Resolves with the first task that ended before [`Self::stand_down`];
-    /// pending for as long as every task runs. Cancel-safe: a fault that
-    /// happened before the call is returned at once.
-    pub async fn fault(&self) -> TaskFault {
-        let mut faults = self.shared.first_fault.subscribe();
+    /// Cancels the stop signal and waits for every task to end; the tasks
+    /// spawned with [`Self::spawn_last`] are told to stop once the others
+    /// have ended. A panic while stopping is logged, not reported.
+    pub async fn shut_down(mut self) {
+        self.stop.cancel();
         loop {
-            if let Some(fault) = *faults.borrow_and_update() {
-                return fault;
+            if self.tasks.len() == self.last.len() {
+                self.last.values().for_each(CancellationToken::cancel);
             }
-            // The sender lives in `self`, so this only fails if it is gone,
-            // which cannot happen while `self` is borrowed.
-            if faults.changed().await.is_err() {
-                std::future::pending::<()>().await;
+            let Some(ended) = self.tasks.join_next_with_id().await else {
+                return;
+            };
+            if let (task, Some(error)) = self.forget(ended) {
+                tracing::error!(task, error = %error, "A task panicked while stopping.");
             }
         }
+    }
+
+    /// Drops what is kept about an ended task: its name, and the panic if it panicked.
+    fn forget(&mut self, ended: Result<(Id, ()), JoinError>) -> (&'static str, Option<JoinError>) {
+        let (id, panic) = match ended {
+            Ok((id, ())) => (id, None),
+            Err(error) => (error.id(), error.is_panic().then_some(error)),
+        };
+        self.last.remove(&id);
+        (self.names.remove(&id).unwrap_or("unnamed"), panic)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     use std::time::Duration;
 
-    /// Long enough for any spawned task on an idle runtime to have run.
-    const SETTLE: Duration = Duration::from_millis(200);
-
-    async fn no_fault_within(watchdog: &Watchdog, wait: Duration) -> bool {
+    async fn no_fault_within(watchdog: &mut Watchdog, wait: Duration) -> bool {
         tokio::time::timeout(wait, watchdog.fault()).await.is_err()
     }
 
-    async fn reported(watchdog: &Watchdog) -> TaskFault {
+    async fn reported(watchdog: &mut Watchdog) -> TaskFault {
         tokio::time::timeout(Duration::from_secs(5), watchdog.fault())
             .await
             .expect("the task's end is reported within 5 s")
@@ -149,10 +190,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_task_is_reported_by_name() {
-        let watchdog = Watchdog::new();
-        let steady = watchdog.spawn("steady", std::future::pending());
-        let dying = watchdog.spawn("public listener", async { panic!("boom") });
-        let fault = reported(&watchdog).await;
+        let mut watchdog = Watchdog::new();
+        watchdog.spawn("steady", std::future::pending());
+        watchdog.spawn("public listener", async { panic!("boom") });
+        let fault = reported(&mut watchdog).await;
         assert_eq!(
             fault,
             TaskFault {
@@ -161,16 +202,14 @@ mod tests {
             }
         );
         assert_eq!(fault.to_string(), "the public listener task panicked");
-        // The companion handle ends cleanly even though the task panicked.
-        assert!(dying.await.is_ok());
-        assert!(!steady.is_finished());
     }
 
     #[tokio::test]
     async fn a_task_that_returns_early_is_a_fault_too() {
-        let watchdog = Watchdog::new();
+        let mut watchdog = Watchdog::new();
+        watchdog.spawn("steady", std::future::pending());
         watchdog.spawn("spool drain", async {});
-        let fault = reported(&watchdog).await;
+        let fault = reported(&mut watchdog).await;
         assert_eq!(
             fault,
             TaskFault {
@@ -186,46 +225,54 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_fault_is_kept_and_returned_to_late_callers() {
-        let watchdog = Watchdog::new();
+        let mut watchdog = Watchdog::new();
         let (go, wait) = tokio::sync::oneshot::channel::<()>();
         watchdog.spawn("first", async { panic!("first") });
-        tokio::time::sleep(SETTLE).await;
         watchdog.spawn("second", async move {
             let _ = wait.await;
         });
+        assert_eq!(reported(&mut watchdog).await.task, "first");
         let _ = go.send(());
-        tokio::time::sleep(SETTLE).await;
-        // Asked only now, after both ended.
-        assert_eq!(watchdog.fault().await.task, "first");
-        // And again: asking does not consume it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Asked again after the second ended too: still the first.
         assert_eq!(watchdog.fault().await.task, "first");
     }
 
     #[tokio::test]
-    async fn ends_after_standing_down_are_expected() {
-        let watchdog = Watchdog::new();
-        let (stop, stopped) = watch::channel(false);
-        let mut tasks = Vec::new();
+    async fn running_tasks_are_no_fault_and_shutdown_stops_them_in_order() {
+        let mut watchdog = Watchdog::new();
+        let others_done = Arc::new(AtomicBool::new(false));
         for task in ["public listener", "admin listener"] {
-            let mut stopped = stopped.clone();
-            tasks.push(watchdog.spawn(task, async move {
-                let _ = stopped.wait_for(|&s| s).await;
-            }));
+            let stop = watchdog.stop_signal();
+            let done = others_done.clone();
+            watchdog.spawn(task, async move {
+                stop.cancelled().await;
+                // Stopping takes a while (in-flight requests finish).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                done.store(true, Ordering::SeqCst);
+            });
         }
-        let mut housekeeping_stop = stopped.clone();
-        tasks.push(watchdog.spawn("housekeeping", async move {
-            let _ = housekeeping_stop.wait_for(|&s| s).await;
+        let stop = watchdog.stop_signal();
+        watchdog.spawn("housekeeping", async move {
+            stop.cancelled().await;
             panic!("a panic while stopping is not a fault either");
-        }));
+        });
+        let closed_after_the_others = Arc::new(AtomicBool::new(false));
+        let (done, closed) = (others_done.clone(), closed_after_the_others.clone());
+        watchdog.spawn_last("broker connection", move |stop| async move {
+            stop.cancelled().await;
+            closed.store(done.load(Ordering::SeqCst), Ordering::SeqCst);
+        });
         assert!(
-            no_fault_within(&watchdog, SETTLE).await,
+            no_fault_within(&mut watchdog, Duration::from_millis(200)).await,
             "running tasks are no fault"
         );
-        watchdog.stand_down();
-        stop.send_replace(true);
-        for task in tasks {
-            assert!(task.await.is_ok());
-        }
-        assert!(no_fault_within(&watchdog, SETTLE).await);
+        tokio::time::timeout(Duration::from_secs(5), watchdog.shut_down())
+            .await
+            .expect("every task stops");
+        assert!(
+            closed_after_the_others.load(Ordering::SeqCst),
+            "the broker connection was told to stop only after the listeners ended"
+        );
     }
 }

@@ -43,7 +43,8 @@ use crate::pipeline::Pipeline;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 mod connection;
 mod handler;
@@ -65,9 +66,9 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Accepts until `shutdown` flips, then lets in-flight requests finish
+    /// Accepts until `shutdown` is cancelled, then lets in-flight requests finish
     /// (up to `drain`), and returns.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>, drain: Duration) {
+    pub async fn run(self, shutdown: CancellationToken, drain: Duration) {
         let limit = Arc::new(Semaphore::new(self.settings.max_connections));
         let per_address = crate::per_address::ConnectionsPerAddress::new(
             self.settings.max_connections_per_address,
@@ -97,7 +98,7 @@ impl Listener {
         let mut accept_backoff = Duration::from_millis(10);
 
         loop {
-            let Some(permit) = connection_slot(&limit, &mut shutdown).await else {
+            let Some(permit) = connection_slot(&limit, &shutdown).await else {
                 break;
             };
             let (stream, peer) = tokio::select! {
@@ -111,7 +112,7 @@ impl Listener {
                         continue;
                     }
                 },
-                _ = shutdown.changed() => break,
+                () = shutdown.cancelled() => break,
             };
             let Some(counted) = per_address.open(peer.ip()) else {
                 // Over its share: closed at once, the slot free for others.
@@ -143,7 +144,7 @@ impl Listener {
                 }
             });
             let builder = builder.clone();
-            let mut stop = shutdown.clone();
+            let stop = shutdown.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let _counted = counted;
@@ -180,7 +181,7 @@ impl Listener {
                             }
                             "idle"
                         }
-                        _ = stop.wait_for(|&stopping| stopping), if !closing => "shutdown",
+                        () = stop.cancelled(), if !closing => "shutdown",
                     };
                     tracing::debug!(peer = %peer, reason = why, "Closing the connection.");
                     conn.as_mut().graceful_shutdown();
@@ -211,11 +212,11 @@ impl Listener {
 /// in the kernel backlog instead of costing a task and a file descriptor each.
 pub(crate) async fn connection_slot(
     slots: &Arc<Semaphore>,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &CancellationToken,
 ) -> Option<OwnedSemaphorePermit> {
     tokio::select! {
         permit = slots.clone().acquire_owned() => permit.ok(),
-        _ = shutdown.changed() => None,
+        () = shutdown.cancelled() => None,
     }
 }
 

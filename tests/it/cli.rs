@@ -440,10 +440,11 @@ fn remap_turns_parked_unmapped_events_into_canonical_ones_with_their_original_id
             .await
             .unwrap();
         let settings = hookgate::config::load(cfg.path()).unwrap();
-        let (publisher, task) = hookgate::publish::Publisher::start(
+        let mut watchdog = hookgate::watchdog::Watchdog::new();
+        let publisher = hookgate::publish::Publisher::start(
             settings.broker,
             &hookgate::metrics::Metrics::new(),
-            &hookgate::watchdog::Watchdog::new(),
+            &mut watchdog,
         );
         assert!(
             publisher
@@ -456,7 +457,7 @@ fn remap_turns_parked_unmapped_events_into_canonical_ones_with_their_original_id
                 .await
                 .unwrap();
         }
-        task.shutdown().await;
+        watchdog.shut_down().await;
         (broker, payments)
     });
 

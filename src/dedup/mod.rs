@@ -89,9 +89,15 @@ type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 /// carries on (at worst a retry is published again).
 #[derive(Debug, thiserror::Error)]
 pub enum DedupError {
-    /// The disk or database failed; the message names the file.
-    #[error("{0}")]
-    Io(String),
+    /// The disk or database failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// The file and what was being done (`dedup /var/dedup/dedup.redb: cannot commit`).
+        context: String,
+        /// What failed underneath (redb, the file system), or why claims stopped.
+        #[source]
+        source: crate::store::Cause,
+    },
     /// The file cannot be read by this version (written by a newer hookgate,
     /// or not a de-duplication window); the message names the file.
     #[error("{0}")]
@@ -202,33 +208,37 @@ impl DedupWindow {
         clock: Clock,
     ) -> Result<Self, DedupError> {
         let path = dir.join(FILE_NAME);
-        let io = |what: &str, e: &dyn std::fmt::Display| {
-            DedupError::Io(format!("dedup {}: {what}: {e}", path.display()))
+        let io = |what: &str, e: crate::store::Cause| DedupError::Io {
+            context: format!("dedup {}: {what}", path.display()),
+            source: e,
         };
         let table_error = |e: TableError| match e {
             TableError::TableTypeMismatch { .. } => DedupError::Corrupt(format!(
                 "dedup {}: not a de-duplication window ({e})",
                 path.display()
             )),
-            other => io("cannot open a table", &other),
+            other => io("cannot open a table", crate::store::cause(other)),
         };
-        std::fs::create_dir_all(dir).map_err(|e| io("cannot create the directory", &e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io("cannot create the directory", crate::store::cause(e)))?;
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create(&path)
-            .map_err(|e| io("cannot open", &e))?;
+            .map_err(|e| io("cannot open", crate::store::cause(e)))?;
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
 
         // Check the format and drop what this window no longer covers, in
         // one durable transaction.
         let now = clock();
         let entries = {
-            let txn = db.begin_write().map_err(|e| io("cannot write", &e))?;
+            let txn = db
+                .begin_write()
+                .map_err(|e| io("cannot write", crate::store::cause(e)))?;
             let counts = {
                 let mut meta = txn.open_table(META).map_err(table_error)?;
                 let format = meta
                     .get("format")
-                    .map_err(|e| io("cannot read", &e))?
+                    .map_err(|e| io("cannot read", crate::store::cause(e)))?
                     .map(|v| v.value());
                 match format {
                     // A new file, or one this code wrote.
@@ -254,13 +264,16 @@ impl DedupWindow {
                 let mut by_id = txn.open_table(BY_ID).map_err(table_error)?;
                 if format.is_none() {
                     meta.insert("format", FORMAT)
-                        .map_err(|e| io("cannot write", &e))?;
+                        .map_err(|e| io("cannot write", crate::store::cause(e)))?;
                 }
                 trim(&mut accepted, &mut by_id, now, window_ms, max_entries)
-                    .map_err(|e| io("cannot trim", &e))?;
-                by_id.len().map_err(|e| io("cannot read", &e))?
+                    .map_err(|e| io("cannot trim", crate::store::cause(e)))?;
+                by_id
+                    .len()
+                    .map_err(|e| io("cannot read", crate::store::cause(e)))?
             };
-            txn.commit().map_err(|e| io("cannot commit", &e))?;
+            txn.commit()
+                .map_err(|e| io("cannot commit", crate::store::cause(e)))?;
             counts
         };
         let shared = Arc::new(Shared {
@@ -296,7 +309,7 @@ impl DedupWindow {
             std::thread::Builder::new()
                 .name("hookgate-dedup".into())
                 .spawn(move || writer(shared))
-                .map_err(|e| io("cannot start the writer thread", &e))?
+                .map_err(|e| io("cannot start the writer thread", crate::store::cause(e)))?
         };
         tracing::info!(
             file = %path.display(),
@@ -601,16 +614,19 @@ impl Shared {
     /// `Err` when claims may not reach the disk.
     fn health(&self, index: &Index) -> Result<(), DedupError> {
         if index.stopped {
-            return Err(DedupError::Io(format!(
-                "dedup {}: the writer thread has stopped",
-                self.path.display()
-            )));
+            return Err(DedupError::Io {
+                context: format!("dedup {}", self.path.display()),
+                source: crate::store::cause("the writer thread has stopped"),
+            });
         }
         match &index.failure {
-            Some(why) => Err(DedupError::Io(format!(
-                "dedup {}: claims are not being persisted: {why}",
-                self.path.display()
-            ))),
+            Some(why) => Err(DedupError::Io {
+                context: format!(
+                    "dedup {}: claims are not being persisted",
+                    self.path.display()
+                ),
+                source: crate::store::cause(why.clone()),
+            }),
             None => Ok(()),
         }
     }

@@ -176,7 +176,7 @@ async fn survives_reopen() {
         // A second open of the same file is refused while the first is alive,
         // with the file named.
         let err = DedupWindow::open(dir.path(), 73 * HOUR, 1000).unwrap_err();
-        assert!(matches!(err, DedupError::Io(_)));
+        assert!(matches!(err, DedupError::Io { .. }));
         assert!(err.to_string().contains(FILE_NAME), "{err}");
         // Closed right away: the queued claims are committed on the way out.
         window.close().await;
@@ -477,7 +477,7 @@ async fn foreign_or_newer_files_are_refused_naming_the_file() {
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
     let err = DedupWindow::open(&file, HOUR, 10).unwrap_err();
-    assert!(matches!(err, DedupError::Io(_)));
+    assert!(matches!(err, DedupError::Io { .. }));
     assert!(err.to_string().contains("not-a-dir"), "{err}");
 }
 

@@ -162,7 +162,7 @@ pub enum NotSafe {
     SpoolFull,
     /// The broker did not confirm and writing the spool failed.
     #[error("broker unavailable and the spool write failed: {0}")]
-    SpoolFailed(String),
+    SpoolFailed(#[source] SpoolError),
 }
 
 /// The on-disk stores the pipeline writes to; all optional, all opened at start.
@@ -442,7 +442,7 @@ async fn append<E: SpoolEntry>(spool: &Spool<E>, entry: &E, event_id: &str) -> R
         Err(SpoolError::Full { .. }) => Err(NotSafe::SpoolFull),
         Err(error) => {
             tracing::error!(error = %error, event_id = %event_id, "Spool write failed; the vendor is asked to retry.");
-            Err(NotSafe::SpoolFailed(error.to_string()))
+            Err(NotSafe::SpoolFailed(error))
         }
     }
 }

@@ -24,7 +24,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::store::now_ms;
+use crate::store::{cause, now_ms};
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
@@ -62,7 +62,7 @@ const CACHE_BYTES: usize = 8 * 1024 * 1024;
 pub const MAX_WRITE_FAILURE: Duration = Duration::from_secs(300);
 
 /// Why the spool could not do what was asked.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SpoolError {
     /// Storing the entry would exceed the configured bound; nothing was stored,
     /// so the caller must not answer the vendor 200.
@@ -71,9 +71,15 @@ pub enum SpoolError {
         /// The configured bound.
         max_bytes: u64,
     },
-    /// The disk or database failed; the message names the spool directory.
-    #[error("{0}")]
-    Io(String),
+    /// The disk or database failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// The spool directory and what was being done (`spool /var/spool: cannot commit`).
+        context: String,
+        /// What failed underneath (redb, the file system).
+        #[source]
+        source: crate::store::Cause,
+    },
     /// The file cannot be read as a spool (written by a newer hookgate, or
     /// damaged); the message names the spool directory.
     #[error("{0}")]
@@ -202,25 +208,28 @@ impl<E: SpoolEntry> Spool<E> {
     /// Blocking: call it at start-up or from `spawn_blocking`. After a crash
     /// this includes redb's repair of the file.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, SpoolError> {
-        let io = |what: &str, e: &dyn std::fmt::Display| {
-            SpoolError::Io(format!("spool {}: {what}: {e}", dir.display()))
+        let io = |what: &str, e: crate::store::Cause| SpoolError::Io {
+            context: format!("spool {}: {what}", dir.display()),
+            source: e,
         };
-        std::fs::create_dir_all(dir).map_err(|e| io("cannot create the directory", &e))?;
-        let db = open_file(dir).map_err(|e| io(&format!("cannot open {FILE_NAME}"), &e))?;
+        std::fs::create_dir_all(dir).map_err(|e| io("cannot create the directory", cause(e)))?;
+        let db = open_file(dir).map_err(|e| io(&format!("cannot open {FILE_NAME}"), cause(e)))?;
 
         // Create the tables and check the format in one durable transaction.
         {
-            let txn = db.begin_write().map_err(|e| io("cannot write", &e))?;
+            let txn = db.begin_write().map_err(|e| io("cannot write", cause(e)))?;
             {
-                let mut meta = txn.open_table(META).map_err(|e| io("cannot write", &e))?;
+                let mut meta = txn
+                    .open_table(META)
+                    .map_err(|e| io("cannot write", cause(e)))?;
                 let format = meta
                     .get("format")
-                    .map_err(|e| io("cannot read", &e))?
+                    .map_err(|e| io("cannot read", cause(e)))?
                     .map(|v| v.value());
                 match format {
                     None => {
                         meta.insert("format", FORMAT)
-                            .map_err(|e| io("cannot write", &e))?;
+                            .map_err(|e| io("cannot write", cause(e)))?;
                     }
                     Some(FORMAT) => {}
                     Some(other) => {
@@ -231,13 +240,14 @@ impl<E: SpoolEntry> Spool<E> {
                         )));
                     }
                 }
-                txn.open_table(EVENTS).map_err(|e| io("cannot write", &e))?;
+                txn.open_table(EVENTS)
+                    .map_err(|e| io("cannot write", cause(e)))?;
             }
-            txn.commit().map_err(|e| io("cannot commit", &e))?;
+            txn.commit().map_err(|e| io("cannot commit", cause(e)))?;
         }
 
         // Count what is there, as a reopen after a write error does.
-        let (events, bytes, next_seq) = count(&db).map_err(|e| io("cannot read", &e))?;
+        let (events, bytes, next_seq) = count(&db).map_err(|e| io("cannot read", cause(e)))?;
 
         let state = Arc::new(State {
             dir: dir.to_path_buf(),
@@ -255,7 +265,7 @@ impl<E: SpoolEntry> Spool<E> {
             std::thread::Builder::new()
                 .name("hookgate-spool".into())
                 .spawn(move || Writer::new(state, next_seq).run(rx))
-                .map_err(|e| io("cannot start the writer thread", &e))?
+                .map_err(|e| io("cannot start the writer thread", cause(e)))?
         };
         tracing::info!(
             dir = %dir.display(),
@@ -279,7 +289,7 @@ impl<E: SpoolEntry> Spool<E> {
     /// (group commit). `Err(Full)` when `stats().bytes` plus this entry would
     /// exceed `max_bytes`; nothing is stored then.
     pub async fn append(&self, entry: &E) -> Result<u64, SpoolError> {
-        let value = encode(entry, now_ms(), 0).map_err(|e| self.io(&e))?;
+        let value = encode(entry, now_ms(), 0).map_err(|e| self.io(e))?;
         let (reply, rx) = oneshot::channel();
         self.send(Request::Append { value, reply })?;
         rx.await.unwrap_or_else(|_| Err(self.stopped()))
@@ -297,13 +307,13 @@ impl<E: SpoolEntry> Spool<E> {
             let db = state.db.read().unwrap_or_else(|p| p.into_inner());
             let db = db
                 .as_ref()
-                .ok_or_else(|| self.io(&"being reopened after a write error"))?;
-            db.begin_read().map_err(|e| self.io(&e))?
+                .ok_or_else(|| self.io("being reopened after a write error"))?;
+            db.begin_read().map_err(|e| self.io(e))?
         };
-        let table = txn.open_table(EVENTS).map_err(|e| self.io(&e))?;
+        let table = txn.open_table(EVENTS).map_err(|e| self.io(e))?;
         let mut out = Vec::with_capacity(limit.min(1024));
-        for entry in table.iter().map_err(|e| self.io(&e))?.take(limit) {
-            let (key, value) = entry.map_err(|e| self.io(&e))?;
+        for entry in table.iter().map_err(|e| self.io(e))?.take(limit) {
+            let (key, value) = entry.map_err(|e| self.io(e))?;
             let seq = key.value();
             let event = decode(seq, value.value()).map_err(|why| SpoolError::CorruptEntry {
                 dir: state.dir.display().to_string(),
@@ -321,7 +331,7 @@ impl<E: SpoolEntry> Spool<E> {
         let spool = self.clone();
         tokio::task::spawn_blocking(move || spool.oldest(limit))
             .await
-            .unwrap_or_else(|e| Err(self.io(&e)))
+            .unwrap_or_else(|e| Err(self.io(e)))
     }
 
     /// Removes an entry after the broker confirmed it. Idempotent: removing an
@@ -404,15 +414,12 @@ impl<E: SpoolEntry> Spool<E> {
             .map_err(|_| self.stopped())
     }
 
-    fn io(&self, e: &dyn std::fmt::Display) -> SpoolError {
-        SpoolError::Io(format!("spool {}: {e}", self.inner.state.dir.display()))
+    fn io(&self, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> SpoolError {
+        io_error(&self.inner.state.dir, e)
     }
 
     fn stopped(&self) -> SpoolError {
-        SpoolError::Io(format!(
-            "spool {}: the writer thread has stopped",
-            self.inner.state.dir.display()
-        ))
+        self.io("the writer thread has stopped")
     }
 }
 
@@ -435,6 +442,14 @@ impl Drop for Inner {
                 tracing::error!(dir = %self.state.dir.display(), "Spool writer thread panicked.");
             }
         }
+    }
+}
+
+/// An I/O error of the spool in `dir`.
+fn io_error(dir: &Path, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> SpoolError {
+    SpoolError::Io {
+        context: format!("spool {}", dir.display()),
+        source: cause(e),
     }
 }
 

@@ -309,7 +309,7 @@ async fn open_errors_name_the_directory() {
     let spool: Spool = Spool::open(dir.path(), 1 << 20).unwrap();
     // A second open of the same file is refused while the first is alive.
     let err = Spool::<Outgoing>::open(dir.path(), 1 << 20).unwrap_err();
-    assert!(matches!(err, SpoolError::Io(_)));
+    assert!(matches!(err, SpoolError::Io { .. }));
     assert!(
         err.to_string().contains(&dir.path().display().to_string()),
         "{err}"
@@ -320,6 +320,11 @@ async fn open_errors_name_the_directory() {
     std::fs::write(&file, b"x").unwrap();
     let err = Spool::<Outgoing>::open(&file, 1 << 20).unwrap_err();
     assert!(err.to_string().contains("not-a-dir"), "{err}");
+    // The cause is kept as the error's source, so a chain shows each layer once.
+    let source = std::error::Error::source(&err).expect("a source");
+    let cause = source.to_string();
+    assert!(!cause.is_empty() && !cause.contains("not-a-dir"), "{cause}");
+    assert!(err.to_string().ends_with(&format!(": {cause}")), "{err}");
 }
 
 /// Helper for `crash_keeps_every_acknowledged_append`, run in a child
@@ -468,7 +473,10 @@ async fn a_full_disk_fails_appends_and_the_spool_recovers_once_space_is_back() {
     }
     let mut big = outgoing(2);
     big.body = vec![b'x'; 512 * 1024];
-    assert!(matches!(spool.append(&big).await, Err(SpoolError::Io(_))));
+    assert!(matches!(
+        spool.append(&big).await,
+        Err(SpoolError::Io { .. })
+    ));
     assert!(spool.failing_for().is_some(), "the failure is visible");
     // Still failing while the disk is full, whatever is asked.
     assert!(spool.append(&big).await.is_err());

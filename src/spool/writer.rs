@@ -105,7 +105,8 @@ impl Writer {
                 self.reopen = true;
                 self.state.health.failed();
                 tracing::error!(dir = %self.state.dir.display(), error = %e, "Spool commit failed.");
-                batch.iter().map(|_| Err(self.io(&e))).collect()
+                let error = self.io(e);
+                batch.iter().map(|_| Err(error.clone())).collect()
             }
         };
         let appended = has_append
@@ -258,7 +259,7 @@ impl Writer {
         }
     }
 
-    fn io(&self, e: &dyn std::fmt::Display) -> SpoolError {
-        SpoolError::Io(format!("spool {}: {e}", self.state.dir.display()))
+    fn io(&self, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> SpoolError {
+        super::io_error(&self.state.dir, e)
     }
 }

@@ -8,6 +8,17 @@ pub mod write_health;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// The cause kept inside a store's I/O error (a redb or `io::Error`, or a
+/// message of ours): shared, so one failed commit can be reported to every
+/// request that waited on it, and a real `source()` so `{:#}` and error
+/// reporters show the chain.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+/// Any error, or a message, as a [`Cause`].
+pub fn cause(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Cause {
+    Arc::from(error.into())
+}
+
 /// Milliseconds since the Unix epoch (0 for a clock before 1970): the stamp
 /// stored with spooled entries and remembered ids.
 pub fn now_ms() -> u64 {

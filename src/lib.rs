@@ -37,6 +37,7 @@
 //! enrich/        the look-up service: vendor API calls, cache, one call per object
 //! dedup/         window of recently accepted ids: repeats are not published twice
 //! watchdog.rs    long-lived tasks; the first that dies stops the process for a restart
+//! test_util.rs   for tests, benchmarks and fuzzing only (feature `test-util`)
 //! ```
 
 // Every public item says why it exists; clippy's -D warnings makes this binding.
@@ -65,6 +66,8 @@ pub mod server;
 pub mod spool;
 pub mod store;
 pub mod tail;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 pub mod tls;
 pub mod tools;
 pub mod vendors;

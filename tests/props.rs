@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hookgate::auth::{AuthError, HmacVerifier, SignatureScheme, StandardWebhooks, Verified};
+use hookgate::auth::{AuthError, HmacVerifier, SignatureScheme, StandardWebhooks};
 use hookgate::secret::Secret;
-use hookgate::vendors::{AmountUnit, MapOptions, VendorKind, VendorOptions};
+use hookgate::vendors::{MapOptions, VendorKind};
 use hyper::header::{HeaderMap, HeaderValue};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -46,51 +46,13 @@ fn validator() -> &'static jsonschema::Validator {
     })
 }
 
-/// A `[source.map]` reading every kind of field (pointers, a header, a
-/// decimal amount, types, redaction), for the `generic` vendor.
-pub fn generic_map() -> hookgate::vendors::generic::GenericMap {
-    let raw: hookgate::vendors::generic::RawMap = serde_json::from_value(serde_json::json!({
-        "id": "/id", "type": "/type", "time": "/timestamp",
-        "object_type": "/data/object", "object_id": "/data/id",
-        "amount_value": "/data/amount", "currency": "/data/currency",
-        "merchant_id": "header:x-account", "redact": ["/data/customer", "/data/list/0"],
-        "types": { "charge.succeeded": "payment.succeeded" }
-    }))
-    .expect("a valid map");
-    hookgate::vendors::generic::GenericMap::build(&raw).expect("a valid map")
-}
-
-/// Per-source option sets a body is mapped under.
-fn option_sets() -> [MapOptions; 4] {
-    [
-        MapOptions::default(),
-        MapOptions {
-            currency: "JPY".to_owned(),
-            vendor: VendorOptions::Strictly {
-                amount_unit: AmountUnit::Major,
-            },
-        },
-        MapOptions {
-            currency: "JPY".to_owned(),
-            vendor: VendorOptions::Stickypay {
-                include_personal_data: true,
-            },
-        },
-        MapOptions {
-            currency: "KWD".to_owned(),
-            vendor: VendorOptions::Generic(std::sync::Arc::new(generic_map())),
-        },
-    ]
-}
+use hookgate::test_util::option_sets;
 
 /// What the pipeline would publish for this authenticated body, as the
 /// consumer reads it back (serialized, then parsed with serde_json's defaults).
 fn published(vendor: VendorKind, body: &[u8], options: &MapOptions) -> Result<Value, String> {
-    let received = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-    let verified = Verified::assume_verified_for_tests(body.to_vec());
-    let event = hookgate::pipeline::normalize(vendor, "prop-source", options, &verified, received);
     // What goes on the bus: serialized through the card-number guard.
-    let body = hookgate::publish::Outgoing::from_event(&event).body;
+    let body = hookgate::test_util::published(vendor, "prop-source", body, options);
     serde_json::from_slice(&body).map_err(|e| format!("a consumer cannot parse the event: {e}"))
 }
 

@@ -4,56 +4,18 @@
 //! would be published is JSON a consumer's parser accepts and carries the
 //! envelope fields every consumer relies on.
 
-use hookgate::auth::Verified;
-use hookgate::vendors::{AmountUnit, MapOptions, VendorKind, VendorOptions};
+use hookgate::test_util::{option_sets, verified};
+use hookgate::vendors::VendorKind;
 use serde_json::Value;
 use time::OffsetDateTime;
-
-/// A `[source.map]` reading every kind of field (pointers, a header, a
-/// decimal amount, types, redaction), for the `generic` vendor.
-pub fn generic_map() -> hookgate::vendors::generic::GenericMap {
-    let raw: hookgate::vendors::generic::RawMap = serde_json::from_value(serde_json::json!({
-        "id": "/id", "type": "/type", "time": "/timestamp",
-        "object_type": "/data/object", "object_id": "/data/id",
-        "amount_value": "/data/amount", "currency": "/data/currency",
-        "merchant_id": "header:x-account", "redact": ["/data/customer", "/data/list/0"],
-        "types": { "charge.succeeded": "payment.succeeded" }
-    }))
-    .expect("a valid map");
-    hookgate::vendors::generic::GenericMap::build(&raw).expect("a valid map")
-}
-
-/// The per-source option sets a body is mapped under: the defaults, and the
-/// other value of every switch (major units, personal data on, a 0- and a
-/// 3-decimal currency).
-pub fn option_sets() -> [MapOptions; 4] {
-    [
-        MapOptions::default(),
-        MapOptions {
-            currency: "JPY".to_owned(),
-            vendor: VendorOptions::Strictly {
-                amount_unit: AmountUnit::Major,
-            },
-        },
-        MapOptions {
-            currency: "JPY".to_owned(),
-            vendor: VendorOptions::Stickypay {
-                include_personal_data: true,
-            },
-        },
-        MapOptions {
-            currency: "KWD".to_owned(),
-            vendor: VendorOptions::Generic(std::sync::Arc::new(generic_map())),
-        },
-    ]
-}
 
 /// Maps `data` as an authenticated body of `kind`, exactly as the pipeline
 /// does (mapped, or `unmapped` with the vendor's redacted raw body), and
 /// checks the serialized event.
 pub fn map_and_check(kind: VendorKind, data: &[u8]) {
-    let verified = Verified::assume_verified_for_tests(data.to_vec());
-    let received = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid time");
+    let verified = verified(data.to_vec());
+    let received = OffsetDateTime::from_unix_timestamp(hookgate::test_util::RECEIVED_AT_UNIX)
+        .expect("valid time");
     for options in option_sets() {
         let event =
             hookgate::pipeline::normalize(kind, "fuzz-source", &options, &verified, received);

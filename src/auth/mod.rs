@@ -96,9 +96,8 @@ impl Verified {
 
     /// A body the operator vouches for: `hookgate send` (a capture from the
     /// vendor's own export) and `hookgate remap` (a body hookgate itself
-    /// authenticated earlier), and the deferred look-up re-reading an event
-    /// it authenticated itself. Crate-private: never reachable from the
-    /// request path, nor from outside the crate.
+    /// authenticated earlier), and `test_util` (tests only). Crate-private:
+    /// never reachable from the request path, nor from outside the crate.
     pub(crate) fn vouched_by_operator(body: impl Into<Bytes>) -> Self {
         Self {
             body: body.into(),
@@ -121,13 +120,6 @@ impl Verified {
             return None;
         }
         value.to_str().ok()
-    }
-
-    /// Marks a body as verified without any check: for mapping tests, fuzzing
-    /// and benchmarks that exercise vendors directly, never for the request path.
-    #[doc(hidden)]
-    pub fn assume_verified_for_tests(body: impl Into<Bytes>) -> Self {
-        Self::vouched_by_operator(body)
     }
 }
 

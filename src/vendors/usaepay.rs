@@ -439,7 +439,7 @@ mod tests {
     #[test]
     fn a_body_of_the_wrong_shape_is_refused_with_where_it_went_wrong() {
         let body = br#"{"event_type":"transaction.sale.success","event_id":7}"#;
-        let verified = Verified::assume_verified_for_tests(body.to_vec());
+        let verified = crate::test_util::verified(body.to_vec());
         let Err(error) = Usaepay.map(&verified, &MapOptions::default()) else {
             panic!("a numeric event_id is refused");
         };

@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 
-use hookgate::auth::Verified;
 use hookgate::vendors::{AmountUnit, MapOptions, VendorKind, VendorOptions};
 use serde_json::Value;
 
@@ -93,10 +92,7 @@ pub fn map_fixture(
     body: &[u8],
     options: &MapOptions,
 ) -> Value {
-    let received = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-    let verified = Verified::assume_verified_for_tests(body.to_vec());
-    let event = hookgate::pipeline::normalize(vendor, source_id, options, &verified, received);
-    let published = hookgate::publish::Outgoing::from_event(&event).body;
+    let published = hookgate::test_util::published(vendor, source_id, body, options);
     serde_json::from_slice(&published).unwrap()
 }
 

@@ -28,7 +28,7 @@ fn svix_style() -> MapOptions {
 fn body(value: &str) -> Verified {
     let mut headers = HeaderMap::new();
     headers.insert("webhook-id", "msg_2Lh9".parse().unwrap());
-    Verified::assume_verified_for_tests(value.as_bytes().to_vec()).with_headers(headers)
+    crate::test_util::verified(value.as_bytes().to_vec()).with_headers(headers)
 }
 
 use hyper::HeaderMap;
@@ -90,7 +90,7 @@ fn unlisted_types_are_unknown_and_missing_required_fields_are_errors() {
         "{}",
         no_type.reason()
     );
-    let no_header = Verified::assume_verified_for_tests(br#"{"type":"charge.succeeded"}"#.to_vec());
+    let no_header = crate::test_util::verified(br#"{"type":"charge.succeeded"}"#.to_vec());
     let no_id = Generic.map(&no_header, &svix_style()).unwrap_err();
     assert!(
         no_id.reason().contains("header webhook-id"),

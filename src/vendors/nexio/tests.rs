@@ -3,7 +3,7 @@ use serde_json::json;
 
 fn map(body: &str) -> Result<Mapped, MappingError> {
     Nexio.map(
-        &Verified::assume_verified_for_tests(body.as_bytes().to_vec()),
+        &crate::test_util::verified(body.as_bytes().to_vec()),
         &MapOptions::default(),
     )
 }

@@ -29,7 +29,7 @@ fn map_value(body: &Value, personal: bool) -> Result<Mapped, MappingError> {
         },
         ..MapOptions::default()
     };
-    let verified = Verified::assume_verified_for_tests(serde_json::to_vec(body).unwrap());
+    let verified = crate::test_util::verified(serde_json::to_vec(body).unwrap());
     Stickypay.map(&verified, &options)
 }
 

@@ -4,7 +4,7 @@ use crate::vendors::VendorKind;
 
 fn map(body: &str, options: &MapOptions) -> Result<Mapped, MappingError> {
     Strictly.map(
-        &Verified::assume_verified_for_tests(body.as_bytes().to_vec()),
+        &crate::test_util::verified(body.as_bytes().to_vec()),
         options,
     )
 }
@@ -249,7 +249,7 @@ fn non_records_are_errors() {
     }
     assert!(Strictly
         .map(
-            &Verified::assume_verified_for_tests(vec![0xff, 0xfe]),
+            &crate::test_util::verified(vec![0xff, 0xfe]),
             &MapOptions::default()
         )
         .is_err());

@@ -518,22 +518,10 @@ fn crash_child_claims_then_aborts() {
 #[test]
 fn crash_keeps_claims_older_than_one_flush() {
     let dir = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "dedup::tests::crash_child_claims_then_aborts",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CRASH_DIR_ENV, dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(!output.status.success(), "the child must abort: {stdout}");
-    assert!(
-        stdout.contains(&format!("claimed {}", 2 * CRASH_CLAIMS)),
-        "child did not finish its claims: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    crate::store::run_aborting_child(
+        "dedup::tests::crash_child_claims_then_aborts",
+        &[(CRASH_DIR_ENV, dir.path().as_os_str())],
+        &format!("claimed {}", 2 * CRASH_CLAIMS),
     );
     let window = DedupWindow::open(dir.path(), 73 * HOUR, 10_000).unwrap();
     for n in 0..CRASH_CLAIMS {

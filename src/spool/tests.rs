@@ -369,26 +369,14 @@ fn crash_child_appends_then_aborts() {
 /// Runs the crash child on a fresh directory; returns it once the child aborted.
 fn run_crash_child(wait_for_flush: bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
-    command
-        .args([
-            "--exact",
-            "spool::tests::crash_child_appends_then_aborts",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CRASH_DIR_ENV, dir.path())
-        .env_remove(CRASH_WAIT_ENV);
+    let mut env = vec![(CRASH_DIR_ENV, dir.path().as_os_str())];
     if wait_for_flush {
-        command.env(CRASH_WAIT_ENV, "1");
+        env.push((CRASH_WAIT_ENV, std::ffi::OsStr::new("1")));
     }
-    let output = command.output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(!output.status.success(), "the child must abort: {stdout}");
-    assert!(
-        stdout.contains(&format!("appended {CRASH_APPENDS}")),
-        "child did not finish its appends: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    crate::store::run_aborting_child(
+        "spool::tests::crash_child_appends_then_aborts",
+        &env,
+        &format!("appended {CRASH_APPENDS}"),
     );
     dir
 }

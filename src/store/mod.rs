@@ -38,3 +38,30 @@ pub(crate) async fn close_if_last<T: Send + 'static>(shared: Arc<T>) {
         let _ = tokio::task::spawn_blocking(move || drop(inner)).await;
     }
 }
+
+/// Runs one of this test binary's own tests, `test`, in a child process
+/// with `env` set (a crash test's child, which writes to a store and then
+/// aborts), and returns what it printed once it has died. Panics if the
+/// child exited normally or did not print `finished` (its last step before
+/// aborting).
+#[cfg(test)]
+pub(crate) fn run_aborting_child(
+    test: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+    finished: &str,
+) -> String {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command.args(["--exact", test, "--nocapture", "--test-threads=1"]);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(!output.status.success(), "the child must abort: {stdout}");
+    assert!(
+        stdout.contains(finished),
+        "the child did not get to `{finished}`: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}

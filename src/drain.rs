@@ -24,12 +24,26 @@ use crate::spool::{Spool, SpoolError, SpooledEvent};
 /// How many entries are read from disk at a time.
 const BATCH: usize = 64;
 
-/// Drains until `stop` is cancelled.
+/// Drains until `stop` is cancelled, then for at most `on_stop` more while
+/// anything is left (see [`drain_before_exit`]). Run it at
+/// [`crate::watchdog::Stage::Drain`], so `stop` comes once no request can
+/// spool any more.
 pub async fn run(
     spool: Spool,
     publisher: Publisher,
     metrics: std::sync::Arc<Metrics>,
     stop: CancellationToken,
+    on_stop: Duration,
+) {
+    keep_draining(&spool, &publisher, &metrics, &stop).await;
+    drain_before_exit(&spool, &publisher, &metrics, on_stop).await;
+}
+
+async fn keep_draining(
+    spool: &Spool,
+    publisher: &Publisher,
+    metrics: &Metrics,
+    stop: &CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -54,7 +68,7 @@ pub async fn run(
             }
             Err(error) => {
                 tracing::error!(error = %error, "Cannot read the spool; retrying.");
-                sleep_or_stop(&stop, Duration::from_secs(1)).await;
+                sleep_or_stop(stop, Duration::from_secs(1)).await;
                 continue;
             }
         };
@@ -67,15 +81,75 @@ pub async fn run(
             }
             continue;
         }
-        let (published, failed) = publish_batch(&spool, &publisher, batch).await;
+        let (published, failed) = publish_batch(spool, publisher, batch).await;
         metrics.drained.inc_by(published);
         match failed {
             None => backoff = Duration::from_millis(100),
             Some((event_id, error)) => {
                 tracing::warn!(error = %error, event_id = %event_id, retry_in_ms = backoff.as_millis() as u64, "Spooled event not confirmed; will retry.");
-                sleep_or_stop(&stop, backoff).await;
+                sleep_or_stop(stop, backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+        }
+    }
+}
+
+/// A stopping gateway's last pass: keeps publishing what the spool holds
+/// (waiting for the broker if it is away) until it is empty or `bound` has
+/// passed, and says how it ended. On a scale-down this is what keeps a
+/// removed replica's events from waiting for a pod that never returns; what
+/// is left stays in the spool directory for the next process on it, or for
+/// `hookgate spool replay`.
+pub async fn drain_before_exit(
+    spool: &Spool,
+    publisher: &Publisher,
+    metrics: &Metrics,
+    bound: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + bound;
+    let mut published_now = 0;
+    loop {
+        let left = spool.stats().events;
+        if left == 0 {
+            if published_now > 0 {
+                tracing::info!(events = published_now, "Spool drained before exit.");
+            }
+            return;
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() {
+            tracing::warn!(
+                events = left,
+                dir = %spool.dir().display(),
+                bound_ms = bound.as_millis() as u64,
+                "Spool not empty at exit; these events stay in the directory until a gateway starts on it or `hookgate spool replay` publishes them."
+            );
+            return;
+        }
+        if !matches!(publisher.state(), LinkState::Up) {
+            publisher
+                .wait_usable(remaining.min(Duration::from_secs(1)))
+                .await;
+            continue;
+        }
+        let batch = match spool.oldest_async(BATCH).await {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::error!(error = %error, "Cannot read the spool while stopping.");
+                tokio::time::sleep(remaining.min(Duration::from_millis(200))).await;
+                continue;
+            }
+        };
+        match tokio::time::timeout(remaining, publish_batch(spool, publisher, batch)).await {
+            Ok((published, failed)) => {
+                metrics.drained.inc_by(published);
+                published_now += published;
+                if failed.is_some() {
+                    tokio::time::sleep(remaining.min(Duration::from_millis(200))).await;
+                }
+            }
+            // The bound ran out mid-batch; unconfirmed entries stay.
+            Err(_) => continue,
         }
     }
 }

@@ -202,6 +202,7 @@ impl Gateway {
         let admin_addr = admin_tcp.as_ref().and_then(|l| l.local_addr().ok());
 
         let stores = open_stores(&settings).await?;
+        let settings_spool = settings.spool.clone();
         let metrics = Arc::new(Metrics::new());
         metrics.export_sources(settings.sources.iter().map(|s| s.id.as_str()));
         let mut watchdog = Watchdog::new();
@@ -246,16 +247,16 @@ impl Gateway {
             );
         }
         watchdog.spawn("housekeeping", housekeeping(pipeline.clone(), stop.clone()));
-        if let Some(spool) = &spool {
-            watchdog.spawn(
-                "spool drain",
-                drain::run(
-                    spool.clone(),
-                    publisher.clone(),
-                    metrics.clone(),
-                    stop.clone(),
-                ),
+        if let (Some(spool), Some(cfg)) = (&spool, &settings_spool) {
+            let (spool, publisher, metrics, on_stop) = (
+                spool.clone(),
+                publisher.clone(),
+                metrics.clone(),
+                cfg.drain_on_stop,
             );
+            watchdog.spawn_at("spool drain", watchdog::Stage::Drain, move |stop| {
+                drain::run(spool, publisher, metrics, stop, on_stop)
+            });
         }
         if pending.is_some() {
             watchdog.spawn(

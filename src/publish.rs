@@ -41,7 +41,7 @@ use crate::broker::Endpoint;
 use crate::canonical::{Event, CONTENT_TYPE};
 use crate::config::BrokerSettings;
 use crate::metrics::{BrokerMetrics, Metrics};
-use crate::watchdog::Watchdog;
+use crate::watchdog::{Stage, Watchdog};
 use tokio_util::sync::CancellationToken;
 
 /// Why an event is not (yet) safe at the broker.
@@ -207,7 +207,9 @@ impl Publisher {
             metrics,
         });
         let supervised = inner.clone();
-        watchdog.spawn_last("broker connection", move |stop| supervise(supervised, stop));
+        watchdog.spawn_at("broker connection", Stage::Broker, move |stop| {
+            supervise(supervised, stop)
+        });
         Self { inner }
     }
 

@@ -15,9 +15,9 @@
 //! 1, so that the service manager (systemd's `Restart=on-failure`, a
 //! container runtime) starts a whole gateway again. (An end is seen by
 //! whoever awaits [`Watchdog::fault`]; `serve` always does.) Shutdown is
-//! ordered: the stop signal first, then, once those tasks have ended, the
-//! tasks that must close last ([`Watchdog::spawn_last`]: the broker
-//! connection, through which in-flight requests still publish).
+//! ordered by [`Stage`]: the listeners first (in-flight requests finish),
+//! then the spool's last drain, then the broker connection that both
+//! publish through.
 //! Restarting the one task in place was not chosen: the task owned state (a
 //! bound socket, a half-done drain) that died with it, and a fresh process is
 //! the one state known to be sound. Nothing accepted is lost by exiting:
@@ -50,18 +50,27 @@ impl fmt::Display for TaskFault {
     }
 }
 
-/// The gateway's long-lived tasks, in one `JoinSet`, with the stop signal
+/// When a task is told to stop during shutdown: each stage once every task
+/// of the stages before it has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    /// At once: listeners (which let in-flight requests finish), housekeeping.
+    Serve,
+    /// Once nothing can spool any more: the spool's last drain to the broker.
+    Drain,
+    /// Last: the broker connection, which everything before publishes through.
+    Broker,
+}
+
+/// The gateway's long-lived tasks, in one `JoinSet`, with the stop signals
 /// they share: reports the first that ends on its own, and stops them all
-/// in order.
+/// stage by stage ([`Stage`]).
 pub struct Watchdog {
     tasks: JoinSet<()>,
-    names: HashMap<Id, &'static str>,
-    /// Cancelled by [`Self::shut_down`]: every task spawned with
-    /// [`Self::spawn`] stops when it is.
-    stop: CancellationToken,
-    /// The stop signals of tasks that must outlive all the others (the
-    /// broker connection, which in-flight requests still publish through).
-    last: HashMap<Id, CancellationToken>,
+    /// Name and stage of each running task.
+    running: HashMap<Id, (&'static str, Stage)>,
+    /// One stop signal per stage; [`Stage::Serve`]'s is [`Self::stop_signal`].
+    stops: HashMap<Stage, CancellationToken>,
     first_fault: Option<TaskFault>,
 }
 
@@ -76,39 +85,42 @@ impl Watchdog {
     pub fn new() -> Self {
         Self {
             tasks: JoinSet::new(),
-            names: HashMap::new(),
-            stop: CancellationToken::new(),
-            last: HashMap::new(),
+            running: HashMap::new(),
+            stops: [Stage::Serve, Stage::Drain, Stage::Broker]
+                .into_iter()
+                .map(|stage| (stage, CancellationToken::new()))
+                .collect(),
             first_fault: None,
         }
     }
 
     /// The signal every task spawned with [`Self::spawn`] must stop on.
     pub fn stop_signal(&self) -> CancellationToken {
-        self.stop.clone()
+        self.stops[&Stage::Serve].clone()
     }
 
-    /// Runs `work` as the long-lived task `task`; it must end soon after
-    /// [`Self::stop_signal`] is cancelled.
+    /// Runs `work` as the long-lived task `task` of [`Stage::Serve`]; it
+    /// must end soon after [`Self::stop_signal`] is cancelled.
     pub fn spawn<F>(&mut self, task: &'static str, work: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let handle = self.tasks.spawn(work);
-        self.names.insert(handle.id(), task);
+        self.running.insert(handle.id(), (task, Stage::Serve));
     }
 
-    /// Runs the task `task` made by `work` from its own stop signal, which
-    /// is cancelled only once every task spawned with [`Self::spawn`] has
-    /// ended.
-    pub fn spawn_last<F>(&mut self, task: &'static str, work: impl FnOnce(CancellationToken) -> F)
-    where
+    /// Runs the task `task` made by `work` from the stop signal of `stage`,
+    /// which shutdown cancels once every task of the stages before it has ended.
+    pub fn spawn_at<F>(
+        &mut self,
+        task: &'static str,
+        stage: Stage,
+        work: impl FnOnce(CancellationToken) -> F,
+    ) where
         F: Future<Output = ()> + Send + 'static,
     {
-        let stop = CancellationToken::new();
-        let handle = self.tasks.spawn(work(stop.clone()));
-        self.names.insert(handle.id(), task);
-        self.last.insert(handle.id(), stop);
+        let handle = self.tasks.spawn(work(self.stops[&stage].clone()));
+        self.running.insert(handle.id(), (task, stage));
     }
 
     /// Resolves with the first task that ended on its own (logged with its
@@ -142,14 +154,15 @@ impl Watchdog {
         fault
     }
 
-    /// Cancels the stop signal and waits for every task to end; the tasks
-    /// spawned with [`Self::spawn_last`] are told to stop once the others
-    /// have ended. A panic while stopping is logged, not reported.
+    /// Stops every task, stage by stage: [`Stage::Serve`] at once, each
+    /// later stage once the earlier ones have ended; returns when all have.
+    /// A panic while stopping is logged, not reported.
     pub async fn shut_down(mut self) {
-        self.stop.cancel();
         loop {
-            if self.tasks.len() == self.last.len() {
-                self.last.values().for_each(CancellationToken::cancel);
+            for (stage, stop) in &self.stops {
+                if !self.running.values().any(|(_, s)| s < stage) {
+                    stop.cancel();
+                }
             }
             let Some(ended) = self.tasks.join_next_with_id().await else {
                 return;
@@ -166,8 +179,8 @@ impl Watchdog {
             Ok((id, ())) => (id, None),
             Err(error) => (error.id(), error.is_panic().then_some(error)),
         };
-        self.last.remove(&id);
-        (self.names.remove(&id).unwrap_or("unnamed"), panic)
+        let task = self.running.remove(&id).map_or("unnamed", |(task, _)| task);
+        (task, panic)
     }
 }
 
@@ -259,7 +272,7 @@ mod tests {
         });
         let closed_after_the_others = Arc::new(AtomicBool::new(false));
         let (done, closed) = (others_done.clone(), closed_after_the_others.clone());
-        watchdog.spawn_last("broker connection", move |stop| async move {
+        watchdog.spawn_at("broker connection", Stage::Broker, move |stop| async move {
             stop.cancelled().await;
             closed.store(done.load(Ordering::SeqCst), Ordering::SeqCst);
         });

@@ -294,9 +294,14 @@ impl RawConfig {
             if max_bytes < 64 * 1024 {
                 b.error("spool.max_bytes", "must be at least 65536");
             }
+            let drain_on_stop = Duration::from_millis(
+                raw.drain_on_stop_ms
+                    .unwrap_or(DEFAULT_SPOOL_DRAIN_ON_STOP_MS),
+            );
             SpoolSettings {
                 dir: PathBuf::from(dir),
                 max_bytes,
+                drain_on_stop,
             }
         });
         let dedup = build_dedup(&mut b, self.dedup.as_ref(), spool.as_ref());

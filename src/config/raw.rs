@@ -48,6 +48,8 @@ pub struct RawSpool {
     pub dir: String,
     /// Bound on spooled bytes; beyond it requests get 503.
     pub max_bytes: Option<u64>,
+    /// How long a stopping gateway keeps draining the spool to the broker.
+    pub drain_on_stop_ms: Option<u64>,
 }
 
 /// `[dedup]`

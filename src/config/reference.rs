@@ -12,7 +12,8 @@ use std::fmt::Write as _;
 use super::{
     RawAdmin, RawBroker, RawHmac, RawServer, DEFAULT_DEDUP_MAX_ENTRIES, DEFAULT_DEDUP_WINDOW_HOURS,
     DEFAULT_IP_RATE, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BUFFERED_BODY_BYTES,
-    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_SOURCE_RATE, DEFAULT_SPOOL_MAX_BYTES,
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_SOURCE_RATE, DEFAULT_SPOOL_DRAIN_ON_STOP_MS,
+    DEFAULT_SPOOL_MAX_BYTES,
 };
 use crate::enrich::{DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT};
 use crate::vendors::{AmountUnit, MapOptions, VendorKind};
@@ -137,6 +138,7 @@ pub fn keys() -> Vec<KeyDoc> {
         key("defaults.rate_limit", rate(DEFAULT_SOURCE_RATE), "Quota of sources that set none."),
         key("spool.dir", Unset("none: no spool, an unconfirmed event is answered 503"), "Directory of the durable spool (`spool.redb`); one process per directory.").example("\"/var/lib/hookgate/spool\""),
         key("spool.max_bytes", value(DEFAULT_SPOOL_MAX_BYTES), "Bound on spooled event bytes; when full, requests get 503 with `Retry-After` instead of the spool growing."),
+        key("spool.drain_on_stop_ms", value(DEFAULT_SPOOL_DRAIN_ON_STOP_MS), "On SIGTERM, after in-flight requests finish, how long the gateway keeps publishing what its spool holds before it exits (0: not at all); what is left stays in `spool.dir`, and the log says how many and where. Keep `server.drain_timeout_ms` + this inside the orchestrator's grace period."),
         key("dedup.enabled", Derived("`true` when a spool (or `dedup.dir`) is configured"), "Remember accepted event ids, so a vendor's repeat delivery is answered 200 with the original id and **not published again**.").example("true"),
         key("dedup.dir", Derived("`spool.dir`"), "Directory of `dedup.redb`.").example("\"/var/lib/hookgate/dedup\""),
         key("dedup.window_hours", value(DEFAULT_DEDUP_WINDOW_HOURS), "How long an id is remembered: longer than USAePay's 72-hour retry horizon, the longest of the four vendors."),

@@ -27,6 +27,9 @@ pub struct SpoolSettings {
     pub dir: PathBuf,
     /// Bound on spooled bytes.
     pub max_bytes: u64,
+    /// How long a stopping gateway keeps draining the spool to the broker,
+    /// after in-flight requests finished (`Duration::ZERO`: not at all).
+    pub drain_on_stop: Duration,
 }
 
 /// How repeat deliveries of an accepted event are recognised.
@@ -47,6 +50,11 @@ pub const DEFAULT_DEDUP_MAX_ENTRIES: u64 = 1_000_000;
 
 /// Spool bound when the config gives none: 1 GiB holds millions of typical events.
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// How long a stopping gateway drains its spool when the config says
+/// nothing: with the 30 s request drain and the broker's close it stays
+/// inside the 45 s termination grace period the Kubernetes manifests set.
+pub const DEFAULT_SPOOL_DRAIN_ON_STOP_MS: u64 = 10_000;
 
 /// Where the admin endpoints listen and who may use them.
 #[derive(Debug, Clone)]

@@ -365,3 +365,132 @@ async fn a_delivery_that_failed_is_not_mistaken_for_a_duplicate() {
     );
     gw.stop().await;
 }
+
+/// A gateway process with a spool (its `[spool]` keys plus `spool_extra`)
+/// whose broker link runs through `proxy`, on `exchange`.
+fn spool_process(
+    dir: &std::path::Path,
+    cert: &crate::support::TestCert,
+    proxy: &TcpProxy,
+    exchange: &str,
+    spool_extra: &str,
+) -> crate::support::GatewayProcess {
+    let sources = format!("{}{spool_extra}\n", spool_config(dir, 16 << 20));
+    let text = crate::support::config_text(cert, &proxy.amqp_url(), exchange, "", &sources)
+        .replace("[admin]\nlisten = \"127.0.0.1:0\"\n", "");
+    let path = dir.join("hookgate.toml");
+    std::fs::write(&path, text).unwrap();
+    crate::support::GatewayProcess::spawn(&path, false)
+}
+
+/// Sends SIGTERM and waits (up to `within`) for the process to exit; its status.
+async fn terminate(
+    gateway: &mut crate::support::GatewayProcess,
+    within: Duration,
+) -> std::process::ExitStatus {
+    let pid = gateway.child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(status) = gateway.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still running {within:?} after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_gateway_publishes_its_spool_before_it_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = crate::support::TestCert::generate();
+    let exchange = crate::support::unique("test-exchange");
+    let broker = Broker::connect().await;
+    let queue = broker.bind_queue(&exchange, "#").await;
+    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    proxy.cut();
+    let mut gateway = spool_process(
+        dir.path(),
+        &cert,
+        &proxy,
+        &exchange,
+        "drain_on_stop_ms = 20000",
+    );
+    let client = Client::new(gateway.addr, &cert);
+    let mut accepted = HashSet::new();
+    for n in 0..30 {
+        let (status, id) = send(&client, 60_000 + n).await;
+        assert_eq!(status, 200, "spooled while the broker is away");
+        accepted.insert(id.unwrap());
+    }
+
+    // The broker comes back and the process is told to stop at once: as a
+    // replica removed by a scale-down would be.
+    proxy.restore().await;
+    let status = terminate(&mut gateway, Duration::from_secs(30)).await;
+    assert!(status.success(), "{status}");
+    let logs = gateway.logs_after_exit();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("Spool drained before exit.")),
+        "{logs:#?}"
+    );
+
+    // No second process: everything is on the queue already.
+    let ids: HashSet<String> = collect_ids(&broker, &queue, accepted.len())
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(ids, accepted);
+    let left: hookgate::spool::Spool = hookgate::spool::Spool::open(dir.path(), 16 << 20).unwrap();
+    assert_eq!(left.stats().events, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_gateway_that_cannot_drain_in_time_says_what_is_left_and_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = crate::support::TestCert::generate();
+    let exchange = crate::support::unique("test-exchange");
+    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    proxy.cut();
+    let mut gateway = spool_process(
+        dir.path(),
+        &cert,
+        &proxy,
+        &exchange,
+        "drain_on_stop_ms = 500",
+    );
+    let client = Client::new(gateway.addr, &cert);
+    for n in 0..5 {
+        assert_eq!(send(&client, 70_000 + n).await.0, 200);
+    }
+    let started = std::time::Instant::now();
+    let status = terminate(&mut gateway, Duration::from_secs(15)).await;
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let logs = gateway.logs_after_exit();
+    let warning = logs
+        .iter()
+        .find(|l| l.contains("Spool not empty at exit"))
+        .unwrap_or_else(|| panic!("{logs:#?}"));
+    let entry: serde_json::Value = serde_json::from_str(warning).unwrap();
+    assert_eq!(entry["events"], 5, "{warning}");
+    assert_eq!(entry["dir"], dir.path().display().to_string(), "{warning}");
+    let left: hookgate::spool::Spool = hookgate::spool::Spool::open(dir.path(), 16 << 20).unwrap();
+    assert_eq!(
+        left.stats().events,
+        5,
+        "kept for the next process or a replay"
+    );
+}

@@ -479,8 +479,22 @@ fn the_kubernetes_manifests_have_every_kind_and_probe_the_admin_port() {
         .iter()
         .filter_map(|k| objects.get(*k))
         .flatten()
+        .filter(|w| w["metadata"]["name"].as_str() == Some("hookgate"))
         .collect();
-    assert_eq!(workloads.len(), 1, "one StatefulSet or Deployment");
+    assert_eq!(workloads.len(), 1, "one hookgate StatefulSet or Deployment");
+    // The shared dedup window the replicas are configured with is a Service here.
+    let services: Vec<(&str, i64)> = objects["Service"]
+        .iter()
+        .flat_map(|s| {
+            let name = s["metadata"]["name"].as_str().unwrap_or_default();
+            s["spec"]["ports"]
+                .as_vec()
+                .into_iter()
+                .flatten()
+                .map(move |p| (name, p["port"].as_i64().unwrap_or_default()))
+        })
+        .collect();
+    assert!(services.contains(&("valkey", 6379)), "{services:?}");
     let workload = workloads[0];
     let name = workload["metadata"]["name"].as_str().unwrap();
     let spec = &workload["spec"];

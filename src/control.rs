@@ -168,6 +168,15 @@ impl Control {
                 failing.as_secs()
             ));
         }
+        if self
+            .pipeline
+            .shared_dedup()
+            .is_some_and(dedup::SharedWindow::is_failing)
+        {
+            // Events are accepted and published (fail open); repeats are not recognised.
+            degraded
+                .push("shared dedup store unreachable; repeats may be published twice".to_owned());
+        }
         if let Some(spool) = self.pipeline.spool() {
             let stats = spool.stats();
             // Within 1% of the bound counts as full: the next events may not fit.

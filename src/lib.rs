@@ -35,7 +35,7 @@
 //! spool/         durable local store for events the broker has not confirmed
 //! drain.rs       background publishing: the spool's drain, deferred look-ups
 //! enrich/        the look-up service: vendor API calls, cache, one call per object
-//! dedup/         window of recently accepted ids: repeats are not published twice
+//! dedup/         window of recently accepted ids (local redb, or Redis shared by replicas)
 //! watchdog.rs    long-lived tasks; the first that dies stops the process for a restart
 //! test_util.rs   for tests, benchmarks and fuzzing only (feature `test-util`)
 //! ```
@@ -95,6 +95,9 @@ pub enum StartError {
     /// The certificate or key is unusable.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The shared dedup store's URL cannot be used.
+    #[error("dedup.redis_url: {0}")]
+    SharedDedup(#[from] redis::RedisError),
     /// The dedup window's file cannot be used.
     #[error("dedup.dir: {0}")]
     Dedup(#[from] dedup::DedupError),
@@ -201,9 +204,13 @@ impl Gateway {
             };
         let admin_addr = admin_tcp.as_ref().and_then(|l| l.local_addr().ok());
 
-        let stores = open_stores(&settings).await?;
+        let mut stores = open_stores(&settings).await?;
         let settings_spool = settings.spool.clone();
         let metrics = Arc::new(Metrics::new());
+        if let Some(cfg) = settings.shared_dedup.clone() {
+            let errors = metrics.dedup_backend_errors.clone();
+            stores.shared_dedup = Some(dedup::SharedWindow::start(cfg, errors)?);
+        }
         metrics.export_sources(settings.sources.iter().map(|s| s.id.as_str()));
         let mut watchdog = Watchdog::new();
         let publisher = Publisher::start(settings.broker.clone(), &metrics, &mut watchdog);

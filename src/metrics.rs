@@ -119,6 +119,8 @@ pub struct Metrics {
     pub enrichment: Family<OutcomeLabel, Counter>,
     /// Repeat deliveries answered 200 without publishing again, by source.
     pub dedup_hits: Family<SourceLabel, Counter>,
+    /// Calls to the shared dedup store that failed (the request went on, failing open).
+    pub dedup_backend_errors: Counter,
     /// Events written to the spool because the broker did not confirm them.
     pub spooled: Counter,
     /// Spooled events published and confirmed by the drain task.
@@ -229,6 +231,12 @@ impl Metrics {
             "Repeat deliveries of an accepted event, answered 200 and not published again",
             dedup_hits.clone(),
         );
+        let dedup_backend_errors = Counter::default();
+        registry.register(
+            "dedup_backend_errors",
+            "Calls to the shared dedup store (Redis) that failed; the event was accepted and published anyway",
+            dedup_backend_errors.clone(),
+        );
         let spooled = Counter::default();
         registry.register(
             "spooled",
@@ -268,6 +276,7 @@ impl Metrics {
         Self {
             enrichment,
             dedup_hits,
+            dedup_backend_errors,
             pan_masked,
             spooled,
             drained,

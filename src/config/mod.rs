@@ -304,7 +304,23 @@ impl RawConfig {
                 drain_on_stop,
             }
         });
-        let dedup = build_dedup(&mut b, self.dedup.as_ref(), spool.as_ref());
+        let (dedup, shared_dedup) = match self.dedup.as_ref().and_then(|d| d.backend.as_deref()) {
+            None | Some("local") => (
+                build_dedup(&mut b, self.dedup.as_ref(), spool.as_ref()),
+                None,
+            ),
+            Some("redis") => (
+                None,
+                build_shared_dedup(&mut b, self.dedup.as_ref(), &broker),
+            ),
+            Some(other) => {
+                b.error(
+                    "dedup.backend",
+                    format!("`{other}` is not `local` or `redis`"),
+                );
+                (None, None)
+            }
+        };
         let (per_second, burst) = DEFAULT_SOURCE_RATE;
         let fallback = Rate::new(per_second, burst).expect("non-zero default");
         let default_rate = b.rate(
@@ -319,6 +335,7 @@ impl RawConfig {
                 broker,
                 admin: admin.flatten(),
                 dedup,
+                shared_dedup,
                 spool,
                 sources,
             })
@@ -461,6 +478,62 @@ fn build_server(b: &mut Builder, raw: &RawServer) -> Option<ServerSettings> {
         write_timeout,
         idle_timeout,
         trusted_proxies,
+    })
+}
+
+/// What a pending claim in the shared window adds to `broker.confirm_timeout_ms`.
+const SHARED_DEDUP_CLAIM_MARGIN: Duration = Duration::from_secs(30);
+
+/// `[dedup] backend = "redis"`: the window in a store every replica shares.
+fn build_shared_dedup(
+    b: &mut Builder,
+    raw: Option<&RawDedup>,
+    broker: &BrokerSettings,
+) -> Option<crate::dedup::SharedSettings> {
+    let raw = raw?;
+    if raw.enabled == Some(false) {
+        return None;
+    }
+    for (key, set) in [
+        ("dedup.dir", raw.dir.is_some()),
+        ("dedup.max_entries", raw.max_entries.is_some()),
+    ] {
+        if set {
+            b.error(
+                key,
+                "only for `backend = \"local\"`; the shared store keeps every id for the window",
+            );
+        }
+    }
+    let Some(url) = raw.redis_url.as_deref() else {
+        b.error("dedup.redis_url", "required with `backend = \"redis\"`");
+        return None;
+    };
+    let url = b.expand("dedup.redis_url", url);
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        b.error("dedup.redis_url", "must start with redis:// or rediss://");
+    } else if let Err(e) = redis::Client::open(url.as_str()) {
+        // The crate's message never quotes the URL (it may hold the password).
+        b.error("dedup.redis_url", format!("not a Redis URL: {e}"));
+    }
+    let hours = raw.window_hours.unwrap_or(DEFAULT_DEDUP_WINDOW_HOURS);
+    if hours == 0 {
+        b.error(
+            "dedup.window_hours",
+            "must be greater than 0 (or set enabled = false)",
+        );
+    }
+    // A claim outlives the longest request: the broker's confirm plus a
+    // margin longer than any inline look-up deadline and the spool's fsync.
+    let pending_ttl = broker.confirm_timeout + SHARED_DEDUP_CLAIM_MARGIN;
+    Some(crate::dedup::SharedSettings {
+        url: Secret::new(url),
+        key_prefix: raw
+            .key_prefix
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DEDUP_KEY_PREFIX.to_owned()),
+        window: Duration::from_secs(hours * 3600),
+        pending_ttl,
     })
 }
 

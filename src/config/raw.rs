@@ -63,6 +63,12 @@ pub struct RawDedup {
     pub window_hours: Option<u64>,
     /// Most ids remembered (about 100 bytes of memory each).
     pub max_entries: Option<u64>,
+    /// `local` (this process's redb window) or `redis` (shared by replicas).
+    pub backend: Option<String>,
+    /// The shared store, for `backend = "redis"`.
+    pub redis_url: Option<String>,
+    /// Prefix of the shared store's keys.
+    pub key_prefix: Option<String>,
 }
 
 /// `[defaults]`

@@ -10,10 +10,10 @@
 use std::fmt::Write as _;
 
 use super::{
-    RawAdmin, RawBroker, RawHmac, RawServer, DEFAULT_DEDUP_MAX_ENTRIES, DEFAULT_DEDUP_WINDOW_HOURS,
-    DEFAULT_IP_RATE, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BUFFERED_BODY_BYTES,
-    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_SOURCE_RATE, DEFAULT_SPOOL_DRAIN_ON_STOP_MS,
-    DEFAULT_SPOOL_MAX_BYTES,
+    RawAdmin, RawBroker, RawHmac, RawServer, DEFAULT_DEDUP_KEY_PREFIX, DEFAULT_DEDUP_MAX_ENTRIES,
+    DEFAULT_DEDUP_WINDOW_HOURS, DEFAULT_IP_RATE, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_BUFFERED_BODY_BYTES, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_SOURCE_RATE,
+    DEFAULT_SPOOL_DRAIN_ON_STOP_MS, DEFAULT_SPOOL_MAX_BYTES,
 };
 use crate::enrich::{DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT};
 use crate::vendors::{AmountUnit, MapOptions, VendorKind};
@@ -143,6 +143,9 @@ pub fn keys() -> Vec<KeyDoc> {
         key("dedup.dir", Derived("`spool.dir`"), "Directory of `dedup.redb`.").example("\"/var/lib/hookgate/dedup\""),
         key("dedup.window_hours", value(DEFAULT_DEDUP_WINDOW_HOURS), "How long an id is remembered: longer than USAePay's 72-hour retry horizon, the longest of the four vendors."),
         key("dedup.max_entries", value(DEFAULT_DEDUP_MAX_ENTRIES), "Cap on remembered ids, a disk budget: they live in `dedup.redb` (about 143 bytes of disk each), memory does not grow with them; the oldest go first."),
+        key("dedup.backend", text("local"), "`local`: this process's window in `dedup.redb`. `redis`: one window in Redis (or Valkey) shared by every replica behind the URL, so a retry that lands on another replica is still recognised; Redis away, events are accepted and published (fail open), `hookgate_dedup_backend_errors_total` counts it and `/readyz` says degraded."),
+        key("dedup.redis_url", Derived("required with `backend = \"redis\"`"), "`redis://host:6379/0` or `rediss://…` (TLS); the password from `${ENV}`.").example("\"redis://127.0.0.1:6379/0\""),
+        key("dedup.key_prefix", text(DEFAULT_DEDUP_KEY_PREFIX), "Prefix of the shared window's keys, so gateways of different environments can share one Redis."),
         key("source.id", Required, "`[a-z0-9_-]{1,64}`, unique: the URL is `/webhooks/{id}`.").example("\"usaepay-main\""),
         key("source.vendor", Required, "`usaepay`, `strictly`, `nexio`, `stickypay`, or `generic` (read by `source.map`).").example("\"usaepay\""),
         key("source.currency", text(&options.currency), "ISO 4217 code used when a body names no currency (USAePay never does)."),

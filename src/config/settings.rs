@@ -14,8 +14,10 @@ pub struct Settings {
     pub admin: Option<AdminSettings>,
     /// The durable spool, if configured.
     pub spool: Option<SpoolSettings>,
-    /// The duplicate-delivery window, if enabled.
+    /// The duplicate-delivery window of this process, if enabled and local.
     pub dedup: Option<DedupSettings>,
+    /// The duplicate-delivery window shared by replicas, with `backend = "redis"`.
+    pub shared_dedup: Option<crate::dedup::SharedSettings>,
     /// Sources by id.
     pub sources: Sources,
 }
@@ -42,6 +44,9 @@ pub struct DedupSettings {
     /// Most ids remembered.
     pub max_entries: u64,
 }
+
+/// Prefix of the shared window's keys when the config gives none.
+pub const DEFAULT_DEDUP_KEY_PREFIX: &str = "hookgate:dedup:";
 
 /// 73 hours: longer than USAePay's 72-hour retry horizon, the longest of the vendors'.
 pub const DEFAULT_DEDUP_WINDOW_HOURS: u64 = 73;

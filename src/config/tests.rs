@@ -509,3 +509,41 @@ fn lookup_paths_are_the_vendors_kinds_and_vendors_without_lookups_refuse_them() 
         "{errs:?}"
     );
 }
+
+#[test]
+fn a_shared_dedup_window_needs_a_redis_url_and_names_what_is_wrong() {
+    let shared = |keys: &str| format!("{GOOD}\n[dedup]\n{keys}\n");
+    let settings = from_toml_with_env(
+        &shared("backend = \"redis\"\nredis_url = \"redis://:${REDIS_PASSWORD}@127.0.0.1:6379/0\""),
+        &|name| {
+            (name == "REDIS_PASSWORD")
+                .then(|| "s3cret".to_owned())
+                .or_else(|| env(name))
+        },
+    )
+    .expect("a shared window loads");
+    let window = settings.shared_dedup.as_ref().expect("shared");
+    assert!(settings.dedup.is_none(), "no local window beside it");
+    assert_eq!(window.key_prefix, "hookgate:dedup:");
+    assert_eq!(window.window, Duration::from_secs(73 * 3600));
+    assert!(window.pending_ttl > settings.broker.confirm_timeout);
+    assert!(
+        !format!("{window:?}").contains("s3cret"),
+        "the URL's password never prints"
+    );
+
+    assert_eq!(keys(&shared("backend = \"redis\"")), ["dedup.redis_url"]);
+    assert_eq!(
+        keys(&shared(
+            "backend = \"redis\"\nredis_url = \"http://127.0.0.1\""
+        )),
+        ["dedup.redis_url"]
+    );
+    assert_eq!(keys(&shared("backend = \"memcached\"")), ["dedup.backend"]);
+    assert_eq!(
+        keys(&shared(
+            "backend = \"redis\"\nredis_url = \"redis://127.0.0.1\"\ndir = \"/tmp\""
+        )),
+        ["dedup.dir"]
+    );
+}

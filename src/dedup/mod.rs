@@ -672,7 +672,9 @@ fn parse_uuid(text: &str) -> Option<Id> {
     uuid::Uuid::try_parse(text).ok().map(uuid::Uuid::into_bytes)
 }
 
+pub mod shared;
 mod writer;
+pub use shared::{Begin, Claim, SharedSettings, SharedWindow};
 use writer::{trim, writer};
 
 #[cfg(test)]

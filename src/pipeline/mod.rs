@@ -30,7 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::{client_ip, AuthError, Presented, Verified};
 use crate::canonical::{body_identity, event_id, Event, Mapped, UNMAPPED};
 use crate::config::{ServerSettings, Source, Sources};
-use crate::dedup::DedupWindow;
+use crate::dedup::{Begin, DedupWindow, SharedWindow};
 use crate::metrics::{Metrics, OutcomeLabel, SourceLabel, SourceReason};
 use crate::publish::{EventSink, Outgoing, PublishError};
 use crate::ratelimit::{IpLimiter, RetryAfter};
@@ -163,6 +163,10 @@ pub enum NotSafe {
     /// The broker did not confirm and writing the spool failed.
     #[error("broker unavailable and the spool write failed: {0}")]
     SpoolFailed(#[source] SpoolError),
+    /// Another replica (or request) still holds this event's id in the
+    /// shared dedup window; the retry finds it kept or free.
+    #[error("the same event is being handled by another request")]
+    InFlightElsewhere,
 }
 
 /// The on-disk stores the pipeline writes to; all optional, all opened at start.
@@ -174,6 +178,8 @@ pub struct Stores {
     pub pending: Option<Spool<Pending>>,
     /// Recently accepted ids.
     pub dedup: Option<DedupWindow>,
+    /// Recently accepted ids, shared with the other replicas (instead of `dedup`).
+    pub shared_dedup: Option<SharedWindow>,
 }
 
 /// The shared request-processing state.
@@ -184,6 +190,7 @@ pub struct Pipeline {
     /// Pings waiting for a background look-up (next to the spool).
     pending: Option<Spool<Pending>>,
     dedup: Option<DedupWindow>,
+    shared_dedup: Option<SharedWindow>,
     metrics: Arc<Metrics>,
 }
 
@@ -202,6 +209,7 @@ impl Pipeline {
             spool: stores.spool,
             pending: stores.pending,
             dedup: stores.dedup,
+            shared_dedup: stores.shared_dedup,
             metrics,
         }
     }
@@ -214,6 +222,11 @@ impl Pipeline {
     /// The dedup window, when enabled (housekeeping).
     pub fn dedup(&self) -> Option<&DedupWindow> {
         self.dedup.as_ref()
+    }
+
+    /// The shared dedup window, when `backend = "redis"` (readiness).
+    pub fn shared_dedup(&self) -> Option<&SharedWindow> {
+        self.shared_dedup.as_ref()
     }
 
     /// The spool, when configured (readiness, metrics).
@@ -324,6 +337,22 @@ impl Pipeline {
             self.count(&self.metrics.dedup_hits, &source.id);
             return Outcome::Duplicate { event_id };
         }
+        let claim = match &self.shared_dedup {
+            None => None,
+            Some(shared) => match shared.begin(&event_id).await {
+                Begin::Fresh(claim) => Some(claim),
+                Begin::Duplicate => {
+                    self.count(&self.metrics.dedup_hits, &source.id);
+                    return Outcome::Duplicate { event_id };
+                }
+                Begin::Busy => {
+                    return Outcome::Unavailable {
+                        event_id,
+                        error: NotSafe::InFlightElsewhere,
+                    }
+                }
+            },
+        };
 
         let inline = match (&mut mapped, &source.enrichment) {
             (Ok(m), Some(enrichment)) => self.enrich_inline(source, enrichment, m).await,
@@ -362,6 +391,12 @@ impl Pipeline {
             // Claimed only once safe, so a 503 never makes the retry look like a duplicate.
             if let Err(error) = dedup.claim(&event_id).await {
                 tracing::warn!(error = %error, "Dedup window not persisted; a retry may be published twice.");
+            }
+        }
+        if let (Some(shared), Some(claim)) = (&self.shared_dedup, claim) {
+            match &safe {
+                Ok(_) => shared.done(claim).await,
+                Err(_) => shared.release(claim).await,
             }
         }
         match safe {

@@ -76,6 +76,7 @@ fn harness(spool: bool, dedup: bool) -> Harness {
         dedup: dedup.then(|| {
             DedupWindow::open(&dir.path().join("dedup"), Duration::from_secs(3600), 1000).unwrap()
         }),
+        shared_dedup: None,
     };
     let runtime = Runtime::new(settings.sources, settings.server, None, None);
     let sink = Arc::new(FakeSink::default());
@@ -235,6 +236,7 @@ fn nexio_harness() -> (Pipeline, Arc<FakeSink>, Arc<Source>, tempfile::TempDir) 
         spool: Some(Spool::open(&dir.path().join("spool"), 1 << 20).unwrap()),
         pending: Some(Spool::open(&dir.path().join("pending"), 1 << 20).unwrap()),
         dedup: None,
+        shared_dedup: None,
     };
     let runtime = Runtime::new(settings.sources, settings.server, None, None);
     let sink = Arc::new(FakeSink::default());

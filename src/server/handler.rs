@@ -286,7 +286,7 @@ fn respond(outcome: Outcome) -> (Option<EventAnswer>, HttpResponse) {
                 NotSafe::SpoolFull | NotSafe::SpoolFailed(_) => {
                     tracing::error!(event_id = %event_id, reason = %e, "Event neither confirmed nor spooled; asking the vendor to retry.")
                 }
-                NotSafe::Publish(_) => {
+                NotSafe::Publish(_) | NotSafe::InFlightElsewhere => {
                     tracing::warn!(event_id = %event_id, reason = %e, "Event not confirmed; asking the vendor to retry.")
                 }
             }

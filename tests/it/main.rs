@@ -44,3 +44,6 @@ mod enrich;
 
 /// A real 3-node RabbitMQ cluster: a node killed under load, a memory alarm, amqps.
 mod cluster;
+
+/// Several gateway processes as one: a dedup window shared in a real Redis.
+mod replicas;

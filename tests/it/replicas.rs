@@ -188,3 +188,31 @@ async fn with_redis_gone_events_are_accepted_and_the_window_returns_with_it() {
         "logged once per outage, not per request: {logs:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_says_degraded_while_the_shared_store_is_away() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sources = format!(
+        "{USAEPAY_SOURCE}\n[spool]\ndir = \"{}\"\n\n[dedup]\nbackend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"{}:\"\n",
+        dir.path().display(),
+        redis.url(),
+        unique("test-dedup"),
+    );
+    let gw = crate::support::TestGateway::start(&sources).await;
+    let client = gw.client();
+    assert_eq!(deliver(&client, 83_001).await.0, 200);
+    let (status, body) = gw.admin("GET", "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("dedup"), "{body}");
+
+    redis.stop();
+    assert_eq!(deliver(&client, 83_002).await.0, 200, "fail open");
+    let (status, body) = gw.admin("GET", "/readyz").await;
+    assert_eq!(status, 200, "still ready: events are safe; {body}");
+    assert!(
+        body.contains("degraded") && body.contains("shared dedup store unreachable"),
+        "{body}"
+    );
+    assert!(gw.metric("hookgate_dedup_backend_errors_total").await >= 1.0);
+}

@@ -20,9 +20,10 @@ pub fn usaepay_event(n: usize) -> (Vec<u8>, String) {
     (body, signature)
 }
 
-pub async fn send(client: &Client, n: usize) -> (u16, Option<String>) {
+/// Posts USAePay event `n`, signed, and returns the gateway's answer.
+pub async fn post_event(client: &Client, n: usize) -> crate::support::Reply {
     let (body, signature) = usaepay_event(n);
-    let reply = client
+    client
         .post(
             "/webhooks/usaepay-main",
             &[
@@ -31,7 +32,11 @@ pub async fn send(client: &Client, n: usize) -> (u16, Option<String>) {
             ],
             body,
         )
-        .await;
+        .await
+}
+
+pub async fn send(client: &Client, n: usize) -> (u16, Option<String>) {
+    let reply = post_event(client, n).await;
     (
         reply.status.as_u16(),
         reply.body["id"].as_str().map(str::to_owned),

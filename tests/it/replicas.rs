@@ -6,8 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::durability::usaepay_event;
-use crate::gateway::{BASIC, USAEPAY_SOURCE};
+use crate::gateway::USAEPAY_SOURCE;
 use crate::support::{config_text, unique, Broker, Client, GatewayProcess, RedisServer, TestCert};
 
 /// Two gateways on `exchange`, each with its own spool, sharing `redis`.
@@ -47,22 +46,41 @@ fn two_replicas(
 
 /// Sends event `n` to `client`: status and whether it was answered as a duplicate.
 async fn deliver(client: &Client, n: usize) -> (u16, bool, Option<String>) {
-    let (body, signature) = usaepay_event(n);
-    let reply = client
-        .post(
-            "/webhooks/usaepay-main",
-            &[
-                ("x-signature", signature.as_str()),
-                ("authorization", BASIC),
-            ],
-            body,
-        )
-        .await;
+    let reply = crate::durability::post_event(client, n).await;
     (
         reply.status.as_u16(),
         reply.body["duplicate"] == true,
         reply.body["id"].as_str().map(str::to_owned),
     )
+}
+
+/// Two replicas on one Redis and one exchange, with a queue bound to all of it.
+struct Pair {
+    redis: RedisServer,
+    cert: TestCert,
+    broker: Broker,
+    queue: String,
+    _dir: tempfile::TempDir,
+    a: GatewayProcess,
+    b: GatewayProcess,
+}
+
+async fn pair() -> Pair {
+    let redis = RedisServer::start();
+    let cert = TestCert::generate();
+    let exchange = unique("test-exchange");
+    let broker = Broker::connect().await;
+    let queue = broker.bind_queue(&exchange, "#").await;
+    let (_dir, a, b) = two_replicas(&cert, &exchange, &redis);
+    Pair {
+        redis,
+        cert,
+        broker,
+        queue,
+        _dir,
+        a,
+        b,
+    }
 }
 
 /// Message ids on `queue` after a short settle time.
@@ -78,12 +96,15 @@ async fn published(broker: &Broker, queue: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_that_lands_on_the_other_replica_is_a_duplicate() {
-    let redis = RedisServer::start();
-    let cert = TestCert::generate();
-    let exchange = unique("test-exchange");
-    let broker = Broker::connect().await;
-    let queue = broker.bind_queue(&exchange, "#").await;
-    let (_dir, a, b) = two_replicas(&cert, &exchange, &redis);
+    let Pair {
+        redis: _redis,
+        cert,
+        broker,
+        queue,
+        _dir,
+        a,
+        b,
+    } = pair().await;
     let (on_a, on_b) = (Client::new(a.addr, &cert), Client::new(b.addr, &cert));
 
     let (status, duplicate, first_id) = deliver(&on_a, 80_001).await;
@@ -101,12 +122,15 @@ async fn a_retry_that_lands_on_the_other_replica_is_a_duplicate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_event_at_both_replicas_at_once_is_published_once() {
-    let redis = RedisServer::start();
-    let cert = TestCert::generate();
-    let exchange = unique("test-exchange");
-    let broker = Broker::connect().await;
-    let queue = broker.bind_queue(&exchange, "#").await;
-    let (_dir, a, b) = two_replicas(&cert, &exchange, &redis);
+    let Pair {
+        redis: _redis,
+        cert,
+        broker,
+        queue,
+        _dir,
+        a,
+        b,
+    } = pair().await;
     let on_a = Arc::new(Client::new(a.addr, &cert));
     let on_b = Arc::new(Client::new(b.addr, &cert));
 
@@ -133,12 +157,15 @@ async fn the_same_event_at_both_replicas_at_once_is_published_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_gone_events_are_accepted_and_the_window_returns_with_it() {
-    let mut redis = RedisServer::start();
-    let cert = TestCert::generate();
-    let exchange = unique("test-exchange");
-    let broker = Broker::connect().await;
-    let queue = broker.bind_queue(&exchange, "#").await;
-    let (_dir, mut a, b) = two_replicas(&cert, &exchange, &redis);
+    let Pair {
+        mut redis,
+        cert,
+        broker,
+        queue,
+        _dir,
+        mut a,
+        b,
+    } = pair().await;
     let (on_a, on_b) = (Client::new(a.addr, &cert), Client::new(b.addr, &cert));
     assert!(!deliver(&on_a, 82_001).await.1);
 

@@ -92,11 +92,61 @@ pub enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+    /// Find archived events, or replay a window of them (needs `[archive]`).
+    Archive {
+        /// What to do with the archive.
+        #[command(subcommand)]
+        action: ArchiveAction,
+    },
     /// Inspect or operate the local spool (stop the gateway first: one process per spool).
     Spool {
         /// What to do with the spool.
         #[command(subcommand)]
         action: SpoolAction,
+    },
+}
+
+/// `hookgate archive` actions; each takes the config naming the broker and `[archive]`.
+#[derive(Debug, Subcommand)]
+pub enum ArchiveAction {
+    /// Print each archived event whose canonical id or vendor event id is given: time archived, routing key, type, id.
+    Find {
+        /// The config naming the broker and `[archive]`.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Read from this RFC 3339 time instead of the whole retention.
+        #[arg(long)]
+        since: Option<String>,
+        /// Print each whole event as one JSON line.
+        #[arg(long)]
+        json: bool,
+        /// Canonical event ids or vendor event ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Re-publish archived events received in a window, with their original ids, confirmed and persistent.
+    Replay {
+        /// The config naming the broker and `[archive]`.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Events received at or after this RFC 3339 time.
+        #[arg(long)]
+        since: String,
+        /// Events received before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this source; repeat for several.
+        #[arg(long = "source", value_name = "ID")]
+        sources: Vec<String>,
+        /// Only canonical types matching this topic pattern (`payment.*`); repeat for several.
+        #[arg(long = "type", value_name = "PATTERN")]
+        types: Vec<String>,
+        /// Publish to this exchange instead of the configured one.
+        #[arg(long)]
+        to_exchange: Option<String>,
+        /// Count what would be replayed; publish nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

@@ -31,6 +31,7 @@
 //! control.rs     reload and readiness, shared by the admin API and SIGHUP
 //! tools.rs       `hookgate sign`, `send`, `remap` and `spool ...`
 //! tail.rs        `hookgate tail`: canonical events printed as they are published
+//! archive.rs     the event archive stream: declared at connect, `archive find` and `replay`
 //! store/         what the spool and the dedup window share: clock, write health, close
 //! spool/         durable local store for events the broker has not confirmed
 //! drain.rs       background publishing: the spool's drain, deferred look-ups
@@ -44,6 +45,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod archive;
 pub mod auth;
 pub mod body_budget;
 pub mod broker;

@@ -581,6 +581,13 @@ async fn next_event(events: &mut Option<Events>) -> lapin::Event {
 async fn connect(settings: &BrokerSettings, endpoint: &Endpoint) -> Result<Link, lapin::Error> {
     let connection = crate::broker::open(endpoint, &settings.tls, "hookgate").await?;
     declare_topology(&connection, &settings.exchange).await?;
+    if let Some(archive) = &settings.archive {
+        if let Err(error) = crate::archive::declare(&connection, &settings.exchange, archive).await
+        {
+            // Events still flow; only the archive misses them.
+            tracing::error!(stream = %archive.stream, error = %error, "Cannot declare the archive stream; events are published but not archived.");
+        }
+    }
     let mut channels = Vec::with_capacity(settings.channels);
     for _ in 0..settings.channels {
         let channel = connection.create_channel().await?;

@@ -21,9 +21,22 @@ pub struct RawConfig {
     pub spool: Option<RawSpool>,
     /// The window of recently accepted event ids (on by default with a spool).
     pub dedup: Option<RawDedup>,
+    /// A stream on the broker keeping every published event; absent = off.
+    pub archive: Option<RawArchive>,
     /// One entry per webhook URL handed to a vendor.
     #[serde(default, rename = "source")]
     pub sources: Vec<RawSource>,
+}
+
+/// `[archive]`
+#[derive(Debug, Deserialize)]
+pub struct RawArchive {
+    /// The stream queue's name.
+    pub stream: Option<String>,
+    /// How long RabbitMQ keeps events (`7D`, `48h`).
+    pub max_age: Option<String>,
+    /// Bound on the stream's size on disk.
+    pub max_bytes: Option<u64>,
 }
 
 /// `[admin]`

@@ -10,10 +10,11 @@
 use std::fmt::Write as _;
 
 use super::{
-    RawAdmin, RawBroker, RawHmac, RawServer, DEFAULT_DEDUP_KEY_PREFIX, DEFAULT_DEDUP_MAX_ENTRIES,
-    DEFAULT_DEDUP_WINDOW_HOURS, DEFAULT_IP_RATE, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_BUFFERED_BODY_BYTES, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_SOURCE_RATE,
-    DEFAULT_SPOOL_DRAIN_ON_STOP_MS, DEFAULT_SPOOL_MAX_BYTES,
+    RawAdmin, RawBroker, RawHmac, RawServer, DEFAULT_ARCHIVE_MAX_AGE, DEFAULT_ARCHIVE_STREAM,
+    DEFAULT_DEDUP_KEY_PREFIX, DEFAULT_DEDUP_MAX_ENTRIES, DEFAULT_DEDUP_WINDOW_HOURS,
+    DEFAULT_IP_RATE, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BUFFERED_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_SOURCE_RATE, DEFAULT_SPOOL_DRAIN_ON_STOP_MS,
+    DEFAULT_SPOOL_MAX_BYTES,
 };
 use crate::enrich::{DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT};
 use crate::vendors::{AmountUnit, MapOptions, VendorKind};
@@ -146,6 +147,9 @@ pub fn keys() -> Vec<KeyDoc> {
         key("dedup.backend", text("local"), "`local`: this process's window in `dedup.redb`. `redis`: one window in Redis (or Valkey) shared by every replica behind the URL, so a retry that lands on another replica is still recognised; Redis away, events are accepted and published (fail open), `hookgate_dedup_backend_errors_total` counts it and `/readyz` says degraded."),
         key("dedup.redis_url", Derived("required with `backend = \"redis\"`"), "`redis://host:6379/0` or `rediss://…` (TLS); the password from `${ENV}`.").example("\"redis://127.0.0.1:6379/0\""),
         key("dedup.key_prefix", text(DEFAULT_DEDUP_KEY_PREFIX), "Prefix of the shared window's keys, so gateways of different environments can share one Redis."),
+        key("archive.stream", text(DEFAULT_ARCHIVE_STREAM), "Without an `[archive]` table there is none. A RabbitMQ stream queue declared at start and bound to the exchange for every routing key, so every event the broker routes (spooled and drained ones too) is kept there: `hookgate archive find` and `archive replay` read it ([consumers.md](consumers.md))."),
+        key("archive.max_age", text(DEFAULT_ARCHIVE_MAX_AGE), "How long the stream keeps events (`x-max-age`: a number and Y, M, D, h, m or s)."),
+        key("archive.max_bytes", Unset("none: bounded by age only"), "Bound on the stream's size on disk (`x-max-length-bytes`); the oldest segments go first.").example("10737418240"),
         key("source.id", Required, "`[a-z0-9_-]{1,64}`, unique: the URL is `/webhooks/{id}`.").example("\"usaepay-main\""),
         key("source.vendor", Required, "`usaepay`, `strictly`, `nexio`, `stickypay`, or `generic` (read by `source.map`).").example("\"usaepay\""),
         key("source.currency", text(&options.currency), "ISO 4217 code used when a body names no currency (USAePay never does)."),

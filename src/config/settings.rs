@@ -138,7 +138,25 @@ pub struct BrokerSettings {
     pub connect_timeout: Duration,
     /// Size of the publishing channel pool.
     pub channels: usize,
+    /// The stream that keeps every event the exchange routes, when `[archive]` is set.
+    pub archive: Option<ArchiveSettings>,
 }
+
+/// `[archive]`: a RabbitMQ stream bound to the exchange for every routing key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveSettings {
+    /// The stream queue's name.
+    pub stream: String,
+    /// `x-max-age`: RabbitMQ's retention (`7D`, `48h`, `30m`).
+    pub max_age: String,
+    /// `x-max-length-bytes`, when set.
+    pub max_bytes: Option<u64>,
+}
+
+/// The archive stream's name when the config gives none.
+pub const DEFAULT_ARCHIVE_STREAM: &str = "hookgate.archive";
+/// The archive's retention when the config gives none.
+pub const DEFAULT_ARCHIVE_MAX_AGE: &str = "7D";
 
 /// A configured webhook endpoint: one vendor, one set of credentials.
 #[derive(Debug)]

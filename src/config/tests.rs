@@ -547,3 +547,36 @@ fn a_shared_dedup_window_needs_a_redis_url_and_names_what_is_wrong() {
         ["dedup.dir"]
     );
 }
+
+#[test]
+fn the_archive_has_documented_defaults_and_names_a_bad_age() {
+    let settings = from_toml_with_env(&format!("{GOOD}\n[archive]\n"), &env).unwrap();
+    let archive = settings
+        .broker
+        .archive
+        .as_ref()
+        .expect("an [archive] table turns it on");
+    assert_eq!(
+        (
+            archive.stream.as_str(),
+            archive.max_age.as_str(),
+            archive.max_bytes
+        ),
+        ("hookgate.archive", "7D", None)
+    );
+    assert!(from_toml_with_env(GOOD, &env)
+        .unwrap()
+        .broker
+        .archive
+        .is_none());
+    assert_eq!(
+        keys(&format!("{GOOD}\n[archive]\nmax_age = \"7 days\"\n")),
+        ["archive.max_age"]
+    );
+    assert_eq!(
+        keys(&format!(
+            "{GOOD}\n[archive]\nstream = \"amq.x\"\nmax_bytes = 0\n"
+        )),
+        ["archive.stream", "archive.max_bytes"]
+    );
+}

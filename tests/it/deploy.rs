@@ -193,6 +193,20 @@ fn the_definitions_declare_the_documented_topology() {
         json!({ "x-queue-type": "quorum" }),
         "a quorum queue, as the gateway declares it"
     );
+    // The archive stream, declared as `archive::declare` does with the
+    // documented defaults, bound for every routing key.
+    let archive = find(queues, "hookgate.archive");
+    assert_eq!(archive["durable"], true);
+    assert_eq!(
+        archive["arguments"],
+        json!({"x-queue-type": "stream", "x-max-age": hookgate::config::DEFAULT_ARCHIVE_MAX_AGE})
+    );
+    assert!(has_binding(
+        &defs,
+        "hookgate.events",
+        hookgate::config::DEFAULT_ARCHIVE_STREAM,
+        "#"
+    ));
     assert_eq!(find(queues, "hookgate.dead")["durable"], true);
     for name in ["payments", "unmapped"] {
         let q = find(queues, name);

@@ -47,3 +47,6 @@ mod cluster;
 
 /// Several gateway processes as one: a dedup window shared in a real Redis.
 mod replicas;
+
+/// The event archive: a stream bound to the exchange, `archive find` and `archive replay`.
+mod archive;

@@ -76,6 +76,8 @@ fn setting_every_key_to_its_documented_default_changes_nothing() {
         ),
         ("admin.token", "\"admin-token-0123456789\"".into()),
         ("spool.dir", "\"/tmp/hookgate-reference-spool\"".into()),
+        // The [archive] table exists only when it is written.
+        ("archive.max_bytes", "10737418240".into()),
     ];
     let base_sources = |vendor: VendorKind| -> Vec<(&str, String)> {
         let mut source = vec![

@@ -28,7 +28,20 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::config::{ArchiveSettings, Settings};
-use crate::tools::ToolError;
+
+/// Why an archive command could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The config has no `[archive]`.
+    #[error("the config has no [archive] section")]
+    NotConfigured,
+    /// The broker could not be reached or refused the stream.
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    /// The command's output could not be written.
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
+}
 
 /// A scan has caught up with the stream when nothing arrives for this long.
 pub const CAUGHT_UP: Duration = Duration::from_secs(2);
@@ -97,21 +110,18 @@ async fn scan(
     settings: &Settings,
     since: Option<OffsetDateTime>,
     mut visit: impl FnMut(Archived) -> bool,
-) -> Result<u64, ToolError> {
+) -> Result<u64, ArchiveError> {
     let archive = archive_of(settings)?;
-    let broker = |e: lapin::Error| ToolError::Broker(e.to_string());
     let connection = crate::broker::open_any(
         &settings.broker.endpoints,
         &settings.broker.tls,
         "hookgate archive",
     )
-    .await
-    .map_err(broker)?;
-    let channel = connection.create_channel().await.map_err(broker)?;
+    .await?;
+    let channel = connection.create_channel().await?;
     channel
         .basic_qos(PREFETCH, BasicQosOptions::default())
-        .await
-        .map_err(broker)?;
+        .await?;
     let mut args = FieldTable::default();
     let offset = match since {
         Some(t) => AMQPValue::Timestamp(t.unix_timestamp().max(0) as u64),
@@ -125,14 +135,13 @@ async fn scan(
             BasicConsumeOptions::default(),
             args,
         )
-        .await
-        .map_err(broker)?;
+        .await?;
     let mut read = 0u64;
     loop {
         let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut consumer).poll_next(cx));
         let delivery = match tokio::time::timeout(CAUGHT_UP, next).await {
             Err(_) | Ok(None) => break,
-            Ok(Some(delivery)) => delivery.map_err(broker)?,
+            Ok(Some(delivery)) => delivery?,
         };
         read += 1;
         if read.is_multiple_of(PROGRESS_EVERY) {
@@ -163,12 +172,12 @@ async fn scan(
     Ok(read)
 }
 
-fn archive_of(settings: &Settings) -> Result<&ArchiveSettings, ToolError> {
+fn archive_of(settings: &Settings) -> Result<&ArchiveSettings, ArchiveError> {
     settings
         .broker
         .archive
         .as_ref()
-        .ok_or_else(|| ToolError::Broker("no [archive] in the config".to_owned()))
+        .ok_or(ArchiveError::NotConfigured)
 }
 
 /// `hookgate archive find`: prints every archived event whose canonical id
@@ -180,7 +189,7 @@ pub async fn find(
     since: Option<OffsetDateTime>,
     json: bool,
     mut out: impl Write,
-) -> Result<u64, ToolError> {
+) -> Result<u64, ArchiveError> {
     let mut matched = 0;
     let mut failed = None;
     scan(settings, since, |found| {
@@ -211,7 +220,7 @@ pub async fn find(
     })
     .await?;
     match failed {
-        Some(e) => Err(ToolError::Output(e)),
+        Some(e) => Err(ArchiveError::Output(e)),
         None => Ok(matched),
     }
 }
@@ -293,7 +302,7 @@ pub async fn replay(
     filter: &ReplayFilter,
     exchange: Option<&str>,
     dry_run: bool,
-) -> Result<Result<Replayed, ReplayStopped>, ToolError> {
+) -> Result<Result<Replayed, ReplayStopped>, ArchiveError> {
     let exchange = exchange.unwrap_or(&settings.broker.exchange).to_owned();
     let mut kept = Vec::new();
     scan(settings, Some(filter.since), |found| {

@@ -52,7 +52,16 @@ fn archive(action: hookgate::cli::ArchiveAction) -> Result<ExitCode, ExitCode> {
                 json,
                 std::io::stdout().lock(),
             ));
-            Ok(report(found, |n| eprintln!("{n} archived event(s) found")))
+            Ok(match found {
+                Ok(n) => {
+                    eprintln!("{n} archived event(s) found");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("{error}");
+                    ExitCode::FAILURE
+                }
+            })
         }
         ArchiveAction::Replay {
             config,

@@ -30,9 +30,6 @@ pub enum ToolError {
     /// The configured certificate could not be read.
     #[error(transparent)]
     Tls(crate::tls::TlsError),
-    /// The command's output could not be written.
-    #[error("cannot write the output: {0}")]
-    Output(#[source] std::io::Error),
 }
 
 /// The request a vendor would send for `body` to `source`: URL and headers,

@@ -104,72 +104,88 @@ pub struct Archived {
     pub body: Vec<u8>,
 }
 
-/// Reads the archive from `since` (or its start) until it has caught up or
-/// `visit` says stop (`false`). Returns how many messages were read.
-async fn scan(
-    settings: &Settings,
-    since: Option<OffsetDateTime>,
-    mut visit: impl FnMut(Archived) -> bool,
-) -> Result<u64, ArchiveError> {
-    let archive = archive_of(settings)?;
-    let connection = crate::broker::open_any(
-        &settings.broker.endpoints,
-        &settings.broker.tls,
-        "hookgate archive",
-    )
-    .await?;
-    let channel = connection.create_channel().await?;
-    channel
-        .basic_qos(PREFETCH, BasicQosOptions::default())
-        .await?;
-    let mut args = FieldTable::default();
-    let offset = match since {
-        Some(t) => AMQPValue::Timestamp(t.unix_timestamp().max(0) as u64),
-        None => AMQPValue::LongString(LongString::from(&b"first"[..])),
-    };
-    args.insert("x-stream-offset".into(), offset);
-    let mut consumer = channel
-        .basic_consume(
-            archive.stream.as_str().into(),
-            "hookgate-archive".into(),
-            BasicConsumeOptions::default(),
-            args,
+/// A reader of the archive stream, from a time or from its start; one
+/// connection, with a channel to publish on for a replay.
+struct Reader {
+    connection: Connection,
+    consumer: lapin::Consumer,
+    read: u64,
+}
+
+impl Reader {
+    async fn open(
+        settings: &Settings,
+        since: Option<OffsetDateTime>,
+    ) -> Result<Self, ArchiveError> {
+        let archive = archive_of(settings)?;
+        let connection = crate::broker::open_any(
+            &settings.broker.endpoints,
+            &settings.broker.tls,
+            "hookgate archive",
         )
         .await?;
-    let mut read = 0u64;
-    loop {
-        let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut consumer).poll_next(cx));
-        let delivery = match tokio::time::timeout(CAUGHT_UP, next).await {
-            Err(_) | Ok(None) => break,
-            Ok(Some(delivery)) => delivery?,
+        let channel = connection.create_channel().await?;
+        channel
+            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .await?;
+        let mut args = FieldTable::default();
+        let offset = match since {
+            Some(t) => AMQPValue::Timestamp(t.unix_timestamp().max(0) as u64),
+            None => AMQPValue::LongString(LongString::from(&b"first"[..])),
         };
-        read += 1;
-        if read.is_multiple_of(PROGRESS_EVERY) {
-            eprintln!("archive: {read} events read");
-        }
-        let _ = delivery.acker.ack(BasicAckOptions::default()).await;
-        let Ok(event) = serde_json::from_slice::<Value>(&delivery.data) else {
-            continue;
-        };
-        let archived_at = delivery
-            .properties
-            .timestamp()
-            .and_then(|t| OffsetDateTime::from_unix_timestamp(t as i64).ok())
-            .map(crate::canonical::rfc3339)
-            .unwrap_or_default();
-        let keep_going = visit(Archived {
-            archived_at,
-            routing_key: delivery.routing_key.as_str().to_owned(),
-            event,
-            properties: delivery.properties.clone(),
-            body: delivery.data.clone(),
-        });
-        if !keep_going {
-            break;
+        args.insert("x-stream-offset".into(), offset);
+        let consumer = channel
+            .basic_consume(
+                archive.stream.as_str().into(),
+                "hookgate-archive".into(),
+                BasicConsumeOptions::default(),
+                args,
+            )
+            .await?;
+        Ok(Self {
+            connection,
+            consumer,
+            read: 0,
+        })
+    }
+
+    /// The next archived event, or `None` once the reader has caught up
+    /// (nothing for [`CAUGHT_UP`]). Messages that are not JSON are skipped.
+    async fn next(&mut self) -> Result<Option<Archived>, ArchiveError> {
+        loop {
+            let consumer = &mut self.consumer;
+            let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *consumer).poll_next(cx));
+            let delivery = match tokio::time::timeout(CAUGHT_UP, next).await {
+                Err(_) | Ok(None) => return Ok(None),
+                Ok(Some(delivery)) => delivery?,
+            };
+            self.read += 1;
+            if self.read.is_multiple_of(PROGRESS_EVERY) {
+                eprintln!("archive: {} events read", self.read);
+            }
+            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+            let Ok(event) = serde_json::from_slice::<Value>(&delivery.data) else {
+                continue;
+            };
+            let archived_at = delivery
+                .properties
+                .timestamp()
+                .and_then(|t| OffsetDateTime::from_unix_timestamp(t as i64).ok())
+                .map(crate::canonical::rfc3339)
+                .unwrap_or_default();
+            return Ok(Some(Archived {
+                archived_at,
+                routing_key: delivery.routing_key.as_str().to_owned(),
+                event,
+                properties: delivery.properties,
+                body: delivery.data,
+            }));
         }
     }
-    let _ = connection.close(200, "archive read".into()).await;
-    Ok(read)
+
+    async fn close(self) {
+        let _ = self.connection.close(200, "archive read".into()).await;
+    }
 }
 
 fn archive_of(settings: &Settings) -> Result<&ArchiveSettings, ArchiveError> {
@@ -190,39 +206,33 @@ pub async fn find(
     json: bool,
     mut out: impl Write,
 ) -> Result<u64, ArchiveError> {
+    let mut reader = Reader::open(settings, since).await?;
     let mut matched = 0;
-    let mut failed = None;
-    scan(settings, since, |found| {
+    while let Some(found) = reader.next().await? {
         let event = &found.event;
         let hit = ids.iter().any(|id| {
             event["id"].as_str() == Some(id)
                 || event["data"]["vendor_event_id"].as_str() == Some(id)
         });
-        if hit {
-            matched += 1;
-            let line = if json {
-                event.to_string()
-            } else {
-                format!(
-                    "{} {} {} {}",
-                    found.archived_at,
-                    found.routing_key,
-                    event["type"].as_str().unwrap_or_default(),
-                    event["id"].as_str().unwrap_or_default()
-                )
-            };
-            if let Err(e) = writeln!(out, "{line}") {
-                failed = Some(e);
-                return false;
-            }
+        if !hit {
+            continue;
         }
-        true
-    })
-    .await?;
-    match failed {
-        Some(e) => Err(ArchiveError::Output(e)),
-        None => Ok(matched),
+        matched += 1;
+        let line = if json {
+            event.to_string()
+        } else {
+            format!(
+                "{} {} {} {}",
+                found.archived_at,
+                found.routing_key,
+                event["type"].as_str().unwrap_or_default(),
+                event["id"].as_str().unwrap_or_default()
+            )
+        };
+        writeln!(out, "{line}").map_err(ArchiveError::Output)?;
     }
+    reader.close().await;
+    Ok(matched)
 }
 
 /// What `hookgate archive replay` keeps and where it publishes.
@@ -287,7 +297,8 @@ pub struct Replayed {
 pub struct ReplayStopped {
     /// Published and confirmed before the stop.
     pub confirmed: u64,
-    /// The `received_at` of the first event not confirmed.
+    /// The `received_at` of the first event not confirmed (or the window's
+    /// start, if none was reached).
     pub resume_since: String,
     /// What failed.
     pub why: String,
@@ -303,87 +314,89 @@ pub async fn replay(
     exchange: Option<&str>,
     dry_run: bool,
 ) -> Result<Result<Replayed, ReplayStopped>, ArchiveError> {
-    let exchange = exchange.unwrap_or(&settings.broker.exchange).to_owned();
-    let mut kept = Vec::new();
-    scan(settings, Some(filter.since), |found| {
-        // Past the window: a stream is in publish order, so nothing later fits.
-        let received = found.event["data"]["received_at"]
-            .as_str()
-            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
-        if let (Some(until), Some(received)) = (filter.until, received) {
-            if received >= until + Duration::from_secs(60) {
-                return false;
+    let exchange = exchange.unwrap_or(&settings.broker.exchange);
+    // Read to the end of the stream, not to `until`: an event spooled while
+    // the broker was away was archived after events received later than it.
+    let mut reader = Reader::open(settings, Some(filter.since)).await?;
+    let (mut matched, mut confirmed) = (0, 0);
+    // Where a resumed replay must start: the first event not yet confirmed.
+    let mut resume_since = crate::canonical::rfc3339(filter.since);
+    let mut publishing = None;
+    let outcome = loop {
+        let found = match reader.next().await {
+            Ok(Some(found)) => found,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e.to_string()),
+        };
+        if !filter.keeps(&found.event) {
+            continue;
+        }
+        matched += 1;
+        if dry_run {
+            continue;
+        }
+        if let Some(received) = found.event["data"]["received_at"].as_str() {
+            resume_since = received.to_owned();
+        }
+        if publishing.is_none() {
+            eprintln!("archive: publishing to `{exchange}`");
+            let opened = async {
+                let channel = reader.connection.create_channel().await?;
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await?;
+                Ok::<_, lapin::Error>(channel)
+            };
+            match opened.await {
+                Ok(channel) => publishing = Some(channel),
+                Err(e) => break Err(e.to_string()),
             }
         }
-        if filter.keeps(&found.event) {
-            kept.push(found);
-        }
-        true
-    })
-    .await?;
-    let matched = kept.len() as u64;
-    if dry_run || kept.is_empty() {
-        return Ok(Ok(Replayed {
-            matched,
-            confirmed: 0,
-        }));
-    }
-    eprintln!("archive: {matched} matched; publishing to `{exchange}`");
-    let mut confirmed = 0;
-    let stopped = |confirmed: u64, event: &Archived, why: String| {
-        Ok(Err(ReplayStopped {
-            confirmed,
-            resume_since: event.event["data"]["received_at"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            why,
-        }))
-    };
-    let connection = match crate::broker::open_any(
-        &settings.broker.endpoints,
-        &settings.broker.tls,
-        "hookgate archive replay",
-    )
-    .await
-    {
-        Ok(connection) => connection,
-        Err(e) => return stopped(0, &kept[0], e.to_string()),
-    };
-    let channel = match connection.create_channel().await {
-        Ok(channel) => channel,
-        Err(e) => return stopped(0, &kept[0], e.to_string()),
-    };
-    if let Err(e) = channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-    {
-        return stopped(0, &kept[0], e.to_string());
-    }
-    for event in &kept {
-        let properties = event.properties.clone().with_delivery_mode(2);
-        let published = channel
-            .basic_publish(
-                exchange.as_str().into(),
-                event.routing_key.as_str().into(),
-                BasicPublishOptions::default(),
-                &event.body,
-                properties,
-            )
-            .await;
-        let confirm = match published {
-            Ok(confirm) => tokio::time::timeout(settings.broker.confirm_timeout, confirm).await,
-            Err(e) => return stopped(confirmed, event, e.to_string()),
+        let Some(channel) = &publishing else {
+            unreachable!("opened just above")
         };
-        match confirm {
-            Ok(Ok(c)) if c.is_ack() => confirmed += 1,
-            Ok(Ok(_)) => return stopped(confirmed, event, "the broker refused it (nack)".into()),
-            Ok(Err(e)) => return stopped(confirmed, event, e.to_string()),
-            Err(_) => return stopped(confirmed, event, "no confirm in time".into()),
+        if let Err(why) =
+            publish_confirmed(channel, exchange, &found, settings.broker.confirm_timeout).await
+        {
+            break Err(why);
         }
+        confirmed += 1;
+    };
+    reader.close().await;
+    Ok(match outcome {
+        Ok(()) => Ok(Replayed { matched, confirmed }),
+        Err(why) => Err(ReplayStopped {
+            confirmed,
+            resume_since,
+            why,
+        }),
+    })
+}
+
+/// Publishes one archived event as it was (body, properties, routing key),
+/// persistent, and waits for the broker's confirm.
+async fn publish_confirmed(
+    channel: &lapin::Channel,
+    exchange: &str,
+    event: &Archived,
+    confirm_timeout: Duration,
+) -> Result<(), String> {
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            event.routing_key.as_str().into(),
+            BasicPublishOptions::default(),
+            &event.body,
+            event.properties.clone().with_delivery_mode(2),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(confirm_timeout, confirm).await {
+        Ok(Ok(c)) if c.is_ack() => Ok(()),
+        Ok(Ok(_)) => Err("the broker refused it (nack)".into()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no confirm in time".into()),
     }
-    let _ = connection.close(200, "replay done".into()).await;
-    Ok(Ok(Replayed { matched, confirmed }))
 }
 
 /// Reads an RFC 3339 time for `flag`.

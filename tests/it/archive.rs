@@ -255,7 +255,7 @@ async fn a_replay_cut_by_the_broker_says_where_to_resume_and_resuming_loses_noth
     let mut said = Vec::new();
     for line in stderr.by_ref() {
         let line = line.unwrap();
-        let publishing = line.contains("matched; publishing");
+        let publishing = line.contains("publishing to");
         said.push(line);
         if publishing {
             proxy.cut();

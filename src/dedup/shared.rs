@@ -29,10 +29,9 @@
 //! `/readyz` says degraded, and the log says so once per outage.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use prometheus_client::metrics::counter::Counter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
@@ -40,8 +39,13 @@ use redis::AsyncCommands;
 /// What `done` is stored as; a pending claim stores its request's token.
 const DONE: &str = "done";
 
-/// Deletes the key only if it still holds this request's token.
-const RELEASE: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
+/// Deletes the key only if it still holds this request's token (its SHA-1
+/// is computed once; Redis caches the script after the first call).
+static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#,
+    )
+});
 
 /// How often a delivery that found another's claim looks again.
 const POLL: Duration = Duration::from_millis(25);
@@ -98,7 +102,7 @@ pub struct SharedWindow {
 struct Inner {
     settings: SharedSettings,
     /// Set once the first connection is up; the manager reconnects after that.
-    connection: ArcSwapOption<ConnectionManager>,
+    connection: OnceLock<ConnectionManager>,
     /// Whether the store is failing right now (for the log and `/readyz`).
     failing: AtomicBool,
     errors: Counter,
@@ -113,7 +117,7 @@ impl SharedWindow {
         let window = Self {
             inner: Arc::new(Inner {
                 settings,
-                connection: ArcSwapOption::empty(),
+                connection: OnceLock::new(),
                 failing: AtomicBool::new(false),
                 errors,
             }),
@@ -127,7 +131,7 @@ impl SharedWindow {
             loop {
                 match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
                     Ok(manager) => {
-                        inner.connection.store(Some(Arc::new(manager)));
+                        let _ = inner.connection.set(manager);
                         inner.recovered();
                         return;
                     }
@@ -148,8 +152,7 @@ impl SharedWindow {
     /// still being handled elsewhere; see the module doc.
     pub async fn begin(&self, id: &str) -> Begin {
         let inner = &self.inner;
-        let Some(mut connection) = inner.connection.load_full().map(|c| (*c).clone()) else {
-            inner.errors.inc();
+        let Some(mut connection) = inner.connection() else {
             return Begin::Fresh(Claim(None));
         };
         let key = format!("{}{id}", inner.settings.key_prefix);
@@ -195,8 +198,7 @@ impl SharedWindow {
     pub async fn done(&self, claim: Claim) {
         let Some((key, _)) = claim.0 else { return };
         let inner = &self.inner;
-        let Some(mut connection) = inner.connection.load_full().map(|c| (*c).clone()) else {
-            inner.errors.inc();
+        let Some(mut connection) = inner.connection() else {
             return;
         };
         let window_ms = inner.settings.window.as_millis() as u64;
@@ -217,10 +219,10 @@ impl SharedWindow {
     pub async fn release(&self, claim: Claim) {
         let Some((key, token)) = claim.0 else { return };
         let inner = &self.inner;
-        let Some(mut connection) = inner.connection.load_full().map(|c| (*c).clone()) else {
+        let Some(mut connection) = inner.connection() else {
             return;
         };
-        let released: redis::RedisResult<i64> = redis::Script::new(RELEASE)
+        let released: redis::RedisResult<i64> = RELEASE
             .key(&key)
             .arg(&token)
             .invoke_async(&mut connection)
@@ -233,6 +235,16 @@ impl SharedWindow {
 }
 
 impl Inner {
+    /// A handle on the connection, or `None` (counted as a failed call)
+    /// while the first connection has not been made.
+    fn connection(&self) -> Option<ConnectionManager> {
+        let connection = self.connection.get().cloned();
+        if connection.is_none() {
+            self.errors.inc();
+        }
+        connection
+    }
+
     /// Counts a failed call; logs the first of an outage.
     fn failed(&self, error: &redis::RedisError) {
         self.errors.inc();

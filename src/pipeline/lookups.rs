@@ -175,11 +175,7 @@ impl Pipeline {
             mapped,
             pending.received_at,
         );
-        let (outgoing, masked) = Outgoing::guarded(&event);
-        if masked > 0 {
-            self.count_by(&self.metrics.pan_masked, &pending.source_id, masked as u64);
-        }
-        outgoing
+        self.guarded(&event)
     }
 
     fn count_enrichment(&self, outcome: &'static str) {

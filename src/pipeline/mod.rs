@@ -376,15 +376,10 @@ impl Pipeline {
                     mapped,
                     received_at,
                 );
-                let (outgoing, masked) = Outgoing::guarded(&event);
-                if masked > 0 {
-                    tracing::warn!(source = %source.id, event_id = %event.id, masked, "Full card numbers found in the vendor's data; masked before publishing.");
-                    self.count_by(&self.metrics.pan_masked, &source.id, masked as u64);
-                }
                 if event.event_type == UNMAPPED {
                     self.count(&self.metrics.unmapped, &source.id);
                 }
-                self.deliver(&outgoing).await
+                self.deliver(&self.guarded(&event)).await
             }
         };
         if let (Ok(_), Some(dedup)) = (&safe, &self.dedup) {
@@ -455,6 +450,18 @@ impl Pipeline {
                 Ok(Safe::Spooled)
             }
         }
+    }
+
+    /// The event as it goes on the bus, through the card guard; masked card
+    /// numbers are logged and counted against the event's source.
+    fn guarded(&self, event: &Event) -> Outgoing {
+        let (outgoing, masked) = Outgoing::guarded(event);
+        if masked > 0 {
+            let source = &event.data.source_id;
+            tracing::warn!(source = %source, event_id = %event.id, masked, "Full card numbers found in the vendor's data; masked before publishing.");
+            self.count_by(&self.metrics.pan_masked, source, masked as u64);
+        }
+        outgoing
     }
 
     fn count(&self, family: &Family<SourceLabel, Counter>, source: &str) {

@@ -674,7 +674,7 @@ fn parse_uuid(text: &str) -> Option<Id> {
 
 pub mod shared;
 mod writer;
-pub use shared::{Begin, Claim, SharedSettings, SharedWindow};
+pub use shared::{Begin, SharedSettings, SharedWindow};
 use writer::{trim, writer};
 
 #[cfg(test)]

@@ -47,8 +47,7 @@ use moka::future::Cache;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-pub use client::{LookupApi, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT, MAX_BODY_BYTES};
-pub use json::parse_exact;
+pub use client::{LookupApi, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT};
 
 use crate::vendors::Lookup;
 use client::HttpClient;
@@ -182,7 +181,7 @@ impl Enricher {
     /// per-call timeout). Concurrent look-ups of the same object share one
     /// HTTP call, which runs to completion even if every caller stops
     /// waiting (so wrap this in `tokio::time::timeout` freely): the answer
-    /// still reaches the cache. Returned records come from [`parse_exact`]:
+    /// still reaches the cache. Returned records come from [`json::parse_exact`]:
     /// decimals are strings.
     ///
     /// Must be called within a Tokio runtime.

@@ -52,7 +52,6 @@ mod handler;
 use connection::{first_bytes, Activity, ClientStream};
 use handler::handle;
 pub(crate) use handler::json;
-pub use handler::DISCARD_BODY_BYTES;
 
 /// What the accept loop needs, shared by every connection.
 pub struct Listener {

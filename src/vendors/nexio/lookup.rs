@@ -368,7 +368,7 @@ fn exact_text(name: &str, value: &Value) -> Result<Option<String>, String> {
         Value::String(s) => Ok(Some(s.trim().to_owned())),
         Value::Number(n) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
         Value::Number(n) => Err(format!(
-            "{name}: `{n}` was parsed as a floating-point number; parse look-up bodies with enrich::parse_exact"
+            "{name}: `{n}` was parsed as a floating-point number; parse look-up bodies with enrich::json::parse_exact"
         )),
         other => Err(format!("{name}: `{other}` is not a number")),
     }

@@ -93,7 +93,8 @@ impl BodyBudget {
 }
 
 /// Hands the allocator's free pages back to the OS (glibc only; elsewhere
-/// the allocator decides). The crate's one `unsafe` block.
+/// the allocator decides: the `hookgate` binary's jemalloc purges freed
+/// pages itself within a second). The crate's one `unsafe` block.
 #[allow(unsafe_code)]
 fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -838,6 +838,17 @@ fn the_dockerfile_is_multi_stage_non_root_locked_and_checks_healthz() {
     assert!(runtime
         .iter()
         .any(|i| i.starts_with("COPY --from=") && i.contains("hookgate")));
+    // Without .cargo/config.toml jemalloc keeps freed pages for 10 s, and
+    // without make it does not build at all.
+    let build = &instructions[..runtime_start];
+    assert!(
+        build.iter().any(|i| i.starts_with("COPY .cargo ")),
+        "the build stage copies .cargo/config.toml: {build:?}"
+    );
+    assert!(
+        build.iter().any(|i| i.starts_with("RUN ") && i.contains("install") && i.contains(" make")),
+        "the build stage installs make for jemalloc: {build:?}"
+    );
     assert!(runtime.iter().any(|i| i.contains("ca-certificates")));
     let user = runtime
         .iter()

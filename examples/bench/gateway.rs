@@ -283,7 +283,11 @@ impl Admin {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        // A fresh connection per read: the admin listener closes idle ones,
+        // and a pooled connection it closed fails the next read.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build_http();
         Ok(Self {
             runtime,
             client,

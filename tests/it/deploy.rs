@@ -846,7 +846,9 @@ fn the_dockerfile_is_multi_stage_non_root_locked_and_checks_healthz() {
         "the build stage copies .cargo/config.toml: {build:?}"
     );
     assert!(
-        build.iter().any(|i| i.starts_with("RUN ") && i.contains("install") && i.contains(" make")),
+        build
+            .iter()
+            .any(|i| i.starts_with("RUN ") && i.contains("install") && i.contains(" make")),
         "the build stage installs make for jemalloc: {build:?}"
     );
     assert!(runtime.iter().any(|i| i.contains("ca-certificates")));

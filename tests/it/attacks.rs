@@ -966,8 +966,14 @@ async fn http2_rapid_reset_does_not_take_the_gateway_down() {
         .expect("the connection ended")
         .unwrap();
     let error = format!("{ended:?}");
+    // The server's GOAWAY(ENHANCE_YOUR_CALM) is what the client reads,
+    // unless it was still writing when the server closed: then its write
+    // fails first (broken pipe or reset) and the GOAWAY goes unread. Either
+    // way the server ended the connection, and before 2000 streams.
     assert!(
-        error.contains("ENHANCE_YOUR_CALM"),
+        error.contains("ENHANCE_YOUR_CALM")
+            || error.contains("BrokenPipe")
+            || error.contains("ConnectionReset"),
         "after {sent} resets in {:?}: {error}",
         started.elapsed()
     );

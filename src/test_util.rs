@@ -73,3 +73,40 @@ pub fn published(
     let event = crate::pipeline::normalize(vendor, source_id, options, &verified, received);
     crate::publish::Outgoing::from_event(&event).body
 }
+
+/// A name that no other call in this process, and no earlier run on this
+/// machine, has used: `prefix`, the process id, the clock's nanoseconds and a
+/// counter. Tests and the benchmark name their vhosts, exchanges, queues and
+/// directories with it, so two runs never share broker or disk state.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{prefix}-{}-{:x}-{}",
+        std::process::id(),
+        nanos & 0xffff_ffff,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A `Key: <n> kB` figure of a `/proc` file in KiB (`VmRSS` or `VmHWM` of
+/// `/proc/<pid>/status`, `MemTotal` of `/proc/meminfo`), `None` where the
+/// file or the key is missing: memory bounds are checked on the process
+/// itself, as the kernel counts it, in tests and the benchmark alike.
+pub fn proc_kib(path: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// [`proc_kib`] of `/proc/<pid>/status`.
+pub fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    proc_kib(&format!("/proc/{pid}/status"), key)
+}

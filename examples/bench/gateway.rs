@@ -15,6 +15,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
 use crate::Fallible;
+use hookgate::test_util::unique_name;
 
 /// The signing key and Basic credentials of the benchmark's source.
 pub const SIG_KEY: &str = "example-signature-key";
@@ -67,7 +68,7 @@ pub fn write_config(dir: &Path, setup: &Setup, shape: &Shape) -> Fallible<PathBu
         writeln!(extra, "[archive]\nstream = {stream:?}\nmax_age = \"1h\"")?;
     }
     if let Some(port) = shape.redis_port {
-        let prefix = format!("bench-{}:", crate::unique());
+        let prefix = format!("{}:", unique_name("bench"));
         writeln!(
             extra,
             "[dedup]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}/0\"\nkey_prefix = {prefix:?}"

@@ -7,11 +7,13 @@ use std::str::FromStr;
 
 use crate::Fallible;
 
-/// Which measurement the run makes.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// Which measurement the run makes; in a report's JSON as its lowercase name.
+#[derive(Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// The gateway, its HTTP ceiling and its broker ceiling (alone and
     /// beside HTTP), half load, memory growth, the spool path, criterion.
+    #[default]
     Full,
     /// Two builds or settings, in the order A B B A.
     Ab,
@@ -19,6 +21,18 @@ pub enum Mode {
     Beside,
     /// The gateway and the broker ceiling on the 3-node loopback cluster.
     Cluster,
+}
+
+impl Mode {
+    /// The name reports and their file names use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Ab => "ab",
+            Self::Beside => "beside",
+            Self::Cluster => "cluster",
+        }
+    }
 }
 
 /// What variant B of an A/B run changes besides its binary.

@@ -44,25 +44,7 @@ pub fn cpu_ticks_of(pids: &[u32]) -> u64 {
 
 /// A `/proc/<pid>/status` figure in KiB (`VmHWM`, `VmRSS`), 0 if unreadable.
 fn status_kib(pid: u32, key: &str) -> u64 {
-    kib_field(&format!("/proc/{pid}/status"), key)
-}
-
-/// A `Key: <n> kB` line of a `/proc` file, 0 if unreadable.
-fn kib_field(path: &str, key: &str) -> u64 {
-    fs::read_to_string(path)
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|line| line.strip_prefix(key))
-                .and_then(|v| {
-                    v.trim_start_matches(':')
-                        .split_whitespace()
-                        .next()?
-                        .parse()
-                        .ok()
-                })
-        })
-        .unwrap_or(0)
+    hookgate::test_util::proc_status_kib(pid, key).unwrap_or(0)
 }
 
 /// Peak resident memory of a process, in MiB.
@@ -183,7 +165,8 @@ pub fn describe() -> String {
                 .and_then(|l| l.split_once(": ").map(|(_, v)| v.to_owned()))
         })
         .unwrap_or_else(|| "unknown CPU".to_owned());
-    let mem_gib = kib_field("/proc/meminfo", "MemTotal") / 1024 / 1024;
+    let mem_gib =
+        hookgate::test_util::proc_kib("/proc/meminfo", "MemTotal").unwrap_or(0) / 1024 / 1024;
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!(

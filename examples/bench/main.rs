@@ -23,8 +23,6 @@ mod runs;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Errors of the tool: each says what failed and where.
 pub type Fallible<T> = Result<T, Box<dyn std::error::Error>>;
@@ -32,21 +30,6 @@ pub type Fallible<T> = Result<T, Box<dyn std::error::Error>>;
 /// A progress line on stderr.
 pub fn log(message: &str) {
     eprintln!("bench: {message}");
-}
-
-/// A name part no other run of this machine has used: nanoseconds since the
-/// epoch, made strictly increasing within this process.
-pub fn unique() -> u64 {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let previous = LAST.fetch_max(now, Ordering::Relaxed);
-    if previous >= now {
-        LAST.fetch_add(1, Ordering::Relaxed) + 1
-    } else {
-        now
-    }
 }
 
 /// Whether something accepts connections on a loopback port.

@@ -14,6 +14,7 @@ use crate::report::Report;
 use crate::results::{self, Run};
 use crate::runs::{Bench, Variant};
 use crate::{log, machine, Fallible};
+use hookgate::test_util::unique_name;
 
 const CLUSTER_PORTS: [u16; 3] = [5681, 5682, 5683];
 
@@ -93,8 +94,9 @@ pub fn run(root: &Path) -> Fallible<()> {
     report.load_start = machine::loadavg();
 
     // Every request of a run carries a distinct event id (dedup is on), so
-    // each run gets one signed request per expected request plus 50 %,
-    // sized from a 5 s probe.
+    // each run gets two and a half signed requests per request the 5 s probe
+    // predicts: a probe slowed by a machine still busy (after a build, say)
+    // must not leave a later run short of fresh ids.
     let probe_bodies = bench.work.join("probe");
     bench.tools.bodies(300_000, &probe_bodies)?;
     let probe = bench.gateway_run("probe", &a, &probe_bodies, 0, 5)?;
@@ -140,9 +142,9 @@ pub fn run(root: &Path) -> Fallible<()> {
     Ok(())
 }
 
-/// Requests for `seconds` at `rate`, plus 50 %, at least 20,000.
+/// Requests for `seconds` at `rate`, times two and a half, at least 20,000.
 fn size_for(rate: f64, seconds: u64) -> u64 {
-    ((rate * seconds as f64 * 1.5) as u64).max(20_000)
+    ((rate * seconds as f64 * 2.5) as u64).max(20_000)
 }
 
 /// Waits (up to `BENCH_LOAD_WAIT`) for the 1-minute load average to drop
@@ -274,7 +276,7 @@ fn growth(bench: &Bench, knobs: &Knobs, a: &Variant, report: &mut Report) -> Fal
         "memory growth: {} requests in {} steps of {per}",
         knobs.growth_requests, knobs.growth_steps
     ));
-    let id = crate::unique();
+    let id = unique_name("run");
     let (exchange, queue) = (format!("hookgate.bench-{id}"), format!("bench-{id}"));
     let dir = bench.work.join("growth");
     bench.tools.declare(&exchange, &queue)?;
@@ -409,7 +411,7 @@ fn ab(
             } else {
                 b(b_knobs
                     .archive
-                    .then(|| format!("bench-archive-{}", crate::unique())))
+                    .then(|| format!("bench-archive-{}", unique_name("run"))))
             };
             let run = bench.gateway_run(which, &variant, bodies, 0, knobs.seconds)?;
             report.push(run);

@@ -17,29 +17,51 @@ const END: &str = "<!-- bench:end -->";
 /// Everything one benchmark run measured, and what it ran on.
 #[derive(Serialize, Deserialize, Default)]
 pub struct Report {
-    pub mode: String,
+    /// Which measurement this is; decides how it renders.
+    pub mode: Mode,
+    /// When the run started (UTC, to the minute).
     pub when: String,
+    /// The commit measured, marked when `src/` had changes on top.
     pub git: String,
+    /// CPU model, cores and memory of the machine.
     pub machine: String,
+    /// The compiler the binaries were built with.
     pub rustc: String,
+    /// The command line (with its `BENCH_*` knobs) that reruns this.
     pub command: String,
+    /// Load average before waiting for the machine to settle.
     pub load_before_wait: String,
+    /// Load average when measuring began.
     pub load_start: String,
+    /// Load average when measuring ended.
     pub load_end: String,
+    /// Seconds of load per measured run.
     pub seconds: u64,
+    /// wrk's connections.
     pub connections: u64,
+    /// wrk's threads.
     pub threads: u64,
+    /// Rounds of each kind of run; figures are medians over them.
     pub rounds: u64,
+    /// The benchmark queue's type (`quorum` or `classic`).
     pub queue_type: String,
+    /// Distinct signed bodies wrk cycles through.
     pub bodies: u64,
+    /// Seconds of load of the spool run (broker away).
     pub spool_seconds: u64,
+    /// Distinct bodies of the spool run.
     pub spool_bodies: u64,
+    /// The beside mode's pause between HTTP requests, if it paced them.
     pub beside_delay_ms: Option<u64>,
+    /// Variant A's binary in an A/B run.
     pub a_bin: Option<String>,
+    /// What variant B changes in an A/B run.
     pub b_desc: Option<String>,
+    /// criterion's in-process figures, as it printed them.
     pub criterion: Option<String>,
     /// (requests so far, RSS MiB) after each step of the growth run.
     pub growth_rss: Vec<(u64, u64)>,
+    /// Every measured run, in the order it ran.
     pub runs: Vec<Run>,
 }
 
@@ -64,13 +86,7 @@ impl Report {
             ))
             .unwrap_or_default();
         Self {
-            mode: match knobs.mode {
-                Mode::Full => "full",
-                Mode::Ab => "ab",
-                Mode::Beside => "beside",
-                Mode::Cluster => "cluster",
-            }
-            .to_owned(),
+            mode: knobs.mode,
             when,
             git: format!(
                 "{}{}",
@@ -102,7 +118,11 @@ impl Report {
         let json = serde_json::to_string_pretty(self)?;
         let dir = root.join("target/bench");
         std::fs::create_dir_all(&dir)?;
-        let file = dir.join(format!("{}-{}.json", self.mode, self.when.replace(':', "")));
+        let file = dir.join(format!(
+            "{}-{}.json",
+            self.mode.name(),
+            self.when.replace(':', "")
+        ));
         std::fs::write(&file, &json)?;
         println!("\n==================== summary ====================\n{}\n=================================================", self.render());
         log(&format!("figures in {}", file.display()));
@@ -119,11 +139,11 @@ impl Report {
     /// The summary text of this report's mode.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = match self.mode.as_str() {
-            "ab" => self.render_ab(&mut out),
-            "beside" => self.render_beside(&mut out),
-            "cluster" => self.render_cluster(&mut out),
-            _ => self.render_full(&mut out),
+        let _ = match self.mode {
+            Mode::Ab => self.render_ab(&mut out),
+            Mode::Beside => self.render_beside(&mut out),
+            Mode::Cluster => self.render_cluster(&mut out),
+            Mode::Full => self.render_full(&mut out),
         };
         out.push_str("\nraw results:\n");
         for run in &self.runs {
@@ -136,7 +156,9 @@ impl Report {
         writeln!(
             out,
             "hookgate benchmark ({} mode), {}, git {}",
-            self.mode, self.when, self.git
+            self.mode.name(),
+            self.when,
+            self.git
         )?;
         writeln!(out, "machine: {}; {}", self.machine, self.rustc)?;
         writeln!(

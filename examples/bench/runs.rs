@@ -9,6 +9,7 @@ use crate::load::Tools;
 use crate::machine::{self, MachineTicks};
 use crate::results::Run;
 use crate::Fallible;
+use hookgate::test_util::unique_name;
 
 /// What every run shares: the tools, the gateway setup, the broker under
 /// test (its processes, found by their AMQP ports) and the work dir.
@@ -65,7 +66,7 @@ impl Bench {
         delay_ms: u64,
         seconds: u64,
     ) -> Fallible<Run> {
-        let id = crate::unique();
+        let id = unique_name("run");
         let (exchange, queue) = (format!("hookgate.bench-{id}"), format!("bench-{id}"));
         let dir = self.work.join(format!("{kind}-{id}"));
         self.tools.declare(&exchange, &queue)?;
@@ -160,7 +161,7 @@ impl Bench {
             )
             .into());
         }
-        let id = crate::unique();
+        let id = unique_name("run");
         let (exchange, queue) = (format!("hookgate.bench-{id}"), format!("bench-{id}"));
         let dir = self.work.join(format!("{kind}-{id}"));
         self.tools.declare(&exchange, &queue)?;
@@ -241,7 +242,7 @@ impl Bench {
     /// The minimal confirmed publisher for `seconds` on a fresh exchange and
     /// queue, with the broker's CPU per message and the machine's busy share.
     pub fn broker_ceiling_run(&self, kind: &str, seconds: u64) -> Fallible<Run> {
-        let id = crate::unique();
+        let id = unique_name("run");
         let (exchange, queue) = (format!("hookgate.bench-{id}"), format!("bench-{id}"));
         self.tools.declare(&exchange, &queue)?;
         let (machine0, broker0) = (MachineTicks::now(), self.broker_ticks());
@@ -271,7 +272,7 @@ impl Bench {
         // wrk runs 2 s longer on each side, so the broker run is inside it.
         let out = self
             .work
-            .join(format!("beside-http-{}.txt", crate::unique()));
+            .join(format!("beside-http-{}.txt", unique_name("run")));
         let wrk = self
             .tools
             .start_wrk(self.ceiling_port, bodies, delay_ms, seconds + 4, &out)?;
@@ -288,7 +289,7 @@ impl Bench {
             self.tools
                 .http_ceiling(self.ceiling_port, &self.setup.cert, &self.setup.key)?;
         let (cpu0, machine0) = (machine::cpu_ticks(ceiling.pid()), MachineTicks::now());
-        let out = self.work.join(format!("http-{}.txt", crate::unique()));
+        let out = self.work.join(format!("http-{}.txt", unique_name("run")));
         let mut run = self
             .tools
             .run_wrk(self.ceiling_port, bodies, 0, seconds, &out)?;

@@ -983,23 +983,21 @@ async fn http2_rapid_reset_does_not_take_the_gateway_down() {
     gw.stop().await;
 }
 
-/// Resident memory of a process now (`VmRSS`), in MiB.
-fn rss_mib(pid: u32) -> u64 {
-    proc_status_kib(pid, "VmRSS:") / 1024
+/// A `/proc/<pid>/status` figure in MiB; the test fails if it is unreadable.
+fn status_mib(pid: u32, key: &str) -> u64 {
+    hookgate::test_util::proc_status_kib(pid, key)
+        .unwrap_or_else(|| panic!("{key} in /proc/{pid}/status"))
+        / 1024
 }
 
-fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"))
+/// Resident memory of a process now (`VmRSS`), in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    status_mib(pid, "VmRSS")
 }
 
 /// Peak resident memory of a process (`VmHWM`), in MiB.
 fn peak_rss_mib(pid: u32) -> u64 {
-    proc_status_kib(pid, "VmHWM:") / 1024
+    status_mib(pid, "VmHWM")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

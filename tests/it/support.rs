@@ -10,7 +10,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,17 +47,7 @@ pub fn test_vhost() -> String {
 
 /// A name unique to this test run and call.
 pub fn unique(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{prefix}-{}-{:x}-{}",
-        std::process::id(),
-        nanos & 0xffff_ffff,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    hookgate::test_util::unique_name(prefix)
 }
 
 /// What USAePay sends in `X-Signature` for `body` under `key`.

@@ -534,6 +534,53 @@ proptest! {
 
 // === mapping ===
 
+/// Text made of card numbers, escapes, separators, letters and digits in any
+/// order: where the card guard's cheap test and its full scan could disagree.
+fn card_text() -> impl Strategy<Value = String> {
+    let piece = prop::sample::select(vec![
+        "4111111111111111",
+        "4111 1111 1111 1111",
+        "5500-0000-0000-0004",
+        "378282246310005",
+        "000000000000",
+        "\n",
+        "\u{1}",
+        "\u{1f}",
+        "\t",
+        "\"",
+        "\\",
+        "x",
+        "a",
+        "f",
+        "u",
+        "1",
+        "0",
+        " ",
+        "-",
+        "é",
+    ]);
+    prop::collection::vec(piece, 0..8).prop_map(|pieces| pieces.concat())
+}
+
+proptest! {
+    #![proptest_config(config(2048))]
+
+    #[test]
+    fn the_card_guards_fast_path_never_skips_a_card_number(
+        texts in prop::collection::vec(card_text(), 1..4),
+        number in prop::sample::select(vec![0u64, 4_111_111_111_111_111, 378_282_246_310_005, 4_111_111_111_111_112]),
+    ) {
+        let document = json!({ "data": { "vendor_data": { "notes": texts, "n": number } } });
+        let (_, masked) = hookgate::guard::masked_json(document.clone());
+        let serialized = serde_json::to_vec(&document).unwrap();
+        prop_assert!(
+            masked == 0 || hookgate::guard::may_hold_card_number(&serialized),
+            "the full scan masked {masked} in {} but the cheap test saw none",
+            String::from_utf8_lossy(&serialized)
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(config(512))]
 

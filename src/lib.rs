@@ -20,7 +20,7 @@
 //! auth/          Basic, HMAC signatures, URL token, IP allowlist (constant-time)
 //! vendors/       one module per vendor behind the `Vendor` trait
 //! canonical/     the CloudEvents envelope, `data`, exact amounts, event ids
-//! guard.rs       masks full card numbers before anything is published
+//! guard/         masks full card numbers before anything is published
 //! scrub.rs       error text from input without the quoted values
 //! per_address.rs open connections per client address
 //! broker.rs      broker endpoints, amqps trust, opening one connection

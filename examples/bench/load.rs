@@ -12,6 +12,18 @@ use base64::Engine as _;
 use crate::gateway::{Gateway, BASIC_PASS, BASIC_USER, PATH, SIG_KEY};
 use crate::results::Run;
 use crate::Fallible;
+use hookgate::test_util::unique_name;
+
+/// One run's own exchange and bound queue, and the id that names them
+/// (and the run's work dir): no two runs share broker state.
+pub struct Topology {
+    /// Unique to the run.
+    pub id: String,
+    /// The gateway's exchange, `hookgate.<id>`.
+    pub exchange: String,
+    /// The durable queue bound to it with `#`, `<id>`.
+    pub queue: String,
+}
 
 /// Where the tools are and how wrk drives the load.
 pub struct Tools {
@@ -59,14 +71,22 @@ impl Tools {
         ok(status, "bench_bodies")
     }
 
-    /// Declares the gateway's exchange and a durable queue bound with `#`.
-    pub fn declare(&self, exchange: &str, queue: &str) -> Fallible<()> {
+    /// Declares a fresh exchange for the gateway and a durable queue bound
+    /// to it with `#`, named for this run alone.
+    pub fn declare_fresh(&self) -> Fallible<Topology> {
+        let id = unique_name("bench");
+        let topology = Topology {
+            exchange: format!("hookgate.{id}"),
+            queue: id.clone(),
+            id,
+        };
         let status = self
             .example("bench_queue")
-            .args(["declare", exchange, queue])
+            .args(["declare", &topology.exchange, &topology.queue])
             .stderr(Stdio::null())
             .status()?;
-        ok(status, "bench_queue declare")
+        ok(status, "bench_queue declare")?;
+        Ok(topology)
     }
 
     /// Deletes them again.

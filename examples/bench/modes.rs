@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::gateway::{Setup, Shape};
 use crate::knobs::{Knobs, Mode};
-use crate::load::Tools;
+use crate::load::{Tools, Topology};
 use crate::report::Report;
 use crate::results::{self, Run};
 use crate::runs::{Bench, Variant};
@@ -276,10 +276,10 @@ fn growth(bench: &Bench, knobs: &Knobs, a: &Variant, report: &mut Report) -> Fal
         "memory growth: {} requests in {} steps of {per}",
         knobs.growth_requests, knobs.growth_steps
     ));
-    let id = unique_name("run");
-    let (exchange, queue) = (format!("hookgate.bench-{id}"), format!("bench-{id}"));
+    let Topology {
+        exchange, queue, ..
+    } = bench.tools.declare_fresh()?;
     let dir = bench.work.join("growth");
-    bench.tools.declare(&exchange, &queue)?;
     let shape = Shape {
         exchange: exchange.clone(),
         ..a.shape.clone()
@@ -409,9 +409,7 @@ fn ab(
             let variant = if which == "A" {
                 a.clone()
             } else {
-                b(b_knobs
-                    .archive
-                    .then(|| format!("bench-archive-{}", unique_name("run"))))
+                b(b_knobs.archive.then(|| unique_name("bench-archive")))
             };
             let run = bench.gateway_run(which, &variant, bodies, 0, knobs.seconds)?;
             report.push(run);

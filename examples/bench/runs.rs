@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::gateway::{Await, Gateway, Setup, Shape};
-use crate::load::Tools;
+use crate::load::{Tools, Topology};
 use crate::machine::{self, MachineTicks};
 use crate::results::Run;
 use crate::Fallible;
@@ -66,10 +66,12 @@ impl Bench {
         delay_ms: u64,
         seconds: u64,
     ) -> Fallible<Run> {
-        let id = unique_name("run");
-        let (exchange, queue) = (format!("hookgate.bench-{id}"), format!("bench-{id}"));
+        let Topology {
+            id,
+            exchange,
+            queue,
+        } = self.tools.declare_fresh()?;
         let dir = self.work.join(format!("{kind}-{id}"));
-        self.tools.declare(&exchange, &queue)?;
         let shape = Shape {
             exchange: exchange.clone(),
             ..variant.shape.clone()
@@ -161,10 +163,12 @@ impl Bench {
             )
             .into());
         }
-        let id = unique_name("run");
-        let (exchange, queue) = (format!("hookgate.bench-{id}"), format!("bench-{id}"));
+        let Topology {
+            id,
+            exchange,
+            queue,
+        } = self.tools.declare_fresh()?;
         let dir = self.work.join(format!("{kind}-{id}"));
-        self.tools.declare(&exchange, &queue)?;
         let dead = Shape {
             broker_line: format!(
                 "url = \"amqp://guest:guest@127.0.0.1:{}/%2f\"",
@@ -242,9 +246,9 @@ impl Bench {
     /// The minimal confirmed publisher for `seconds` on a fresh exchange and
     /// queue, with the broker's CPU per message and the machine's busy share.
     pub fn broker_ceiling_run(&self, kind: &str, seconds: u64) -> Fallible<Run> {
-        let id = unique_name("run");
-        let (exchange, queue) = (format!("hookgate.bench-{id}"), format!("bench-{id}"));
-        self.tools.declare(&exchange, &queue)?;
+        let Topology {
+            exchange, queue, ..
+        } = self.tools.declare_fresh()?;
         let (machine0, broker0) = (MachineTicks::now(), self.broker_ticks());
         let mut run = self.tools.broker_ceiling(&exchange, seconds)?;
         let (machine1, broker1) = (MachineTicks::now(), self.broker_ticks());
@@ -272,7 +276,7 @@ impl Bench {
         // wrk runs 2 s longer on each side, so the broker run is inside it.
         let out = self
             .work
-            .join(format!("beside-http-{}.txt", unique_name("run")));
+            .join(format!("{}.txt", unique_name("beside-http")));
         let wrk = self
             .tools
             .start_wrk(self.ceiling_port, bodies, delay_ms, seconds + 4, &out)?;
@@ -289,7 +293,7 @@ impl Bench {
             self.tools
                 .http_ceiling(self.ceiling_port, &self.setup.cert, &self.setup.key)?;
         let (cpu0, machine0) = (machine::cpu_ticks(ceiling.pid()), MachineTicks::now());
-        let out = self.work.join(format!("http-{}.txt", unique_name("run")));
+        let out = self.work.join(format!("{}.txt", unique_name("http")));
         let mut run = self
             .tools
             .run_wrk(self.ceiling_port, bodies, 0, seconds, &out)?;
